@@ -1,0 +1,193 @@
+use super::*;
+
+fn load(text: &str) -> Result<Config> {
+    Config::from_toml_with_env(text, Path::new("test.toml"), Vec::<(String, String)>::new())
+}
+
+const MINIMAL: &str = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[lake]
+root = "/tmp/lake"
+[[pipeline]]
+name = "clicks"
+topics = ["clicks"]
+table = "clicks"
+schema = [{ name = "user_id", type = "string", nullable = false }, { name = "ts", type = "timestamp" }]
+event_time = { field = "ts", format = "rfc3339" }
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = load(MINIMAL).unwrap();
+    let p = &c.pipelines[0];
+    assert_eq!(c.kafka.group_id, "sluice");
+    assert_eq!(p.start_position, StartPosition::Earliest);
+    assert_eq!(p.dead_letter_table(), "clicks_dead_letter");
+    assert_eq!(p.flush.max_rows, 500_000);
+    assert_eq!(p.schema[0].ty, Some(ColumnType::String));
+    assert!(!p.schema[0].is_nullable());
+    assert_eq!(p.time_zone(), chrono_tz::UTC);
+    assert_eq!(c.maintenance.checkpoint_interval, 10);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_key() {
+    let text = r#"
+[kafka]
+[lake]
+root = "ftp://nope"
+[[pipeline]]
+name = "clicks"
+topics = ["clicks"]
+table = "clicks"
+start = "yesterday"
+timezone = "Mars/Olympus"
+schema = [{ name = "ts", type = "timestampz" }]
+event_time = { field = "when", format = "rfc3339" }
+partition_by = ["country"]
+flush = { max_rows = 0 }
+bogus = 1
+[[pipeline.aggregate]]
+table = "clicks"
+window = { kind = "hopping", size = "1m", advance = "2m" }
+aggregates = ["median(x)"]
+"#;
+    let err = load(text).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("expected Invalid, got {err}")
+    };
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "kafka.brokers",
+        "lake.root",
+        "pipeline[0].start",
+        "pipeline[0].timezone",
+        "pipeline[0].schema[0].type",
+        "pipeline[0].event_time.field",
+        "pipeline[0].partition_by[0]",
+        "pipeline[0].flush.max_rows",
+        "pipeline[0].bogus",
+        "pipeline[0].aggregate[0].table",
+        "pipeline[0].aggregate[0].window.advance",
+        "pipeline[0].aggregate[0].aggregates[0]",
+    ] {
+        assert!(
+            keys.contains(&expected),
+            "missing problem for {expected}; got {keys:?}"
+        );
+    }
+    let text = err.to_string();
+    assert!(text.contains("test.toml"), "{text}");
+    assert!(
+        text.contains("use earliest, latest, offset:N or time:RFC3339"),
+        "{text}"
+    );
+    assert!(text.contains("already used by pipeline[0].table"), "{text}");
+}
+
+#[test]
+fn a_wrongly_typed_value_names_the_key_and_line() {
+    let err = load(&MINIMAL.replace(
+        "table = \"clicks\"",
+        "table = \"clicks\"\nflush = { max_latency = \"2 fortnights\" }",
+    ))
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("max_latency") && msg.contains("unknown unit"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let env = vec![
+        (
+            "SLUICE__KAFKA__BROKERS".to_string(),
+            "10.0.0.1:9092".to_string(),
+        ),
+        (
+            "SLUICE__KAFKA__OPTIONS__SASL_PASSWORD".to_string(),
+            "hunter2".to_string(),
+        ),
+        (
+            "SLUICE__PIPELINE__0__START".to_string(),
+            "offset:42".to_string(),
+        ),
+        (
+            "SLUICE__MAINTENANCE__CHECKPOINT_INTERVAL".to_string(),
+            "25".to_string(),
+        ),
+        ("OTHER".to_string(), "x".to_string()),
+    ];
+    let c = Config::from_toml_with_env(MINIMAL, Path::new("t.toml"), env).unwrap();
+    assert_eq!(c.kafka.brokers, "10.0.0.1:9092");
+    assert_eq!(c.kafka.options["sasl.password"], "hunter2");
+    assert_eq!(c.pipelines[0].start_position, StartPosition::Offset(42));
+    assert_eq!(c.maintenance.checkpoint_interval, 25);
+    assert!(
+        !format!("{c:?}").contains("hunter2"),
+        "secrets must not appear in Debug output"
+    );
+}
+
+#[test]
+fn windows_are_validated() {
+    let ok = |w: &str| {
+        load(&format!(
+            "{MINIMAL}\n[[pipeline.aggregate]]\ntable = \"agg\"\nwindow = {w}\naggregates = [\"count(*)\"]\n"
+        ))
+    };
+    let c = ok(r#"{ kind = "hopping", size = "10s", advance = "5s" }"#).unwrap();
+    assert_eq!(
+        c.pipelines[0].aggregates[0].window_kind,
+        Some(WindowKind::Hopping {
+            size: 10_000,
+            advance: 5_000,
+            offset: 0
+        })
+    );
+    assert!(
+        ok(r#"{ kind = "sliding", size = "10s" }"#)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown window kind")
+    );
+    assert!(
+        ok(r#"{ kind = "session" }"#)
+            .unwrap_err()
+            .to_string()
+            .contains("gap")
+    );
+    assert!(ok(r#"{ kind = "hopping", size = "10s", advance = "0s" }"#).is_err());
+}
+
+#[test]
+fn start_positions_parse() {
+    assert_eq!(
+        StartPosition::parse("latest").unwrap(),
+        StartPosition::Latest
+    );
+    assert_eq!(
+        StartPosition::parse("time:1970-01-01T00:00:01Z").unwrap(),
+        StartPosition::Time(1000)
+    );
+    assert!(StartPosition::parse("offset:-1").is_err());
+}
+
+#[test]
+fn every_example_config_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            Config::from_toml_with_env(&text, &path, Vec::<(String, String)>::new())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 1, "no example configs found in {}", dir.display());
+}

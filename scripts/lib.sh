@@ -1,0 +1,35 @@
+# Shared settings for the dev-service scripts. Sourced, not run.
+# Everything that outlives one run (jars, the Python venv, cargo's target dir) lives under
+# SLUICE_CACHE, outside the clone, so a second run on the same machine is fast.
+SLUICE_CACHE="${SLUICE_CACHE:-$HOME/.cache/sluice}"
+SLUICE_RUN_DIR="${SLUICE_RUN_DIR:-$SLUICE_CACHE/run}"
+KAFKA_VERSION="4.1.1"
+KAFKA_HOME="$SLUICE_CACHE/kafka-$KAFKA_VERSION"
+SLUICE_KAFKA_PORT="${SLUICE_KAFKA_PORT:-19092}"
+SLUICE_S3_PORT="${SLUICE_S3_PORT:-19000}"
+SLUICE_VENV="$SLUICE_CACHE/venv"
+SCRIPTS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# stop_pidfile FILE NAME: TERM the process group, wait, then KILL; leaves nothing behind.
+stop_pidfile() {
+  local file=$1 name=$2 pid
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$name did not stop in 20s; killing"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null
+      sleep 0.5
+    fi
+  fi
+  rm -f "$file"
+  log "$name stopped"
+}

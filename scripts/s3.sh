@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Starts or stops an S3-compatible server (moto's server mode) on 127.0.0.1 over HTTP.
+#
+#   scripts/s3.sh start     # install moto[server] into a venv if missing, start, wait until ready
+#   scripts/s3.sh stop
+#   scripts/s3.sh status
+#
+# moto implements S3's conditional writes (If-None-Match: * on PutObject), which is what
+# deltalake 1.x relies on for safe commits on S3 (see docs/s3.md). Port: SLUICE_S3_PORT
+# (default 19000). Access key and secret are the test pair below; clients sign with SigV4.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+PORT=$SLUICE_S3_PORT
+DIR="$SLUICE_RUN_DIR/s3-$PORT"
+PIDFILE="$DIR/s3.pid"
+MOTO_VERSION="5.2.1"
+
+install_moto() {
+  "$SCRIPTS_DIR/python-env.sh" >&2
+}
+
+start() {
+  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    log "already running (pid $(cat "$PIDFILE"))"; echo "http://127.0.0.1:$PORT"; return 0
+  fi
+  port_open "$PORT" && die "port $PORT is taken by another process; set SLUICE_S3_PORT"
+  install_moto
+  rm -rf "$DIR"; mkdir -p "$DIR"
+  setsid "$SLUICE_VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$DIR/server.log" 2>&1 </dev/null &
+  echo $! >"$PIDFILE"
+  local deadline=$((SECONDS + 60))
+  until curl -fsS -o /dev/null "http://127.0.0.1:$PORT/moto-api/data.json" 2>/dev/null; do
+    kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 50 "$DIR/server.log" >&2; die "the S3 server exited during start-up"; }
+    [ $SECONDS -lt $deadline ] || die "the S3 server did not answer within 60s"
+    sleep 0.3
+  done
+  log "ready: S3 (moto $MOTO_VERSION) on http://127.0.0.1:$PORT"
+  echo "http://127.0.0.1:$PORT"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop_pidfile "$PIDFILE" "s3" ;;
+  status)
+    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "running on http://127.0.0.1:$PORT"; else echo "stopped"; exit 1; fi ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

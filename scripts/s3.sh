@@ -35,7 +35,9 @@ start() {
     [ $SECONDS -lt $deadline ] || die "the S3 server did not answer within 60s"
     sleep 0.3
   done
-  log "ready: S3 (moto $MOTO_VERSION) on http://127.0.0.1:$PORT"
+  # The bucket the tests use; each test works under its own prefix.
+  curl -fsS -X PUT -o /dev/null "http://127.0.0.1:$PORT/${SLUICE_S3_BUCKET:-sluice-test}" || die "could not create the test bucket"
+  log "ready: S3 (moto $MOTO_VERSION) on http://127.0.0.1:$PORT, bucket ${SLUICE_S3_BUCKET:-sluice-test}"
   echo "http://127.0.0.1:$PORT"
 }
 

@@ -1,1 +1,276 @@
-//! sluice-lake.
+//! Shared object-store and Delta Lake plumbing: where tables live ([`Lake`]), how rows are
+//! written and committed together with stream progress ([`TableWriter`]), and how a table is
+//! read back as Arrow ([`scan`]).
+//!
+//! Progress is recorded the Delta way: one application transaction (`txn`) per source
+//! topic-partition in the same commit as the data, so data files and progress become visible
+//! together or not at all. A writer never refreshes its snapshot behind its own back: a commit
+//! whose read snapshot is older than another writer's commit for the same app id fails with
+//! [`LakeError::Fenced`] instead of double-writing.
+
+mod error;
+mod scan;
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Once};
+
+use deltalake::arrow::datatypes::Schema as ArrowSchema;
+use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use url::Url;
+
+pub use error::{LakeError, Result};
+pub use scan::{scan, scan_sql, table_row_count};
+pub use writer::{CommitOutcome, TableWriter, WriterOptions};
+
+/// Re-exports so that every crate uses the one arrow, parquet and datafusion of the tree.
+pub use deltalake;
+
+static REGISTER: Once = Once::new();
+
+/// Registers the S3 object-store and log-store handlers with deltalake (idempotent).
+pub fn register_handlers() {
+    REGISTER.call_once(|| deltalake::aws::register_handlers(None));
+}
+
+/// The root under which a config's tables live, plus the object-store options to reach it.
+#[derive(Clone)]
+pub struct Lake {
+    root: Url,
+    options: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake")
+            .field("root", &self.root.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Properties sluice sets on the tables it creates.
+#[derive(Clone, Debug, Default)]
+pub struct TableSpec {
+    /// Partition column names (must be columns of the schema).
+    pub partition_columns: Vec<String>,
+    /// Delta table properties, e.g. `delta.checkpointInterval`.
+    pub properties: HashMap<String, String>,
+    /// A human description stored in the table metadata.
+    pub description: Option<String>,
+}
+
+impl Lake {
+    /// A lake at `cfg.root` (a path, `file://` or `s3://` URL) with `cfg.options` for the store.
+    pub fn new(cfg: &sluice_config::LakeConfig) -> Result<Self> {
+        register_handlers();
+        let root = sluice_config::lake_root_url(&cfg.root)
+            .map_err(|message| LakeError::Config { message })?;
+        if root.scheme() == "file" {
+            if let Ok(path) = root.to_file_path() {
+                std::fs::create_dir_all(&path).map_err(|e| LakeError::Config {
+                    message: format!("cannot create the lake directory {}: {e}", path.display()),
+                })?;
+            }
+        }
+        let options = cfg
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(Self { root, options })
+    }
+
+    /// The lake's root URL.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The object-store options (may hold secrets: never log them).
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.options
+    }
+
+    /// The URL of table `name` under the root.
+    pub fn table_url(&self, name: &str) -> Result<Url> {
+        self.root
+            .join(&format!("{name}/"))
+            .map_err(|e| LakeError::Config {
+                message: format!(
+                    "table name {name:?} does not make a URL under {}: {e}",
+                    self.root
+                ),
+            })
+    }
+
+    fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
+        let url = self.table_url(name)?;
+        DeltaTableBuilder::from_url(url)
+            .map(|b| b.with_storage_options(self.options.clone()))
+            .map_err(|source| LakeError::delta(name, source))
+    }
+
+    /// Opens table `name` at its latest version; `None` if no table exists there yet.
+    pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>> {
+        let mut table = self
+            .builder(name)?
+            .build()
+            .map_err(|e| LakeError::delta(name, e))?;
+        match table.load().await {
+            Ok(()) => Ok(Some(table)),
+            Err(DeltaTableError::NotATable(_)) => Ok(None),
+            Err(e) => Err(LakeError::delta(name, e)),
+        }
+    }
+
+    /// Opens table `name` at `version`.
+    pub async fn open_at_version(&self, name: &str, version: i64) -> Result<DeltaTable> {
+        let mut table = self
+            .builder(name)?
+            .build()
+            .map_err(|e| LakeError::delta(name, e))?;
+        let v = u64::try_from(version).map_err(|_| LakeError::Config {
+            message: format!("version {version} is negative"),
+        })?;
+        table
+            .load_version(v)
+            .await
+            .map_err(|e| LakeError::delta(name, e))?;
+        Ok(table)
+    }
+
+    /// Opens table `name`, or creates it with `schema` when it does not exist. An existing
+    /// table must have the same columns; a mismatch is an error naming the difference.
+    pub async fn open_or_create(
+        &self,
+        name: &str,
+        schema: &ArrowSchema,
+        spec: &TableSpec,
+    ) -> Result<DeltaTable> {
+        if let Some(table) = self.open(name).await? {
+            check_schema(name, &table, schema)?;
+            return Ok(table);
+        }
+        let kernel: StructType = schema.try_into_kernel().map_err(|e| LakeError::Schema {
+            table: name.into(),
+            message: format!("cannot express the schema in Delta: {e}"),
+        })?;
+        let table = self
+            .builder(name)?
+            .build()
+            .map_err(|e| LakeError::delta(name, e))?;
+        let mut create = table
+            .create()
+            .with_table_name(name)
+            .with_columns(kernel.fields().cloned())
+            .with_partition_columns(spec.partition_columns.clone())
+            .with_configuration(
+                spec.properties
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone()))),
+            );
+        if let Some(d) = &spec.description {
+            create = create.with_comment(d.clone());
+        }
+        match create.await {
+            Ok(t) => Ok(t),
+            // Another instance created it first: use theirs.
+            Err(e) if is_already_exists(&e) => self
+                .open(name)
+                .await?
+                .ok_or_else(|| LakeError::delta(name, e)),
+            Err(e) => Err(LakeError::delta(name, e)),
+        }
+    }
+}
+
+fn is_already_exists(e: &DeltaTableError) -> bool {
+    matches!(e, DeltaTableError::VersionAlreadyExists(_))
+        || e.to_string().contains("already exists")
+}
+
+fn check_schema(name: &str, table: &DeltaTable, wanted: &ArrowSchema) -> Result<()> {
+    let existing = table_arrow_schema(name, table)?;
+    let mut problems = Vec::new();
+    for f in wanted.fields() {
+        match existing.field_with_name(f.name()) {
+            Err(_) => problems.push(format!("column {:?} is missing from the table", f.name())),
+            Ok(e) if !types_compatible(e.data_type(), f.data_type()) => problems.push(format!(
+                "column {:?} is {} in the table but {} in the config",
+                f.name(),
+                e.data_type(),
+                f.data_type()
+            )),
+            Ok(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LakeError::Schema {
+            table: name.into(),
+            message: problems.join("; "),
+        })
+    }
+}
+
+fn types_compatible(
+    a: &deltalake::arrow::datatypes::DataType,
+    b: &deltalake::arrow::datatypes::DataType,
+) -> bool {
+    use deltalake::arrow::datatypes::DataType as D;
+    match (a, b) {
+        (D::Timestamp(u1, _), D::Timestamp(u2, _)) => u1 == u2,
+        (D::Utf8 | D::LargeUtf8 | D::Utf8View, D::Utf8 | D::LargeUtf8 | D::Utf8View) => true,
+        (
+            D::Binary | D::LargeBinary | D::BinaryView,
+            D::Binary | D::LargeBinary | D::BinaryView,
+        ) => true,
+        (D::List(x) | D::LargeList(x), D::List(y) | D::LargeList(y)) => {
+            types_compatible(x.data_type(), y.data_type())
+        }
+        (D::Struct(x), D::Struct(y)) => {
+            x.len() == y.len()
+                && x.iter().zip(y.iter()).all(|(p, q)| {
+                    p.name() == q.name() && types_compatible(p.data_type(), q.data_type())
+                })
+        }
+        (D::Map(x, _), D::Map(y, _)) => types_compatible(x.data_type(), y.data_type()),
+        _ => a == b,
+    }
+}
+
+/// The Arrow schema of a loaded table (partition columns included).
+pub fn table_arrow_schema(name: &str, table: &DeltaTable) -> Result<Arc<ArrowSchema>> {
+    use deltalake::kernel::engine::arrow_conversion::TryIntoArrow as _;
+    let snapshot = table.snapshot().map_err(|e| LakeError::delta(name, e))?;
+    let schema: ArrowSchema =
+        snapshot
+            .schema()
+            .as_ref()
+            .try_into_arrow()
+            .map_err(|e| LakeError::Schema {
+                table: name.into(),
+                message: format!("cannot read the table schema as Arrow: {e}"),
+            })?;
+    Ok(Arc::new(schema))
+}
+
+/// The app id under which a pipeline records its progress in a partition.
+pub fn progress_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
+    format!("sluice:{pipeline}:{topic}:{partition}")
+}
+
+/// The next offset recorded in `table` for an app id, if any.
+pub async fn committed_progress(
+    name: &str,
+    table: &DeltaTable,
+    app_id: &str,
+) -> Result<Option<i64>> {
+    let snapshot = table.snapshot().map_err(|e| LakeError::delta(name, e))?;
+    snapshot
+        .transaction_version(table.log_store().as_ref(), app_id)
+        .await
+        .map_err(|e| LakeError::delta(name, e))
+}

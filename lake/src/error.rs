@@ -1,0 +1,75 @@
+//! The lake crate's error type.
+
+use deltalake::DeltaTableError;
+use deltalake::kernel::transaction::{CommitConflictError, TransactionError};
+
+/// Everything that can go wrong reading or writing tables.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    /// The lake root or a table location is unusable.
+    #[error("lake: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+    /// A Delta or object-store operation failed.
+    #[error("table {table}: {source}")]
+    Delta {
+        /// The table.
+        table: String,
+        /// The cause.
+        #[source]
+        source: DeltaTableError,
+    },
+    /// Another writer committed progress for the same partitions since this writer's snapshot;
+    /// this writer's buffered rows must be dropped and its partitions re-read from the table.
+    #[error(
+        "table {table}: fenced: another writer committed progress for the same partitions ({detail})"
+    )]
+    Fenced {
+        /// The table.
+        table: String,
+        /// The conflict.
+        detail: String,
+    },
+    /// The table's schema does not fit what is being written.
+    #[error("table {table}: schema mismatch: {message}")]
+    Schema {
+        /// The table.
+        table: String,
+        /// The difference.
+        message: String,
+    },
+    /// A query over tables failed.
+    #[error("query: {0}")]
+    Query(#[from] deltalake::datafusion::error::DataFusionError),
+}
+
+impl LakeError {
+    /// Wraps a Delta error with its table, recognising commit fencing.
+    pub fn delta(table: &str, source: DeltaTableError) -> Self {
+        if let DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(c),
+        } = &source
+        {
+            if matches!(c, CommitConflictError::ConcurrentTransaction) {
+                return Self::Fenced {
+                    table: table.into(),
+                    detail: c.to_string(),
+                };
+            }
+        }
+        Self::Delta {
+            table: table.into(),
+            source,
+        }
+    }
+
+    /// True when this error means the writer was fenced by another writer.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
+    }
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = LakeError> = std::result::Result<T, E>;

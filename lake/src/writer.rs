@@ -1,0 +1,246 @@
+//! [`TableWriter`]: rows into one Delta table, committed together with stream progress.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deltalake::DeltaTable;
+use deltalake::arrow::datatypes::Schema as ArrowSchema;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::protocol::{DeltaOperation, OutputMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+
+use crate::{LakeError, Result, table_arrow_schema};
+
+/// How data files are encoded.
+#[derive(Clone, Debug)]
+pub struct WriterOptions {
+    /// Parquet compression.
+    pub compression: sluice_config::Compression,
+    /// Roll to a new file once one reaches this many compressed bytes.
+    pub target_file_size: u64,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// Columns whose values are sorted within files (statistics stay tight for pruning).
+    pub sorted_hint: Vec<String>,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        Self {
+            compression: sluice_config::Compression::Zstd,
+            target_file_size: 128 * 1024 * 1024,
+            row_group_rows: 128 * 1024,
+            sorted_hint: Vec::new(),
+        }
+    }
+}
+
+impl WriterOptions {
+    fn properties(&self) -> WriterProperties {
+        let compression = match self.compression {
+            sluice_config::Compression::Zstd => {
+                Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default())
+            }
+            sluice_config::Compression::Snappy => Compression::SNAPPY,
+            sluice_config::Compression::Lz4 => Compression::LZ4_RAW,
+            sluice_config::Compression::None => Compression::UNCOMPRESSED,
+        };
+        WriterProperties::builder()
+            .set_compression(compression)
+            .set_max_row_group_row_count(Some(self.row_group_rows.max(1)))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .build()
+    }
+}
+
+/// What a commit did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// The table version created.
+    pub version: i64,
+    /// Data files added.
+    pub files: usize,
+    /// Rows added.
+    pub rows: u64,
+    /// Bytes added (compressed).
+    pub bytes: u64,
+}
+
+/// Buffers rows for one table and commits them, with progress, in one Delta commit.
+///
+/// Rows stream into Parquet files as they are written; nothing is visible until
+/// [`TableWriter::commit`]. The writer's snapshot only moves forward through its own commits
+/// or an explicit [`TableWriter::refresh`], which is what makes commits fence zombies.
+pub struct TableWriter {
+    name: String,
+    table: DeltaTable,
+    schema: Arc<ArrowSchema>,
+    options: WriterOptions,
+    writer: Option<RecordBatchWriter>,
+    rows: u64,
+    query_id: String,
+    epoch: i64,
+}
+
+impl std::fmt::Debug for TableWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriter")
+            .field("table", &self.name)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TableWriter {
+    /// A writer for a loaded table.
+    pub fn new(name: &str, table: DeltaTable, options: WriterOptions) -> Result<Self> {
+        let schema = table_arrow_schema(name, &table)?;
+        Ok(Self {
+            name: name.into(),
+            table,
+            schema,
+            options,
+            writer: None,
+            rows: 0,
+            query_id: uuid::Uuid::new_v4().to_string(),
+            epoch: 0,
+        })
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The table's Arrow schema; batches given to [`TableWriter::write`] must have it.
+    pub fn schema(&self) -> Arc<ArrowSchema> {
+        self.schema.clone()
+    }
+
+    /// The loaded table (at the writer's snapshot).
+    pub fn table(&self) -> &DeltaTable {
+        &self.table
+    }
+
+    /// The snapshot version this writer is at.
+    pub fn version(&self) -> Option<i64> {
+        self.table.version().map(|v| v as i64)
+    }
+
+    /// Rows buffered since the last commit.
+    pub fn buffered_rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Compressed bytes buffered since the last commit (approximate).
+    pub fn buffered_bytes(&self) -> u64 {
+        self.writer.as_ref().map_or(0, |w| w.buffer_len() as u64)
+    }
+
+    /// Buffers a batch (with partition columns) for the next commit.
+    pub async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.writer.is_none() {
+            let w = RecordBatchWriter::for_table(&self.table)
+                .map_err(|e| LakeError::delta(&self.name, e))?
+                .with_writer_properties(self.options.properties())
+                .with_target_file_size(self.options.target_file_size);
+            self.writer = Some(w);
+        }
+        let rows = batch.num_rows() as u64;
+        let writer = self.writer.as_mut().ok_or_else(|| LakeError::Config {
+            message: "writer vanished".into(),
+        })?;
+        if let Err(e) = writer.write(batch).await {
+            self.abort();
+            return Err(LakeError::delta(&self.name, e));
+        }
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Drops everything buffered since the last commit (written files become orphans).
+    pub fn abort(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            w.reset();
+        }
+        self.rows = 0;
+    }
+
+    /// The next offset committed for `app_id` at this writer's snapshot.
+    pub async fn progress(&self, app_id: &str) -> Result<Option<i64>> {
+        crate::committed_progress(&self.name, &self.table, app_id).await
+    }
+
+    /// Moves the snapshot to the table's latest version. Only call this when the caller also
+    /// re-reads its progress from the table (on assignment or after being fenced).
+    pub async fn refresh(&mut self) -> Result<()> {
+        self.abort();
+        self.table
+            .update_state()
+            .await
+            .map_err(|e| LakeError::delta(&self.name, e))
+    }
+
+    /// Commits the buffered rows and the given progress (`app_id` -> next offset) atomically.
+    /// Returns `None` when there was nothing to commit. On a fenced commit the buffered rows
+    /// are dropped and [`LakeError::Fenced`] is returned.
+    pub async fn commit(
+        &mut self,
+        progress: &[(String, i64)],
+        app_metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<Option<CommitOutcome>> {
+        let adds = match self.writer.take() {
+            Some(mut w) => w
+                .flush()
+                .await
+                .map_err(|e| LakeError::delta(&self.name, e))?,
+            None => Vec::new(),
+        };
+        let rows = std::mem::take(&mut self.rows);
+        if adds.is_empty() && progress.is_empty() {
+            return Ok(None);
+        }
+        let files = adds.len();
+        let bytes: u64 = adds.iter().map(|a| a.size.max(0) as u64).sum();
+        let now = chrono::Utc::now().timestamp_millis();
+        let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
+        let txns: Vec<Transaction> = progress
+            .iter()
+            .map(|(id, v)| Transaction::new_with_last_update(id, *v, Some(now)))
+            .collect();
+        self.epoch += 1;
+        let operation = DeltaOperation::StreamingUpdate {
+            output_mode: OutputMode::Append,
+            query_id: self.query_id.clone(),
+            epoch_id: self.epoch,
+        };
+        let props = CommitProperties::default()
+            .with_application_transactions(txns)
+            .with_metadata(app_metadata)
+            .with_max_retries(50);
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| LakeError::delta(&self.name, e))?;
+        let finalized = CommitBuilder::from(props)
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(|e| LakeError::delta(&self.name, e))?;
+        let version = finalized.version() as i64;
+        self.table.state = Some(finalized.snapshot());
+        Ok(Some(CommitOutcome {
+            version,
+            files,
+            rows,
+            bytes,
+        }))
+    }
+}

@@ -1,0 +1,212 @@
+//! Test support: the real services' addresses, unique names, producing records, and reading
+//! tables back. Every test makes its own topics, S3 prefixes and temporary directories, so
+//! tests run in parallel.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sluice_lake::deltalake::arrow::record_batch::RecordBatch;
+
+/// The real Kafka broker started by `scripts/test` (`SLUICE_TEST_KAFKA`).
+pub fn kafka() -> String {
+    std::env::var("SLUICE_TEST_KAFKA").unwrap_or_else(|_| {
+        panic!("SLUICE_TEST_KAFKA is not set: run the suite with scripts/test, which starts Apache Kafka and S3")
+    })
+}
+
+/// The real S3 server started by `scripts/test` (`SLUICE_TEST_S3`).
+pub fn s3_endpoint() -> String {
+    std::env::var("SLUICE_TEST_S3")
+        .unwrap_or_else(|_| panic!("SLUICE_TEST_S3 is not set: run the suite with scripts/test"))
+}
+
+/// The bucket `scripts/s3.sh` creates.
+pub const BUCKET: &str = "sluice-test";
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A name no other test (or earlier run) uses.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let r: u32 = rand::random();
+    format!("{prefix}-{}-{n}-{r:08x}", std::process::id())
+}
+
+/// Object-store options for the test S3 server.
+pub fn s3_options() -> HashMap<String, String> {
+    HashMap::from([
+        ("aws_endpoint".to_string(), s3_endpoint()),
+        ("aws_region".to_string(), "us-east-1".to_string()),
+        (
+            "aws_access_key_id".to_string(),
+            "sluice-test-key".to_string(),
+        ),
+        (
+            "aws_secret_access_key".to_string(),
+            "sluice-test-secret".to_string(),
+        ),
+        ("aws_allow_http".to_string(), "true".to_string()),
+    ])
+}
+
+/// A lake config rooted at a fresh prefix of the test bucket.
+pub fn s3_lake() -> sluice_config::LakeConfig {
+    sluice_config::LakeConfig {
+        root: format!("s3://{BUCKET}/{}", unique("lake")),
+        options: s3_options().into_iter().collect(),
+    }
+}
+
+/// A lake config rooted at a fresh local directory (kept alive by the returned guard).
+pub fn local_lake() -> (tempfile::TempDir, sluice_config::LakeConfig) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = sluice_config::LakeConfig {
+        root: dir.path().display().to_string(),
+        options: Default::default(),
+    };
+    (dir, cfg)
+}
+
+/// An admin client for the test broker.
+pub fn admin() -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .create()
+        .expect("admin client")
+}
+
+/// Creates a topic with `partitions` partitions (replication 1).
+pub async fn create_topic(name: &str, partitions: i32) {
+    create_topic_with(name, partitions, &[]).await
+}
+
+/// Creates a topic with extra topic configs.
+pub async fn create_topic_with(name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        topic = topic.set(k, v);
+    }
+    let res = admin()
+        .create_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
+        .await
+        .expect("create_topics");
+    for r in res {
+        r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// A producer for the test broker (idempotent, all acks).
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer")
+}
+
+/// One record to produce.
+#[derive(Clone, Debug, Default)]
+pub struct TestRecord {
+    /// Target partition (`None`: by key).
+    pub partition: Option<i32>,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Value bytes.
+    pub value: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Record timestamp in ms (`None`: now).
+    pub timestamp: Option<i64>,
+}
+
+/// Produces records and waits for every delivery; returns (partition, offset) of each, in order.
+pub async fn produce(
+    topic: &str,
+    records: impl IntoIterator<Item = TestRecord>,
+) -> Vec<(i32, i64)> {
+    let producer = producer();
+    let mut pending = Vec::new();
+    for r in records {
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(p) = r.partition {
+            rec = rec.partition(p);
+        }
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_slice());
+        }
+        if let Some(ts) = r.timestamp {
+            rec = rec.timestamp(ts);
+        }
+        if !r.headers.is_empty() {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in &r.headers {
+                h = h.insert(Header {
+                    key: k,
+                    value: Some(v.as_slice()),
+                });
+            }
+            rec = rec.headers(h);
+        }
+        // send_result queues without waiting; the futures resolve on delivery.
+        let fut = loop {
+            match producer.send_result(rec) {
+                Ok(f) => break f,
+                Err((e, back)) => {
+                    assert!(
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
+                        "produce: {e}"
+                    );
+                    rec = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        pending.push(fut);
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    for f in pending {
+        let delivery = f
+            .await
+            .expect("delivery future")
+            .unwrap_or_else(|(e, _)| panic!("delivery: {e}"));
+        out.push((delivery.partition, delivery.offset));
+    }
+    out
+}
+
+/// Every row of table `name` in `lake`.
+pub async fn read_table(lake: &sluice_lake::Lake, name: &str) -> Vec<RecordBatch> {
+    let table = lake
+        .open(name)
+        .await
+        .expect("open table")
+        .unwrap_or_else(|| panic!("table {name} does not exist"));
+    sluice_lake::scan(name, &table).await.expect("scan")
+}
+
+/// Total rows in a set of batches.
+pub fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}

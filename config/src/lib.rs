@@ -602,13 +602,13 @@ impl Config {
             .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
         let mut problems = Vec::new();
         for (key, value) in env {
-            if let Some(rest) = key.strip_prefix("SLUICE__") {
-                if let Err(message) = apply_override(&mut tree, rest, &value) {
-                    problems.push(Problem {
-                        key: format!("env {key}"),
-                        message,
-                    });
-                }
+            if let Some(rest) = key.strip_prefix("SLUICE__")
+                && let Err(message) = apply_override(&mut tree, rest, &value)
+            {
+                problems.push(Problem {
+                    key: format!("env {key}"),
+                    message,
+                });
             }
         }
         let mut unknown = Vec::new();
@@ -912,13 +912,13 @@ impl Config {
                 for (g, text) in agg.aggregates.iter().enumerate() {
                     match AggregateSpec::parse(text) {
                         Ok(spec) => {
-                            if let Some(col) = &spec.column {
-                                if !schema.iter().any(|f| &f.name == col) {
-                                    p(
-                                        &ak(&format!("aggregates[{g}]")),
-                                        format!("{col:?} is not a column of the pipeline's schema"),
-                                    );
-                                }
+                            if let Some(col) = &spec.column
+                                && !schema.iter().any(|f| &f.name == col)
+                            {
+                                p(
+                                    &ak(&format!("aggregates[{g}]")),
+                                    format!("{col:?} is not a column of the pipeline's schema"),
+                                );
                             }
                             agg.specs.push(spec)
                         }

@@ -52,7 +52,7 @@ impl FromStr for Duration {
             }
         };
         let ms = value * factor_ms;
-        if !ms.is_finite() || ms < 0.0 || ms > 1e15 {
+        if !ms.is_finite() || !(0.0..=1e15).contains(&ms) {
             return Err(format!("invalid duration {s:?}: out of range"));
         }
         Ok(Self(std::time::Duration::from_micros(
@@ -71,7 +71,7 @@ impl fmt::Display for Duration {
             (1_000, "s"),
         ];
         for (size, unit) in UNITS {
-            if ms >= size && ms % size == 0 {
+            if ms >= size && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -134,7 +134,7 @@ impl FromStr for ByteSize {
             }
         };
         let bytes = value * factor;
-        if !bytes.is_finite() || bytes < 0.0 || bytes > 1e18 {
+        if !bytes.is_finite() || !(0.0..=1e18).contains(&bytes) {
             return Err(format!("invalid size {s:?}: out of range"));
         }
         Ok(Self(bytes.round() as u64))
@@ -145,7 +145,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
         for (size, unit) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }

@@ -51,13 +51,12 @@ impl LakeError {
         if let DeltaTableError::Transaction {
             source: TransactionError::CommitConflict(c),
         } = &source
+            && matches!(c, CommitConflictError::ConcurrentTransaction)
         {
-            if matches!(c, CommitConflictError::ConcurrentTransaction) {
-                return Self::Fenced {
-                    table: table.into(),
-                    detail: c.to_string(),
-                };
-            }
+            return Self::Fenced {
+                table: table.into(),
+                detail: c.to_string(),
+            };
         }
         Self::Delta {
             table: table.into(),

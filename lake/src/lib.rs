@@ -67,12 +67,12 @@ impl Lake {
         register_handlers();
         let root = sluice_config::lake_root_url(&cfg.root)
             .map_err(|message| LakeError::Config { message })?;
-        if root.scheme() == "file" {
-            if let Ok(path) = root.to_file_path() {
-                std::fs::create_dir_all(&path).map_err(|e| LakeError::Config {
-                    message: format!("cannot create the lake directory {}: {e}", path.display()),
-                })?;
-            }
+        if root.scheme() == "file"
+            && let Ok(path) = root.to_file_path()
+        {
+            std::fs::create_dir_all(&path).map_err(|e| LakeError::Config {
+                message: format!("cannot create the lake directory {}: {e}", path.display()),
+            })?;
         }
         let options = cfg
             .options

@@ -1,0 +1,599 @@
+//! JSON records into Arrow rows of the events table, and everything that does not fit into
+//! dead letters.
+//!
+//! The common path is vectorised: a whole poll batch goes through one arrow-json decoder
+//! straight into Arrow builders. Only when the decoder reports a problem are the offending
+//! records isolated (a syntax error is found at the record that caused it; a type error by
+//! bisecting the batch), so a bad record costs little and never stops the pipeline.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array,
+    RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+};
+use arrow::compute::{filter_record_batch, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow_json::reader::{Decoder, ReaderBuilder};
+use chrono::{NaiveDate, NaiveDateTime, Offset, TimeZone};
+use chrono_tz::Tz;
+use sluice_config::{PipelineConfig, TimeFormat, UnknownFields};
+
+use crate::raw::RawBatch;
+
+/// Why a record went to the dead-letter table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The value is missing or empty.
+    EmptyValue,
+    /// The value is larger than `max_record_size`.
+    Oversized,
+    /// The value is not UTF-8.
+    InvalidUtf8,
+    /// The value is not one well-formed JSON object.
+    MalformedJson,
+    /// The object does not fit the schema (type, missing field, unknown field).
+    SchemaMismatch,
+    /// The event time is missing or cannot be parsed.
+    InvalidEventTime,
+}
+
+impl ErrorKind {
+    /// The name stored in the `error_kind` column and used as the metric `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EmptyValue => "empty_value",
+            Self::Oversized => "oversized",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::MalformedJson => "malformed_json",
+            Self::SchemaMismatch => "schema_mismatch",
+            Self::InvalidEventTime => "invalid_event_time",
+        }
+    }
+}
+
+/// One record that could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Index of the record in its [`RawBatch`].
+    pub index: usize,
+    /// The kind of error.
+    pub kind: ErrorKind,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// The decoded part of a batch.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Rows in the events table's schema (record order preserved).
+    pub events: Option<RecordBatch>,
+    /// Index into the raw batch of each events row.
+    pub event_indices: Vec<u32>,
+    /// Records that go to the dead-letter table, in record order.
+    pub dead: Vec<DeadLetter>,
+}
+
+/// Decodes one pipeline's records.
+pub struct JsonDecoder {
+    output: SchemaRef,
+    decode_schema: SchemaRef,
+    /// Positions (in `decode_schema`) of top-level timestamp columns, read as text first.
+    timestamp_columns: Vec<(usize, TimeFormat)>,
+    event_time: EventTimeSource,
+    tz: Tz,
+    max_record_size: usize,
+    strict: bool,
+    include_headers: bool,
+}
+
+impl std::fmt::Debug for JsonDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonDecoder")
+            .field("output", &self.output)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum EventTimeSource {
+    Kafka,
+    /// Column index in the decode schema, and how it is written.
+    Field(usize, TimeFormat),
+}
+
+impl JsonDecoder {
+    /// A decoder producing rows of `output` (the events table's schema, as stored).
+    pub fn new(p: &PipelineConfig, output: SchemaRef) -> Result<Self, String> {
+        let mut decode_fields = Vec::new();
+        let mut timestamp_columns = Vec::new();
+        for (i, f) in p.schema.iter().enumerate() {
+            let out = output
+                .field_with_name(&f.name)
+                .map_err(|_| format!("column {:?} is missing from the table", f.name))?;
+            let is_event_field = p.event_time.field.as_deref() == Some(f.name.as_str());
+            let field = if matches!(out.data_type(), DataType::Timestamp(..)) {
+                let fmt = if is_event_field {
+                    p.event_time.format
+                } else {
+                    f.format.unwrap_or(TimeFormat::Rfc3339)
+                };
+                timestamp_columns.push((i, fmt));
+                Field::new(&f.name, DataType::Utf8, true)
+            } else {
+                Field::new(&f.name, out.data_type().clone(), out.is_nullable())
+            };
+            decode_fields.push(field);
+        }
+        let event_time = match (&p.event_time.field, p.event_time.format) {
+            (_, TimeFormat::KafkaTimestamp) | (None, _) => EventTimeSource::Kafka,
+            (Some(name), fmt) => {
+                let idx = p
+                    .schema
+                    .iter()
+                    .position(|f| &f.name == name)
+                    .ok_or_else(|| format!("event time field {name:?} is not in the schema"))?;
+                EventTimeSource::Field(idx, fmt)
+            }
+        };
+        Ok(Self {
+            output,
+            decode_schema: Arc::new(Schema::new(decode_fields)),
+            timestamp_columns,
+            event_time,
+            tz: p.time_zone(),
+            max_record_size: p.max_record_size.bytes() as usize,
+            strict: p.unknown_fields == UnknownFields::Reject,
+            include_headers: p.include_headers,
+        })
+    }
+
+    /// The events table schema rows are produced in.
+    pub fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    fn new_decoder(&self, records: usize) -> Result<Decoder, String> {
+        ReaderBuilder::new(self.decode_schema.clone())
+            // One more than the records fed, so `decode` never stops early at the batch size.
+            .with_batch_size(records + 1)
+            .with_coerce_primitive(true)
+            .with_strict_mode(self.strict)
+            .build_decoder()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Decodes a batch. Never fails on record content: bad records become dead letters.
+    pub fn decode(&self, raw: &RawBatch) -> Result<Decoded, String> {
+        let mut dead = Vec::new();
+        // Pass 1: syntax, record by record boundaries, into one tape.
+        let mut good: Vec<usize> = Vec::with_capacity(raw.len());
+        let mut parts: Vec<(Vec<usize>, RecordBatch)> = Vec::new();
+        let mut pending: Vec<usize> = Vec::new();
+        let mut decoder = self.new_decoder(raw.len())?;
+        for i in 0..raw.len() {
+            let value = match raw.value(i) {
+                None => {
+                    dead.push(dl(
+                        i,
+                        ErrorKind::EmptyValue,
+                        "the record has no value (a tombstone)",
+                    ));
+                    continue;
+                }
+                Some(v) if v.iter().all(|b| b.is_ascii_whitespace()) => {
+                    dead.push(dl(i, ErrorKind::EmptyValue, "the record's value is empty"));
+                    continue;
+                }
+                Some(v) => v,
+            };
+            if value.len() > self.max_record_size {
+                dead.push(dl(
+                    i,
+                    ErrorKind::Oversized,
+                    &format!(
+                        "the value is {} bytes; max_record_size is {}",
+                        value.len(),
+                        self.max_record_size
+                    ),
+                ));
+                continue;
+            }
+            if let Err(e) = std::str::from_utf8(value) {
+                dead.push(dl(
+                    i,
+                    ErrorKind::InvalidUtf8,
+                    &format!("the value is not UTF-8: {e}"),
+                ));
+                continue;
+            }
+            let first = value.iter().find(|b| !b.is_ascii_whitespace()).copied();
+            if first != Some(b'{') {
+                dead.push(dl(
+                    i,
+                    ErrorKind::MalformedJson,
+                    "the value is not a JSON object",
+                ));
+                continue;
+            }
+            let before = decoder.len();
+            let problem = match decoder.decode(value) {
+                Err(e) => Some(clean(&e.to_string())),
+                Ok(n) if n != value.len() => {
+                    Some("more than one JSON value in the record".to_string())
+                }
+                Ok(_) if decoder.has_partial_record() => {
+                    Some("the JSON object is incomplete (truncated)".to_string())
+                }
+                Ok(_) if decoder.len() != before + 1 => {
+                    Some("more than one JSON value in the record".to_string())
+                }
+                Ok(_) => None,
+            };
+            match problem {
+                None => pending.push(i),
+                Some(msg) => {
+                    dead.push(dl(i, ErrorKind::MalformedJson, &msg));
+                    // The tape now holds a broken record: rebuild it from the good ones.
+                    decoder = self.new_decoder(raw.len())?;
+                    self.flush_pending(
+                        &mut decoder,
+                        std::mem::take(&mut pending),
+                        raw,
+                        &mut parts,
+                        &mut dead,
+                    )?;
+                }
+            }
+        }
+        self.flush_pending(
+            &mut decoder,
+            std::mem::take(&mut pending),
+            raw,
+            &mut parts,
+            &mut dead,
+        )?;
+        // Pass 2: timestamps and the event time, row by row on the decoded columns.
+        let mut batches = Vec::with_capacity(parts.len());
+        for (indices, batch) in parts {
+            let (batch, kept) = self.finish_rows(raw, batch, &indices, &mut dead)?;
+            if let Some(b) = batch {
+                good.extend(kept);
+                batches.push(b);
+            }
+        }
+        dead.sort_by_key(|d| d.index);
+        let events = if batches.is_empty() {
+            None
+        } else {
+            Some(
+                arrow::compute::concat_batches(&self.output, &batches)
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        let event_indices = good.into_iter().map(|i| i as u32).collect();
+        Ok(Decoded {
+            events,
+            event_indices,
+            dead,
+        })
+    }
+
+    /// Re-feeds syntactically good records and converts them to Arrow, isolating records the
+    /// schema rejects by bisection.
+    fn flush_pending(
+        &self,
+        decoder: &mut Decoder,
+        pending: Vec<usize>,
+        raw: &RawBatch,
+        parts: &mut Vec<(Vec<usize>, RecordBatch)>,
+        dead: &mut Vec<DeadLetter>,
+    ) -> Result<(), String> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if decoder.len() != pending.len() {
+            *decoder = self.new_decoder(raw.len())?;
+            for &i in &pending {
+                decoder
+                    .decode(raw.value(i).unwrap_or_default())
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        match decoder.flush() {
+            Ok(Some(batch)) => {
+                parts.push((pending, batch));
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) if pending.len() == 1 => {
+                *decoder = self.new_decoder(raw.len())?;
+                dead.push(dl(
+                    pending[0],
+                    ErrorKind::SchemaMismatch,
+                    &clean(&e.to_string()),
+                ));
+                Ok(())
+            }
+            Err(_) => {
+                *decoder = self.new_decoder(raw.len())?;
+                let mid = pending.len() / 2;
+                let (a, b) = pending.split_at(mid);
+                for half in [a.to_vec(), b.to_vec()] {
+                    let mut d = self.new_decoder(raw.len())?;
+                    self.flush_pending(&mut d, half, raw, parts, dead)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Parses timestamp columns and the event time, drops rows that fail, and appends the
+    /// Kafka and partition columns.
+    fn finish_rows(
+        &self,
+        raw: &RawBatch,
+        batch: RecordBatch,
+        indices: &[usize],
+        dead: &mut Vec<DeadLetter>,
+    ) -> Result<(Option<RecordBatch>, Vec<usize>), String> {
+        let n = batch.num_rows();
+        let mut ok = vec![true; n];
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        for &(col, fmt) in &self.timestamp_columns {
+            let text = batch.column(col).as_string::<i32>();
+            let is_event = matches!(self.event_time, EventTimeSource::Field(c, _) if c == col);
+            let mut values = Vec::with_capacity(n);
+            for row in 0..n {
+                if text.is_null(row) {
+                    values.push(None);
+                    continue;
+                }
+                match parse_time(text.value(row), fmt, self.tz) {
+                    Ok(us) => values.push(Some(us)),
+                    Err(e) => {
+                        values.push(None);
+                        if ok[row] {
+                            ok[row] = false;
+                            let name = self.decode_schema.field(col).name();
+                            let kind = if is_event {
+                                ErrorKind::InvalidEventTime
+                            } else {
+                                ErrorKind::SchemaMismatch
+                            };
+                            dead.push(dl(indices[row], kind, &format!("field {name:?}: {e}")));
+                        }
+                    }
+                }
+            }
+            let out_nullable = self.output.field(col).is_nullable();
+            for (row, v) in values.iter().enumerate() {
+                if v.is_none() && !text.is_null(row) {
+                    continue;
+                }
+                if v.is_none() && !out_nullable && ok[row] {
+                    ok[row] = false;
+                    let name = self.decode_schema.field(col).name();
+                    dead.push(dl(
+                        indices[row],
+                        ErrorKind::SchemaMismatch,
+                        &format!("field {name:?} is required but missing or null"),
+                    ));
+                }
+            }
+            columns[col] = Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"));
+        }
+        // Event time in µs.
+        let mut event_us: Vec<i64> = vec![0; n];
+        for row in 0..n {
+            if !ok[row] {
+                continue;
+            }
+            let t = match self.event_time {
+                EventTimeSource::Kafka => raw.timestamps[indices[row]]
+                    .map(|ms| ms.saturating_mul(1000))
+                    .ok_or_else(|| "the record has no Kafka timestamp".to_string()),
+                EventTimeSource::Field(col, fmt) => event_time_of(&columns[col], row, fmt, self.tz),
+            };
+            match t {
+                Ok(us) => event_us[row] = us,
+                Err(e) => {
+                    ok[row] = false;
+                    dead.push(dl(indices[row], ErrorKind::InvalidEventTime, &e));
+                }
+            }
+        }
+        let kept: Vec<usize> = (0..n).filter(|&r| ok[r]).map(|r| indices[r]).collect();
+        if kept.is_empty() {
+            return Ok((None, kept));
+        }
+        // Kafka columns for the kept rows.
+        let take_idx = UInt32Array::from(kept.iter().map(|&i| i as u32).collect::<Vec<_>>());
+        let (partitions, offsets, timestamps) = raw.position_arrays();
+        let topics = raw.topic_array();
+        let pick = |a: &ArrayRef| take(a.as_ref(), &take_idx, None).map_err(|e| e.to_string());
+        let keys: ArrayRef = Arc::new(raw.keys.clone());
+        let mask = BooleanArray::from(ok.clone());
+        let decoded = RecordBatch::try_new(
+            Arc::new(Schema::new(
+                self.decode_schema
+                    .fields()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| Field::new(f.name(), columns[i].data_type().clone(), true))
+                    .collect::<Vec<_>>(),
+            )),
+            columns,
+        )
+        .and_then(|b| filter_record_batch(&b, &mask))
+        .map_err(|e| e.to_string())?;
+        let event: Vec<i64> = (0..n).filter(|&r| ok[r]).map(|r| event_us[r]).collect();
+        let (dates, hours) = date_and_hour(&event, self.tz);
+        let mut out: Vec<ArrayRef> = decoded.columns().to_vec();
+        out.push(pick(&topics)?);
+        out.push(pick(&partitions)?);
+        out.push(pick(&offsets)?);
+        out.push(pick(&timestamps)?);
+        out.push(pick(&keys)?);
+        if self.include_headers {
+            out.push(crate::headers::headers_array(raw, &kept));
+        }
+        out.push(Arc::new(
+            TimestampMicrosecondArray::from(event).with_timezone("UTC"),
+        ));
+        out.push(Arc::new(dates));
+        out.push(Arc::new(hours));
+        let batch = RecordBatch::try_new(self.output.clone(), out)
+            .map_err(|e| format!("building the events batch: {e}"))?;
+        Ok((Some(batch), kept))
+    }
+}
+
+fn dl(index: usize, kind: ErrorKind, message: &str) -> DeadLetter {
+    DeadLetter {
+        index,
+        kind,
+        message: message.to_string(),
+    }
+}
+
+/// arrow's messages start with "Json error: " or "Parser error: ": keep what a person needs.
+fn clean(msg: &str) -> String {
+    msg.trim_start_matches("Json error: ")
+        .trim_start_matches("Parser error: ")
+        .to_string()
+}
+
+fn event_time_of(col: &ArrayRef, row: usize, fmt: TimeFormat, tz: Tz) -> Result<i64, String> {
+    if col.is_null(row) {
+        return Err("the event time field is missing or null".into());
+    }
+    match col.data_type() {
+        DataType::Timestamp(..) => Ok(col
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .value(row)),
+        DataType::Int64 => epoch_to_us(
+            col.as_any()
+                .downcast_ref::<Int64Array>()
+                .map(|a| a.value(row) as f64)
+                .unwrap_or_default(),
+            fmt,
+        ),
+        DataType::Int32 => epoch_to_us(
+            col.as_any()
+                .downcast_ref::<Int32Array>()
+                .map(|a| a.value(row) as f64)
+                .unwrap_or_default(),
+            fmt,
+        ),
+        DataType::Float64 => epoch_to_us(
+            col.as_any()
+                .downcast_ref::<Float64Array>()
+                .map(|a| a.value(row))
+                .unwrap_or_default(),
+            fmt,
+        ),
+        DataType::Utf8 => parse_time(
+            col.as_any()
+                .downcast_ref::<StringArray>()
+                .map(|a| a.value(row))
+                .unwrap_or_default(),
+            fmt,
+            tz,
+        ),
+        other => Err(format!(
+            "an event time cannot be read from a {other} column"
+        )),
+    }
+}
+
+fn epoch_to_us(v: f64, fmt: TimeFormat) -> Result<i64, String> {
+    let us = match fmt {
+        TimeFormat::EpochSeconds => v * 1e6,
+        TimeFormat::EpochMillis | TimeFormat::Rfc3339 | TimeFormat::KafkaTimestamp => v * 1e3,
+        TimeFormat::EpochMicros => v,
+    };
+    if !us.is_finite() || us.abs() > 9.2e18 {
+        return Err(format!("{v} is out of range for an epoch time"));
+    }
+    Ok(us.round() as i64)
+}
+
+/// Parses a time written as text: a number (epoch, per `fmt`), RFC 3339 with an offset, or a
+/// date-time without an offset (read in `tz`). Returns µs since the epoch.
+pub fn parse_time(s: &str, fmt: TimeFormat, tz: Tz) -> Result<i64, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty time".into());
+    }
+    if t.bytes().all(|b| {
+        b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'e' || b == b'E' || b == b'+'
+    }) && t.bytes().any(|b| b.is_ascii_digit())
+        && !t[1..].contains('-')
+    {
+        let v: f64 = t.parse().map_err(|_| format!("{t:?} is not a number"))?;
+        return epoch_to_us(v, fmt);
+    }
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(d.timestamp_micros());
+    }
+    let spaced = t.replacen(' ', "T", 1);
+    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(&spaced) {
+        return Ok(d.timestamp_micros());
+    }
+    for pattern in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(&spaced, pattern) {
+            return local_to_us(naive, tz, t);
+        }
+    }
+    if let Ok(date) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return local_to_us(date.and_hms_opt(0, 0, 0).unwrap_or_default(), tz, t);
+    }
+    Err(format!(
+        "cannot parse {t:?} as a time; expected RFC 3339 (2026-01-31T12:00:00Z) or an epoch number"
+    ))
+}
+
+fn local_to_us(naive: NaiveDateTime, tz: Tz, original: &str) -> Result<i64, String> {
+    tz.from_local_datetime(&naive)
+        .earliest()
+        .map(|d| d.timestamp_micros())
+        .ok_or_else(|| {
+            format!("{original:?} does not exist in time zone {tz} (a daylight-saving gap)")
+        })
+}
+
+/// Calendar date (days since epoch) and hour of each event time, in `tz`.
+pub fn date_and_hour(event_us: &[i64], tz: Tz) -> (Date32Array, Int32Array) {
+    let mut dates = Vec::with_capacity(event_us.len());
+    let mut hours = Vec::with_capacity(event_us.len());
+    // Offsets change rarely: reuse the last one while the instant stays in the same UTC hour.
+    let mut cache: Option<(i64, i64)> = None; // (utc hour, offset ms)
+    for &us in event_us {
+        let ms = us.div_euclid(1000);
+        let hour = ms.div_euclid(3_600_000);
+        let offset_ms = match cache {
+            Some((h, off)) if h == hour => off,
+            _ => {
+                let off = chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|d| {
+                        tz.offset_from_utc_datetime(&d.naive_utc())
+                            .fix()
+                            .local_minus_utc() as i64
+                            * 1000
+                    })
+                    .unwrap_or(0);
+                cache = Some((hour, off));
+                off
+            }
+        };
+        let local = ms + offset_ms;
+        dates.push(local.div_euclid(86_400_000) as i32);
+        hours.push(local.rem_euclid(86_400_000).div_euclid(3_600_000) as i32);
+    }
+    (Date32Array::from(dates), Int32Array::from(hours))
+}
+
+#[cfg(test)]
+#[path = "decode_tests.rs"]
+mod tests;

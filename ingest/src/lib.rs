@@ -8,5 +8,31 @@
 pub mod dead_letter;
 pub mod decode;
 pub mod headers;
+pub mod pipeline;
 pub mod raw;
 pub mod schema;
+pub mod source;
+
+pub use pipeline::{Pipeline, PipelineSummary, RunOptions};
+
+/// Everything that can stop a pipeline (bad records never do: they are dead letters).
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Reading or writing a table failed.
+    #[error(transparent)]
+    Lake(#[from] sluice_lake::LakeError),
+    /// Kafka could not be reached or answered with an error.
+    #[error("kafka: {0}")]
+    Kafka(String),
+    /// The table does not fit the pipeline's schema.
+    #[error("table {table}: {message}")]
+    Schema {
+        /// The table.
+        table: String,
+        /// What does not fit.
+        message: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;

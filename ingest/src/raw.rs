@@ -168,3 +168,30 @@ impl RawBatchBuilder {
         }
     }
 }
+
+impl RawBatch {
+    /// The records at `rows` (ascending), as a new batch.
+    pub fn select(&self, rows: &[usize]) -> RawBatch {
+        let idx =
+            arrow::array::UInt32Array::from(rows.iter().map(|&r| r as u32).collect::<Vec<_>>());
+        let pick = |a: &BinaryArray| -> BinaryArray {
+            arrow::compute::take(a, &idx, None)
+                .ok()
+                .and_then(|x| x.as_any().downcast_ref::<BinaryArray>().cloned())
+                .unwrap_or_else(|| BinaryArray::from(Vec::<Option<&[u8]>>::new()))
+        };
+        RawBatch {
+            topics: rows.iter().map(|&r| self.topics[r].clone()).collect(),
+            partitions: rows.iter().map(|&r| self.partitions[r]).collect(),
+            offsets: rows.iter().map(|&r| self.offsets[r]).collect(),
+            timestamps: rows.iter().map(|&r| self.timestamps[r]).collect(),
+            timestamp_types: rows.iter().map(|&r| self.timestamp_types[r]).collect(),
+            keys: pick(&self.keys),
+            values: pick(&self.values),
+            headers: self
+                .headers
+                .as_ref()
+                .map(|h| rows.iter().map(|&r| h[r].clone()).collect()),
+        }
+    }
+}

@@ -104,6 +104,14 @@ impl Lake {
             })
     }
 
+    /// The directory of table `name` when the lake is on the local file system.
+    fn local_dir(&self, name: &str) -> Result<Option<std::path::PathBuf>> {
+        if self.root.scheme() != "file" {
+            return Ok(None);
+        }
+        Ok(self.table_url(name)?.to_file_path().ok())
+    }
+
     fn builder(&self, name: &str) -> Result<DeltaTableBuilder> {
         let url = self.table_url(name)?;
         DeltaTableBuilder::from_url(url)
@@ -113,6 +121,11 @@ impl Lake {
 
     /// Opens table `name` at its latest version; `None` if no table exists there yet.
     pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>> {
+        if let Some(dir) = self.local_dir(name)? {
+            if !dir.join("_delta_log").is_dir() {
+                return Ok(None);
+            }
+        }
         let mut table = self
             .builder(name)?
             .build()

@@ -173,8 +173,9 @@ impl TableWriter {
         self.rows = 0;
     }
 
-    /// The next offset committed for `app_id` at this writer's snapshot.
-    pub async fn progress(&self, app_id: &str) -> Result<Option<i64>> {
+    /// The next offset committed for `app_id` at this writer's snapshot. (Takes `&mut self` so
+    /// that the future does not need the writer to be `Sync`.)
+    pub async fn progress(&mut self, app_id: &str) -> Result<Option<i64>> {
         crate::committed_progress(&self.name, &self.table, app_id).await
     }
 

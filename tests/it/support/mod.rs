@@ -210,3 +210,114 @@ pub async fn read_table(lake: &sluice_lake::Lake, name: &str) -> Vec<RecordBatch
 pub fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
+
+/// The `sluice` binary cargo built for these tests.
+pub fn sluice_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sluice")
+}
+
+/// A config file for one pipeline reading `topic` into table `events` under `lake`.
+pub fn pipeline_config(
+    dir: &std::path::Path,
+    topic: &str,
+    lake: &sluice_config::LakeConfig,
+    extra: &str,
+) -> std::path::PathBuf {
+    let options: String = lake
+        .options
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}\n"))
+        .collect();
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[lake]
+root = "{root}"
+[lake.options]
+{options}
+[server]
+listen = ""
+shutdown_timeout = "30s"
+
+[[pipeline]]
+name = "clicks"
+topics = ["{topic}"]
+table = "events"
+schema = [
+  {{ name = "user_id", type = "string", nullable = false }},
+  {{ name = "page", type = "string" }},
+  {{ name = "amount", type = "double" }},
+  {{ name = "ts", type = "timestamp" }},
+]
+event_time = {{ field = "ts", format = "rfc3339" }}
+partition_by = ["event_date"]
+{extra}
+"#,
+        brokers = kafka(),
+        group = unique("sluice-it"),
+        root = lake.root,
+    );
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Runs `sluice run --until-caught-up` to completion; panics with its output on failure.
+pub fn run_until_caught_up(config: &std::path::Path) -> String {
+    let out = std::process::Command::new(sluice_bin())
+        .args(["run", "--until-caught-up", "--config"])
+        .arg(config)
+        .env("SLUICE_LOG", "info")
+        .output()
+        .expect("run sluice");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "sluice run failed ({}):\n{log}",
+        out.status
+    );
+    log
+}
+
+/// A JSON click event.
+pub fn click(i: u64, ts: &str) -> Vec<u8> {
+    format!(
+        r#"{{"user_id":"u{}","page":"/p/{}","amount":{}.5,"ts":"{ts}"}}"#,
+        i % 1000,
+        i % 7,
+        i % 100
+    )
+    .into_bytes()
+}
+
+/// (partition, offset) of every row of an events table.
+pub fn positions(batches: &[RecordBatch]) -> Vec<(i32, i64)> {
+    use sluice_lake::deltalake::arrow::array::{Int32Array, Int64Array};
+    let mut out = Vec::new();
+    for b in batches {
+        let p = b
+            .column_by_name("_kafka_partition")
+            .expect("partition")
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .expect("i32")
+            .clone();
+        let o = b
+            .column_by_name("_kafka_offset")
+            .expect("offset")
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("i64")
+            .clone();
+        for i in 0..b.num_rows() {
+            out.push((p.value(i), o.value(i)));
+        }
+    }
+    out
+}

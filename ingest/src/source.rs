@@ -1,0 +1,365 @@
+//! [`KafkaSource`]: one consumer-group member polling in batches on its own thread.
+//!
+//! Records go to the pipeline as [`RawBatch`]es over a bounded channel, so a slow lake slows
+//! consumption instead of growing memory. Rebalances are handled on the polling thread: on an
+//! assignment the pipeline is asked, and the thread blocks until it answers, for the offset to
+//! start each new partition at (the progress stored in its tables), and the partitions are
+//! assigned at exactly those offsets; on a revocation the pipeline first commits what it holds.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::raw::{RawBatch, RawBatchBuilder};
+
+/// A topic-partition.
+pub type TopicPartition = (Arc<str>, i32);
+
+/// What the polling thread tells the pipeline.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Records, in offset order per partition.
+    Records(RawBatch),
+    /// New partitions; reply with the offset to start each at.
+    Assigned(
+        Vec<TopicPartition>,
+        oneshot::Sender<HashMap<TopicPartition, i64>>,
+    ),
+    /// Partitions taken away; reply once their data is committed.
+    Revoked(Vec<TopicPartition>, oneshot::Sender<()>),
+    /// The polling thread has left the group and ended; nothing follows.
+    Ended,
+}
+
+/// Settings for a [`KafkaSource`].
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    /// Bootstrap servers.
+    pub brokers: String,
+    /// Consumer group.
+    pub group_id: String,
+    /// Topics.
+    pub topics: Vec<String>,
+    /// librdkafka options passed through.
+    pub options: Vec<(String, String)>,
+    /// Most records per batch.
+    pub max_batch_records: usize,
+    /// Most bytes per batch.
+    pub max_batch_bytes: usize,
+    /// Collect headers.
+    pub with_headers: bool,
+}
+
+struct SourceContext {
+    tx: mpsc::Sender<SourceEvent>,
+    topics: HashMap<String, Arc<str>>,
+}
+
+impl ClientContext for SourceContext {}
+
+impl SourceContext {
+    fn tp_list(&self, tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+        tpl.elements()
+            .iter()
+            .map(|e| {
+                (
+                    self.topics
+                        .get(e.topic())
+                        .cloned()
+                        .unwrap_or_else(|| Arc::from(e.topic())),
+                    e.partition(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            rdkafka::consumer::RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts = self.tp_list(tpl);
+                let (reply, answer) = oneshot::channel();
+                let offsets = if self
+                    .tx
+                    .blocking_send(SourceEvent::Assigned(parts.clone(), reply))
+                    .is_ok()
+                {
+                    answer.blocking_recv().ok()
+                } else {
+                    None
+                };
+                let Some(offsets) = offsets else {
+                    tracing::info!("pipeline is gone; not taking new partitions");
+                    return;
+                };
+                for (topic, p) in &parts {
+                    if let Some(o) = offsets.get(&(topic.clone(), *p)) {
+                        if let Err(e) = tpl.set_partition_offset(topic, *p, Offset::Offset(*o)) {
+                            tracing::error!(topic = %topic, partition = p, "cannot set start offset: {e}");
+                        }
+                    }
+                }
+                tracing::info!(partitions = ?parts, "assigned");
+                let res = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = res {
+                    tracing::error!("assign failed: {e}");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let parts = self.tp_list(tpl);
+                let (reply, answer) = oneshot::channel();
+                if self
+                    .tx
+                    .blocking_send(SourceEvent::Revoked(parts.clone(), reply))
+                    .is_ok()
+                {
+                    let _ = answer.blocking_recv();
+                }
+                tracing::info!(partitions = ?parts, "revoked");
+                let res = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = res {
+                    tracing::error!("unassign failed: {e}");
+                }
+            }
+            other => {
+                tracing::error!("rebalance error: {other:?}");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {}
+}
+
+/// A running consumer: its polling thread and a handle to stop it.
+pub struct KafkaSource {
+    consumer: Arc<BaseConsumer<SourceContext>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource").finish_non_exhaustive()
+    }
+}
+
+/// librdkafka settings for a consumer of this source (secrets included: never log them).
+pub fn consumer_config(
+    brokers: &str,
+    group_id: &str,
+    options: &[(String, String)],
+) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "30000")
+        .set("max.poll.interval.ms", "300000")
+        .set("fetch.max.bytes", "52428800")
+        .set("queued.max.messages.kbytes", "65536")
+        .set("isolation.level", "read_committed");
+    for (k, v) in options {
+        c.set(k, v);
+    }
+    c
+}
+
+impl KafkaSource {
+    /// Creates the consumer, subscribes and starts polling into a channel of `capacity` batches.
+    pub fn start(
+        opts: SourceOptions,
+        capacity: usize,
+    ) -> Result<(Self, mpsc::Receiver<SourceEvent>), String> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let topics: HashMap<String, Arc<str>> = opts
+            .topics
+            .iter()
+            .map(|t| (t.clone(), Arc::from(t.as_str())))
+            .collect();
+        let ctx = SourceContext {
+            tx: tx.clone(),
+            topics: topics.clone(),
+        };
+        let consumer: BaseConsumer<SourceContext> =
+            consumer_config(&opts.brokers, &opts.group_id, &opts.options)
+                .create_with_context(ctx)
+                .map_err(|e| {
+                    format!("cannot create the Kafka consumer for {}: {e}", opts.brokers)
+                })?;
+        let names: Vec<&str> = opts.topics.iter().map(|s| s.as_str()).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|e| format!("cannot subscribe to {names:?}: {e}"))?;
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let consumer = consumer.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("sluice-poll".into())
+                .spawn(move || poll_loop(&consumer, &tx, &stop, &topics, &opts))
+                .map_err(|e| format!("cannot start the polling thread: {e}"))?
+        };
+        Ok((
+            Self {
+                consumer,
+                stop,
+                thread: Some(thread),
+            },
+            rx,
+        ))
+    }
+
+    /// Commits `offsets` (next offset per partition) to the consumer group, without waiting.
+    pub fn commit_offsets(&self, offsets: &HashMap<TopicPartition, i64>) {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in offsets {
+            if tpl.add_partition_offset(t, *p, Offset::Offset(*o)).is_err() {
+                return;
+            }
+        }
+        if let Err(e) = self
+            .consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Async)
+        {
+            tracing::warn!(
+                "committing offsets to the consumer group failed (the table stays the source of truth): {e}"
+            );
+        }
+    }
+
+    /// Moves partitions to new positions (after a fenced commit).
+    pub fn seek(&self, offsets: &HashMap<TopicPartition, i64>) {
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in offsets {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+        }
+        if let Err(e) = self.consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+            tracing::warn!("seek failed: {e}");
+        }
+    }
+
+    /// The consumer, for watermark and time lookups.
+    pub fn consumer(&self) -> &BaseConsumer<impl ConsumerContext> {
+        &self.consumer
+    }
+
+    /// Asks the polling thread to stop. The pipeline keeps receiving until the channel closes,
+    /// so that revocations during the consumer's close are still committed.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits (blocking) for the polling thread to end.
+    pub fn join(mut self) {
+        self.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn poll_loop(
+    consumer: &BaseConsumer<SourceContext>,
+    tx: &mpsc::Sender<SourceEvent>,
+    stop: &AtomicBool,
+    topics: &HashMap<String, Arc<str>>,
+    opts: &SourceOptions,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        let mut batch = RawBatchBuilder::new(opts.max_batch_records.min(65_536), opts.with_headers);
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(100);
+        while batch.len() < opts.max_batch_records && batch.bytes() < opts.max_batch_bytes {
+            match consumer.poll(wait) {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!("Kafka consumer: {e}");
+                    break;
+                }
+                Some(Ok(m)) => {
+                    let topic = topics
+                        .get(m.topic())
+                        .cloned()
+                        .unwrap_or_else(|| Arc::from(m.topic()));
+                    let (ts, ts_type) = match m.timestamp() {
+                        rdkafka::Timestamp::CreateTime(t) => (Some(t), 0),
+                        rdkafka::Timestamp::LogAppendTime(t) => (Some(t), 1),
+                        rdkafka::Timestamp::NotAvailable => (None, -1),
+                    };
+                    batch.push(
+                        &topic,
+                        m.partition(),
+                        m.offset(),
+                        ts,
+                        ts_type,
+                        m.key(),
+                        m.payload(),
+                        || {
+                            m.headers()
+                                .map(|hs| {
+                                    hs.iter()
+                                        .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
+                                        .collect()
+                                })
+                                .unwrap_or_default()
+                        },
+                    );
+                    // After the first record, take only what is already fetched.
+                    wait = Duration::ZERO;
+                    if started.elapsed() > Duration::from_millis(200) {
+                        break;
+                    }
+                }
+            }
+        }
+        if !batch.is_empty()
+            && tx
+                .blocking_send(SourceEvent::Records(batch.finish()))
+                .is_err()
+        {
+            break;
+        }
+    }
+    // Leaving the group runs the revoke callback, which the pipeline still answers.
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && !consumer
+            .assignment()
+            .map(|a| a.count() == 0)
+            .unwrap_or(true)
+    {
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    let _ = tx.blocking_send(SourceEvent::Ended);
+}

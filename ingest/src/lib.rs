@@ -7,6 +7,7 @@
 
 pub mod dead_letter;
 pub mod decode;
+pub mod fault;
 pub mod headers;
 pub mod pipeline;
 pub mod raw;

@@ -172,10 +172,14 @@ impl Pipeline {
             tracing::info!(pipeline = %self.cfg.name, partitions = targets.len(), "running until these end offsets are committed: {targets:?}");
             self.targets = Some(targets);
         }
-        let result = self.event_loop(&source, &mut rx, &cancel).await;
+        let mut ended = false;
+        let result = self.event_loop(&source, &mut rx, &cancel, &mut ended).await;
         source.stop();
         // Drain so the polling thread can finish leaving the group.
         let drain = async {
+            if ended {
+                return;
+            }
             while let Some(ev) = rx.recv().await {
                 match ev {
                     SourceEvent::Assigned(_, reply) => drop(reply),
@@ -201,6 +205,7 @@ impl Pipeline {
         source: &Arc<KafkaSource>,
         rx: &mut mpsc::Receiver<SourceEvent>,
         cancel: &CancellationToken,
+        ended: &mut bool,
     ) -> Result<()> {
         let latency = self.cfg.flush.max_latency.get();
         let mut stopping = false;
@@ -216,7 +221,10 @@ impl Pipeline {
                     self.commit(source).await?;
                 }
                 ev = rx.recv() => match ev {
-                    None | Some(SourceEvent::Ended) => break,
+                    None | Some(SourceEvent::Ended) => {
+                        *ended = true;
+                        break;
+                    }
                     Some(SourceEvent::Records(raw)) => {
                         if stopping { continue; }
                         self.process(raw).await?;
@@ -408,6 +416,7 @@ impl Pipeline {
             serde_json::Value::from(self.cfg.name.clone()),
         )]);
         let result: std::result::Result<(), LakeError> = async {
+            crate::fault::point("before_commit");
             if self.dead.buffered_rows() > 0 {
                 if let Some(out) = self.dead.commit(&progress, meta.clone()).await? {
                     self.summary.dead_letters += out.rows;
@@ -419,6 +428,7 @@ impl Pipeline {
                     }
                 }
             }
+            crate::fault::point("after_dead_letter_commit");
             if let Some(out) = self.events.commit(&progress, meta).await? {
                 self.summary.events += out.rows;
                 self.summary.commits += 1;
@@ -429,6 +439,7 @@ impl Pipeline {
         .await;
         match result {
             Ok(()) => {
+                crate::fault::point("after_events_commit");
                 for (tp, next) in &dirty {
                     if let Some(s) = self.parts.get_mut(tp) {
                         s.events_committed = *next;

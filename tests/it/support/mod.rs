@@ -277,6 +277,9 @@ pub fn run_until_caught_up(config: &std::path::Path) -> String {
         .output()
         .expect("run sluice");
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    if std::env::var_os("SLUICE_TEST_SHOW_LOG").is_some() {
+        eprintln!("{log}");
+    }
     assert!(
         out.status.success(),
         "sluice run failed ({}):\n{log}",

@@ -71,10 +71,10 @@ fn assert_exactly_once(rows: &[(i32, i64)], produced: &BTreeSet<(i32, i64)>) {
     assert_eq!(rows.len(), produced.len());
 }
 
-/// Event times spread over 20 minutes around midnight in New York (05:00Z on 2026-03-01).
+/// Event times spread over 40 minutes around midnight in New York (05:00Z on 2026-03-01).
 fn midnight_ts(i: u64) -> (String, bool) {
     let base = 1_772_340_000_000i64; // 2026-03-01T04:40:00Z
-    let ms = base + (i as i64 * 12) % 1_200_000;
+    let ms = base + (i as i64 * 24) % 2_400_000;
     let dt = chrono::DateTime::from_timestamp_millis(ms).unwrap();
     // EST is UTC-5 on this date: local midnight is 05:00Z.
     (

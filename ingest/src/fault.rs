@@ -18,10 +18,11 @@ pub fn point(point: &str) {
         let (name, n) = v.split_once(':')?;
         Some((name.to_string(), n.parse().ok()?))
     });
-    if let Some((name, n)) = plan {
-        if name == point && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n {
-            eprintln!("SLUICE_FAULT: aborting at {point} (hit {n})");
-            std::process::abort();
-        }
+    if let Some((name, n)) = plan
+        && name == point
+        && HITS.fetch_add(1, Ordering::Relaxed) + 1 == *n
+    {
+        eprintln!("SLUICE_FAULT: aborting at {point} (hit {n})");
+        std::process::abort();
     }
 }

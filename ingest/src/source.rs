@@ -110,10 +110,10 @@ impl ConsumerContext for SourceContext {
                     return;
                 };
                 for (topic, p) in &parts {
-                    if let Some(o) = offsets.get(&(topic.clone(), *p)) {
-                        if let Err(e) = tpl.set_partition_offset(topic, *p, Offset::Offset(*o)) {
-                            tracing::error!(topic = %topic, partition = p, "cannot set start offset: {e}");
-                        }
+                    if let Some(o) = offsets.get(&(topic.clone(), *p))
+                        && let Err(e) = tpl.set_partition_offset(topic, *p, Offset::Offset(*o))
+                    {
+                        tracing::error!(topic = %topic, partition = p, "cannot set start offset: {e}");
                     }
                 }
                 tracing::info!(partitions = ?parts, "assigned");

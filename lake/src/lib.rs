@@ -121,10 +121,10 @@ impl Lake {
 
     /// Opens table `name` at its latest version; `None` if no table exists there yet.
     pub async fn open(&self, name: &str) -> Result<Option<DeltaTable>> {
-        if let Some(dir) = self.local_dir(name)? {
-            if !dir.join("_delta_log").is_dir() {
-                return Ok(None);
-            }
+        if let Some(dir) = self.local_dir(name)?
+            && !dir.join("_delta_log").is_dir()
+        {
+            return Ok(None);
         }
         let mut table = self
             .builder(name)?

@@ -1,0 +1,472 @@
+//! [`WindowOperator`]: records in, closed windows and late records out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Int64Builder, RecordBatch, TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use arrow::row::{OwnedRow, RowConverter, SortField};
+use sluice_config::{AggregateFunction, AggregateSpec, WindowKind};
+
+use crate::aggregate::{Accumulator, InputKind, finish, normalise, output_type, value_at};
+use crate::clock::Clock;
+use crate::{hopping_starts, tumbling_start};
+
+/// Errors of the window operator (bad input shape; never a record's content).
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    /// A configured column is missing or has an unusable type.
+    #[error("window input: {0}")]
+    Input(String),
+    /// Arrow failed to build output.
+    #[error("window output: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+/// What a window operator computes.
+#[derive(Clone, Debug)]
+pub struct WindowSpec {
+    /// Window kind and sizes (ms).
+    pub kind: WindowKind,
+    /// Grace (ms).
+    pub grace_ms: i64,
+    /// Group-by columns.
+    pub group_by: Vec<String>,
+    /// Aggregates.
+    pub aggregates: Vec<AggregateSpec>,
+    /// The event-time column (timestamp µs).
+    pub event_time_column: String,
+    /// Idle timeout of a partition (wall ms).
+    pub idle_timeout_ms: i64,
+}
+
+/// A record whose every window had closed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LateRecord {
+    /// Row index in the input batch.
+    pub row: usize,
+    /// Its event time (ms).
+    pub event_time_ms: i64,
+    /// The clock when it arrived (ms).
+    pub clock_ms: i64,
+    /// The (last) window it missed, `[start, end)` in ms.
+    pub missed_start_ms: i64,
+    /// End of the missed window.
+    pub missed_end_ms: i64,
+}
+
+/// The result of one call.
+#[derive(Debug, Default)]
+pub struct WindowOutput {
+    /// Windows closed by this input, one row each.
+    pub closed: Option<RecordBatch>,
+    /// Fully late records.
+    pub late: Vec<LateRecord>,
+    /// Window assignments skipped because that window had closed (per window).
+    pub skipped_assignments: u64,
+    /// Records added to at least one window.
+    pub accepted: u64,
+}
+
+#[derive(Clone, Debug)]
+struct WindowState {
+    accs: Vec<Accumulator>,
+    records: i64,
+    max_event_ms: i64,
+}
+
+#[derive(Clone, Debug)]
+struct Session {
+    start: i64,
+    last: i64,
+    state: WindowState,
+}
+
+/// Tumbling, hopping or session windows over Arrow batches with the semantics of semantics.md.
+pub struct WindowOperator {
+    spec: WindowSpec,
+    clock: Clock,
+    converter: Option<RowConverter>,
+    input_kinds: Vec<Option<InputKind>>,
+    /// Fixed windows: (end, start, key) -> state. Ordered by end so closing pops the front.
+    fixed: BTreeMap<(i64, i64, OwnedRow), WindowState>,
+    /// Sessions per key, and an index of (last + gap, key, start) for closing.
+    sessions: HashMap<OwnedRow, Vec<Session>>,
+    session_close: BTreeSet<(i64, OwnedRow, i64)>,
+    output_schema: Option<SchemaRef>,
+}
+
+impl std::fmt::Debug for WindowOperator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowOperator")
+            .field("clock", &self.clock.value())
+            .field("open", &self.open_windows())
+            .finish()
+    }
+}
+
+impl WindowOperator {
+    /// A new operator.
+    pub fn new(spec: WindowSpec) -> Self {
+        let idle = spec.idle_timeout_ms;
+        Self {
+            spec,
+            clock: Clock::new(idle),
+            converter: None,
+            input_kinds: Vec::new(),
+            fixed: BTreeMap::new(),
+            sessions: HashMap::new(),
+            session_close: BTreeSet::new(),
+            output_schema: None,
+        }
+    }
+
+    /// The clock value (ms).
+    pub fn clock(&self) -> Option<i64> {
+        self.clock.value()
+    }
+
+    /// Number of open (key, window) states.
+    pub fn open_windows(&self) -> usize {
+        self.fixed.len() + self.sessions.values().map(|v| v.len()).sum::<usize>()
+    }
+
+    /// A partition was assigned at wall time `now_ms`.
+    pub fn assign(&mut self, partition: u32, now_ms: i64) {
+        self.clock.assign(partition, now_ms);
+    }
+
+    /// A partition was revoked.
+    pub fn revoke(&mut self, partition: u32) {
+        self.clock.revoke(partition);
+    }
+
+    /// Re-evaluates idle partitions at `now_ms`; may close windows.
+    pub fn tick(&mut self, now_ms: i64) -> Result<WindowOutput, WindowError> {
+        self.clock.advance(now_ms);
+        let mut closed = Vec::new();
+        self.close_due(&mut closed);
+        Ok(WindowOutput {
+            closed: self.build_output(closed)?,
+            ..Default::default()
+        })
+    }
+
+    fn grace_line(&self) -> Option<i64> {
+        self.clock.value().map(|c| c - self.spec.grace_ms)
+    }
+
+    /// Processes a batch; `partitions[i]` is row i's source partition, `now_ms` the wall time.
+    pub fn process(
+        &mut self,
+        batch: &RecordBatch,
+        partitions: &[u32],
+        now_ms: i64,
+    ) -> Result<WindowOutput, WindowError> {
+        let n = batch.num_rows();
+        if partitions.len() != n {
+            return Err(WindowError::Input(format!(
+                "{} partition ids for {n} rows",
+                partitions.len()
+            )));
+        }
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .cloned()
+                .ok_or_else(|| WindowError::Input(format!("column {name:?} is missing")))
+        };
+        let et = col(&self.spec.event_time_column)?;
+        let et = arrow::compute::cast(&et, &DataType::Timestamp(TimeUnit::Microsecond, None))
+            .map_err(|e| WindowError::Input(e.to_string()))?;
+        let et = et.as_primitive::<TimestampMicrosecondType>().clone();
+        // Group keys as comparable rows.
+        let key_cols: Vec<ArrayRef> = self
+            .spec
+            .group_by
+            .iter()
+            .map(|g| col(g))
+            .collect::<Result<_, _>>()?;
+        if self.converter.is_none() {
+            let fields = key_cols
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect();
+            self.converter = Some(RowConverter::new(fields)?);
+        }
+        let converter = self
+            .converter
+            .as_ref()
+            .ok_or_else(|| WindowError::Input("no converter".into()))?;
+        let rows = converter.convert_columns(&key_cols)?;
+        // Aggregate inputs, normalised once.
+        let mut inputs = Vec::with_capacity(self.spec.aggregates.len());
+        let mut kinds = Vec::with_capacity(self.spec.aggregates.len());
+        for a in &self.spec.aggregates {
+            match &a.column {
+                None => {
+                    inputs.push(None);
+                    kinds.push(None)
+                }
+                Some(c) => {
+                    let (arr, kind) =
+                        normalise(&col(c)?).map_err(|e| WindowError::Input(format!("{a}: {e}")))?;
+                    inputs.push(Some(arr));
+                    kinds.push(Some(kind));
+                }
+            }
+        }
+        if self.input_kinds.is_empty() {
+            self.input_kinds = kinds.clone();
+        }
+        let mut out = WindowOutput::default();
+        let mut closed = Vec::new();
+        for (i, &partition) in partitions.iter().enumerate() {
+            if et.is_null(i) {
+                continue; // callers only pass rows with an event time
+            }
+            let t = et.value(i).div_euclid(1000);
+            self.clock.observe(partition, t, now_ms);
+            self.close_due(&mut closed);
+            let line = self.grace_line().unwrap_or(i64::MIN);
+            let key = rows.row(i).owned();
+            let values: Vec<Option<crate::aggregate::Value>> = inputs
+                .iter()
+                .zip(&kinds)
+                .map(|(a, k)| a.as_ref().and_then(|a| k.and_then(|k| value_at(a, k, i))))
+                .collect();
+            match self.spec.kind {
+                WindowKind::Tumbling { size, offset }
+                | WindowKind::Hopping {
+                    size,
+                    advance: _,
+                    offset,
+                } => {
+                    let starts: Vec<i64> = match self.spec.kind {
+                        WindowKind::Hopping {
+                            size,
+                            advance,
+                            offset,
+                        } => hopping_starts(t, size, advance, offset).collect(),
+                        _ => vec![tumbling_start(t, size, offset)],
+                    };
+                    let mut added = false;
+                    let mut last_missed = None;
+                    for s in starts {
+                        let e = s + size;
+                        if line >= e {
+                            out.skipped_assignments += 1;
+                            last_missed = Some((s, e));
+                            continue;
+                        }
+                        let st = self
+                            .fixed
+                            .entry((e, s, key.clone()))
+                            .or_insert_with(|| new_state(&self.spec.aggregates, &kinds));
+                        update(st, &self.spec.aggregates, &values, t);
+                        added = true;
+                    }
+                    if added {
+                        out.accepted += 1;
+                    } else if let Some((s, e)) = last_missed {
+                        out.late.push(LateRecord {
+                            row: i,
+                            event_time_ms: t,
+                            clock_ms: self.clock.value().unwrap_or(t),
+                            missed_start_ms: s,
+                            missed_end_ms: e,
+                        });
+                    }
+                    let _ = offset;
+                }
+                WindowKind::Session { gap } => {
+                    // Late when even a session of this record alone would already be closed.
+                    if line > t + gap {
+                        out.skipped_assignments += 1;
+                        out.late.push(LateRecord {
+                            row: i,
+                            event_time_ms: t,
+                            clock_ms: self.clock.value().unwrap_or(t),
+                            missed_start_ms: t,
+                            missed_end_ms: t + gap,
+                        });
+                        continue;
+                    }
+                    out.accepted += 1;
+                    let mut merged = Session {
+                        start: t,
+                        last: t,
+                        state: new_state(&self.spec.aggregates, &kinds),
+                    };
+                    update(&mut merged.state, &self.spec.aggregates, &values, t);
+                    let list = self.sessions.entry(key.clone()).or_default();
+                    let mut keep = Vec::with_capacity(list.len());
+                    for s in list.drain(..) {
+                        // Records at most `gap` apart belong to one session.
+                        if t >= s.start - gap && t <= s.last + gap {
+                            self.session_close
+                                .remove(&(s.last + gap, key.clone(), s.start));
+                            merged.start = merged.start.min(s.start);
+                            merged.last = merged.last.max(s.last);
+                            merge_state(&mut merged.state, s.state);
+                        } else {
+                            keep.push(s);
+                        }
+                    }
+                    self.session_close
+                        .insert((merged.last + gap, key.clone(), merged.start));
+                    keep.push(merged);
+                    *list = keep;
+                }
+            }
+        }
+        out.closed = self.build_output(closed)?;
+        Ok(out)
+    }
+
+    /// Pops every window the clock has closed, in close order.
+    fn close_due(&mut self, closed: &mut Vec<(OwnedRow, i64, i64, WindowState)>) {
+        let Some(line) = self.grace_line() else {
+            return;
+        };
+        while let Some(entry) = self.fixed.first_entry() {
+            let (e, _, _) = entry.key();
+            if line < *e {
+                break;
+            }
+            let ((e, s, key), st) = entry.remove_entry();
+            closed.push((key, s, e, st));
+        }
+        // Sessions close when C - grace > last + gap.
+        while let Some(first) = self.session_close.first() {
+            if line <= first.0 {
+                break;
+            }
+            let (end, key, start) = self
+                .session_close
+                .pop_first()
+                .unwrap_or_else(|| unreachable!());
+            if let Some(list) = self.sessions.get_mut(&key) {
+                if let Some(pos) = list.iter().position(|s| s.start == start) {
+                    let s = list.remove(pos);
+                    closed.push((key.clone(), s.start, end, s.state));
+                }
+                if list.is_empty() {
+                    self.sessions.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The schema of closed-window rows: group-by columns, window_start, window_end,
+    /// aggregates, record_count, max_event_time.
+    pub fn output_schema(&mut self, key_types: &[DataType]) -> SchemaRef {
+        if let Some(s) = &self.output_schema {
+            return s.clone();
+        }
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let mut fields: Vec<Field> = self
+            .spec
+            .group_by
+            .iter()
+            .zip(key_types)
+            .map(|(g, t)| Field::new(g, t.clone(), true))
+            .collect();
+        fields.push(Field::new("window_start", ts.clone(), false));
+        fields.push(Field::new("window_end", ts.clone(), false));
+        for (a, k) in self.spec.aggregates.iter().zip(self.kinds_or_default()) {
+            fields.push(Field::new(&a.alias, output_type(a.function, k), true));
+        }
+        fields.push(Field::new("record_count", DataType::Int64, false));
+        fields.push(Field::new("max_event_time", ts, false));
+        let s = Arc::new(Schema::new(fields));
+        self.output_schema = Some(s.clone());
+        s
+    }
+
+    fn kinds_or_default(&self) -> Vec<Option<InputKind>> {
+        if self.input_kinds.is_empty() {
+            vec![None; self.spec.aggregates.len()]
+        } else {
+            self.input_kinds.clone()
+        }
+    }
+
+    fn build_output(
+        &mut self,
+        closed: Vec<(OwnedRow, i64, i64, WindowState)>,
+    ) -> Result<Option<RecordBatch>, WindowError> {
+        if closed.is_empty() {
+            return Ok(None);
+        }
+        let converter = self
+            .converter
+            .as_ref()
+            .ok_or_else(|| WindowError::Input("no input seen".into()))?;
+        let keys = converter.convert_rows(closed.iter().map(|c| c.0.row()))?;
+        let key_types: Vec<DataType> = keys.iter().map(|k| k.data_type().clone()).collect();
+        let schema = self.output_schema(&key_types);
+        let mut columns: Vec<ArrayRef> = keys;
+        let mut starts =
+            TimestampMicrosecondBuilder::with_capacity(closed.len()).with_timezone("UTC");
+        let mut ends =
+            TimestampMicrosecondBuilder::with_capacity(closed.len()).with_timezone("UTC");
+        let mut counts = Int64Builder::with_capacity(closed.len());
+        let mut maxes =
+            TimestampMicrosecondBuilder::with_capacity(closed.len()).with_timezone("UTC");
+        for (_, s, e, st) in &closed {
+            starts.append_value(s * 1000);
+            ends.append_value(e * 1000);
+            counts.append_value(st.records);
+            maxes.append_value(st.max_event_ms * 1000);
+        }
+        columns.push(Arc::new(starts.finish()));
+        columns.push(Arc::new(ends.finish()));
+        let kinds = self.kinds_or_default();
+        for (j, (a, k)) in self.spec.aggregates.iter().zip(kinds).enumerate() {
+            let accs: Vec<&Accumulator> = closed.iter().map(|c| &c.3.accs[j]).collect();
+            columns.push(finish(&accs, &output_type(a.function, k)));
+        }
+        columns.push(Arc::new(counts.finish()));
+        columns.push(Arc::new(maxes.finish()));
+        Ok(Some(RecordBatch::try_new(schema, columns)?))
+    }
+}
+
+fn new_state(aggs: &[AggregateSpec], kinds: &[Option<InputKind>]) -> WindowState {
+    WindowState {
+        accs: aggs
+            .iter()
+            .zip(kinds)
+            .map(|(a, k)| Accumulator::new(a.function, *k))
+            .collect(),
+        records: 0,
+        max_event_ms: i64::MIN,
+    }
+}
+
+fn update(
+    st: &mut WindowState,
+    aggs: &[AggregateSpec],
+    values: &[Option<crate::aggregate::Value>],
+    t: i64,
+) {
+    for ((acc, a), v) in st.accs.iter_mut().zip(aggs).zip(values) {
+        acc.update(
+            v.as_ref(),
+            a.column.is_none() && a.function == AggregateFunction::Count,
+        );
+    }
+    st.records += 1;
+    st.max_event_ms = st.max_event_ms.max(t);
+}
+
+fn merge_state(into: &mut WindowState, other: WindowState) {
+    for (a, b) in into.accs.iter_mut().zip(other.accs) {
+        a.merge(b);
+    }
+    into.records += other.records;
+    into.max_event_ms = into.max_event_ms.max(other.max_event_ms);
+}

@@ -227,7 +227,7 @@ impl Pipeline {
                     }
                     Some(SourceEvent::Records(raw)) => {
                         if stopping { continue; }
-                        self.process(raw).await?;
+                        self.process(*raw).await?;
                         if self.events.buffered_rows() as usize >= self.cfg.flush.max_rows
                             || self.events.buffered_bytes() >= self.cfg.flush.max_bytes.bytes()
                         {

@@ -26,7 +26,7 @@ pub type TopicPartition = (Arc<str>, i32);
 #[derive(Debug)]
 pub enum SourceEvent {
     /// Records, in offset order per partition.
-    Records(RawBatch),
+    Records(Box<RawBatch>),
     /// New partitions; reply with the offset to start each at.
     Assigned(
         Vec<TopicPartition>,
@@ -344,7 +344,7 @@ fn poll_loop(
         }
         if !batch.is_empty()
             && tx
-                .blocking_send(SourceEvent::Records(batch.finish()))
+                .blocking_send(SourceEvent::Records(Box::new(batch.finish())))
                 .is_err()
         {
             break;

@@ -19,7 +19,7 @@ pub enum LakeError {
         table: String,
         /// The cause.
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     /// Another writer committed progress for the same partitions since this writer's snapshot;
     /// this writer's buffered rows must be dropped and its partitions re-read from the table.
@@ -60,7 +60,7 @@ impl LakeError {
         }
         Self::Delta {
             table: table.into(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -2,6 +2,9 @@
 //! broker (KRaft) and an S3 server, both on 127.0.0.1. One test binary, as in delta-rs, so the
 //! large dependency tree links once.
 
+// Test helpers panic on purpose: a failed step is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod ingest;
 mod services;
 mod support;

@@ -191,3 +191,68 @@ fn every_example_config_loads() {
     }
     assert!(n >= 1, "no example configs found in {}", dir.display());
 }
+
+/// Every key path of a fully populated config, e.g. `pipeline.flush.max_rows`.
+fn key_paths(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                out.insert(p.clone());
+                key_paths(v, &p, out);
+            }
+        }
+        toml::Value::Array(items) => {
+            for item in items {
+                key_paths(item, prefix, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_config_key_is_documented() {
+    let mut c = load(MINIMAL).unwrap();
+    let mut agg = AggregateConfig::default();
+    agg.late_table = Some("late".into());
+    agg.window = WindowConfig {
+        kind: "hopping".into(),
+        size: Some(Duration::from_secs(1)),
+        advance: Some(Duration::from_secs(1)),
+        gap: Some(Duration::from_secs(1)),
+        offset: Some(Duration::from_secs(1)),
+    };
+    c.pipelines[0].aggregates.push(agg);
+    c.pipelines[0].dead_letter_table = Some("dl".into());
+    c.pipelines[0].event_time.field = Some("ts".into());
+    c.pipelines[0].schema[0].format = Some(TimeFormat::Rfc3339);
+    c.pipelines[0].schema[0].nullable = Some(true);
+    c.tiering.push(TieringConfig {
+        archive_table: Some("a".into()),
+        ..Default::default()
+    });
+    let value = toml::Value::try_from(&c).unwrap();
+    let mut keys = std::collections::BTreeSet::new();
+    key_paths(&value, "", &mut keys);
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .unwrap();
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            let leaf = k.rsplit('.').next().unwrap_or(k);
+            !doc.contains(&format!("`{leaf}`")) && !doc.contains(&format!("[{leaf}]"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "config keys missing from docs/configuration.md: {missing:?}"
+    );
+    assert!(keys.len() > 50, "the walk found only {} keys", keys.len());
+}

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod raw;
 pub mod schema;
 pub mod source;
+pub mod windows;
 
 pub use pipeline::{Pipeline, PipelineSummary, RunOptions};
 

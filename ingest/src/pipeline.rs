@@ -1,19 +1,25 @@
 //! [`Pipeline`]: consumes a pipeline's topics and commits its tables exactly once.
 //!
-//! Commit protocol for one flush: the dead-letter table commits first (when it has rows), then
-//! the events table; each carries one `txn` per partition (`sluice:<pipeline>:<topic>:<p>`,
-//! version = next offset). The events table's progress is where a partition resumes; a replayed
-//! dead letter whose offset is below the dead-letter table's own progress is skipped, so a crash
-//! between the two commits neither loses nor doubles a row. Offsets go to the consumer group
+//! Commit protocol for one flush, in this order: the dead-letter table (when it has rows), the
+//! late table (when it has rows), every aggregate table, and the events table last. Each commit
+//! carries one `txn` per partition (`sluice:<pipeline>:<topic>:<p>`). For the events,
+//! dead-letter and late tables the version is the next offset to read; for an aggregate table it
+//! is the lowest offset an open window still needs (semantics.md section 6), and the commit's
+//! metadata holds the window clock.
+//!
+//! A partition resumes at the minimum of the events table's progress and the aggregates'
+//! versions. Records below the events table's progress were fully handled before: they are fed
+//! to the window operators only, to rebuild open windows (windows already emitted are closed
+//! under the restored clock and skip them), and never written again to any table. So a crash
+//! between any two commits neither loses nor doubles a row. Offsets go to the consumer group
 //! only after the events commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{AsArray, BooleanArray, RecordBatch};
+use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::Int64Type;
 use rdkafka::consumer::Consumer;
 use sluice_config::{Config, PipelineConfig, StartPosition};
 use sluice_lake::{Lake, LakeError, TableSpec, TableWriter, WriterOptions, progress_app_id};
@@ -23,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::dead_letter_batch;
 use crate::decode::JsonDecoder;
 use crate::raw::RawBatch;
-use crate::schema::{columns, dead_letter_schema, events_schema};
+use crate::schema::{dead_letter_schema, events_schema};
 use crate::source::{KafkaSource, SourceEvent, SourceOptions, TopicPartition};
+use crate::windows::{AggregateSink, CLOCK_KEY, late_rows, late_schema, window_spec};
 use crate::{IngestError, Result};
 
 /// How a run ends.
@@ -43,6 +50,10 @@ pub struct PipelineSummary {
     pub events: u64,
     /// Rows committed to the dead-letter table.
     pub dead_letters: u64,
+    /// Rows committed to aggregate tables.
+    pub aggregate_rows: u64,
+    /// Rows committed to late tables.
+    pub late_rows: u64,
     /// Delta commits made (all tables).
     pub commits: u64,
     /// Commits that lost to another writer (fenced) and were retried from the table.
@@ -53,19 +64,26 @@ pub struct PipelineSummary {
 struct PartitionState {
     /// Next offset to accept from Kafka.
     next: i64,
-    /// Next offset committed in the events table.
+    /// Next offset committed in the events table: records below it are replays.
     events_committed: i64,
     /// Next offset committed in the dead-letter table.
     dead_committed: i64,
+    /// Next offset committed in the late table(s).
+    late_committed: i64,
 }
 
-/// One pipeline: its tables, decoder and partitions.
+/// One pipeline: its tables, decoder, window operators and partitions.
 pub struct Pipeline {
     cfg: PipelineConfig,
     kafka: sluice_config::KafkaConfig,
     events: TableWriter,
     dead: TableWriter,
     decoder: JsonDecoder,
+    aggs: Vec<AggregateSink>,
+    /// Late tables by name (the aggregates of a pipeline usually share one).
+    late: BTreeMap<String, TableWriter>,
+    /// Small stable ids of partitions, for the window clocks.
+    pids: HashMap<TopicPartition, u32>,
     parts: HashMap<TopicPartition, PartitionState>,
     first_buffered: Option<Instant>,
     summary: PipelineSummary,
@@ -80,38 +98,50 @@ impl std::fmt::Debug for Pipeline {
     }
 }
 
+fn writer_options(config: &Config, p: &PipelineConfig) -> WriterOptions {
+    WriterOptions {
+        compression: p.compression,
+        target_file_size: config.maintenance.target_file_size.bytes(),
+        ..Default::default()
+    }
+}
+
+fn table_spec(config: &Config, partition_columns: Vec<String>, description: String) -> TableSpec {
+    let properties = HashMap::from([(
+        "delta.checkpointInterval".to_string(),
+        config.maintenance.checkpoint_interval.to_string(),
+    )]);
+    TableSpec {
+        partition_columns,
+        properties,
+        description: Some(description),
+    }
+}
+
 /// Opens (creating when missing) a pipeline's events and dead-letter tables.
 pub async fn open_tables(
     config: &Config,
     p: &PipelineConfig,
     lake: &Lake,
 ) -> Result<(TableWriter, TableWriter)> {
-    let props = HashMap::from([(
-        "delta.checkpointInterval".to_string(),
-        config.maintenance.checkpoint_interval.to_string(),
-    )]);
-    let spec = TableSpec {
-        partition_columns: p.partition_by.clone(),
-        properties: props.clone(),
-        description: Some(format!("sluice events of pipeline {}", p.name)),
-    };
+    let spec = table_spec(
+        config,
+        p.partition_by.clone(),
+        format!("sluice events of pipeline {}", p.name),
+    );
     let events = lake
         .open_or_create(&p.table, &events_schema(p), &spec)
         .await?;
     let dl_name = p.dead_letter_table();
-    let dl_spec = TableSpec {
-        partition_columns: vec![],
-        properties: props,
-        description: Some(format!("sluice dead letters of pipeline {}", p.name)),
-    };
+    let dl_spec = table_spec(
+        config,
+        vec![],
+        format!("sluice dead letters of pipeline {}", p.name),
+    );
     let dead = lake
         .open_or_create(&dl_name, &dead_letter_schema(), &dl_spec)
         .await?;
-    let options = WriterOptions {
-        compression: p.compression,
-        target_file_size: config.maintenance.target_file_size.bytes(),
-        ..Default::default()
-    };
+    let options = writer_options(config, p);
     Ok((
         TableWriter::new(&p.table, events, options.clone())?,
         TableWriter::new(&dl_name, dead, options)?,
@@ -127,12 +157,54 @@ impl Pipeline {
                 table: p.table.clone(),
                 message,
             })?;
+        let options = writer_options(config, p);
+        let mut aggs = Vec::new();
+        let mut late = BTreeMap::new();
+        for agg in &p.aggregates {
+            let schema_err = |message: String| IngestError::Schema {
+                table: agg.table.clone(),
+                message,
+            };
+            let spec = window_spec(p, agg).map_err(schema_err)?;
+            let mut op = sluice_window::WindowOperator::with_input_schema(spec, &events.schema())
+                .map_err(|e| schema_err(e.to_string()))?;
+            let out_schema = op.output_schema(&[]);
+            let desc = format!("sluice windowed aggregate of pipeline {}", p.name);
+            let table = lake
+                .open_or_create(&agg.table, &out_schema, &table_spec(config, vec![], desc))
+                .await?;
+            let late_name = p.late_table(agg);
+            if !late.contains_key(&late_name) {
+                let desc = format!("sluice late records of pipeline {}", p.name);
+                let lt = lake
+                    .open_or_create(
+                        &late_name,
+                        &late_schema(),
+                        &table_spec(config, vec![], desc),
+                    )
+                    .await?;
+                late.insert(
+                    late_name.clone(),
+                    TableWriter::new(&late_name, lt, options.clone())?,
+                );
+            }
+            let writer = TableWriter::new(&agg.table, table, options.clone())?;
+            aggs.push(AggregateSink {
+                cfg: agg.clone(),
+                late_table: late_name,
+                op,
+                writer,
+            });
+        }
         Ok(Self {
             cfg: p.clone(),
             kafka: config.kafka.clone(),
             events,
             dead,
             decoder,
+            aggs,
+            late,
+            pids: HashMap::new(),
             parts: HashMap::new(),
             first_buffered: None,
             summary: PipelineSummary::default(),
@@ -209,6 +281,8 @@ impl Pipeline {
     ) -> Result<()> {
         let latency = self.cfg.flush.max_latency.get();
         let mut stopping = false;
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.first_buffered.map(|t| t + latency);
             tokio::select! {
@@ -219,6 +293,9 @@ impl Pipeline {
                 }
                 _ = sleep_until(deadline) => {
                     self.commit(source).await?;
+                }
+                _ = ticker.tick(), if !self.aggs.is_empty() && !stopping => {
+                    self.tick().await?;
                 }
                 ev = rx.recv() => match ev {
                     None | Some(SourceEvent::Ended) => {
@@ -243,6 +320,11 @@ impl Pipeline {
                         self.commit(source).await?;
                         for tp in &gone {
                             self.parts.remove(tp);
+                            if let Some(pid) = self.pids.get(tp) {
+                                for a in &mut self.aggs {
+                                    a.op.revoke(*pid);
+                                }
+                            }
                         }
                         let _ = reply.send(());
                     }
@@ -268,37 +350,100 @@ impl Pipeline {
         })
     }
 
-    /// Decides where each new partition starts: the events table's progress, else `start`.
+    /// Decides where each new partition starts: the events table's progress, or earlier when an
+    /// aggregate's open windows need older records; else the configured `start`.
     async fn assign(
         &mut self,
         source: &Arc<KafkaSource>,
         new: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, i64>> {
         // Another instance may have committed since our snapshot: read the latest progress.
-        self.events.refresh().await?;
-        self.dead.refresh().await?;
+        self.refresh_all().await?;
+        let now = wall_ms();
         let mut out = HashMap::new();
         for tp in new {
-            let app = progress_app_id(&self.cfg.name, &tp.0, tp.1);
-            let events = self.events.progress(&app).await?;
-            let dead = self.dead.progress(&app).await?.unwrap_or(0);
-            let start = match events {
-                Some(o) => o,
-                None => resolve_start(source, &tp.0, tp.1, self.cfg.start_position).await?,
+            let state = match self.read_progress(tp).await? {
+                Some(s) => s,
+                None => {
+                    let start = resolve_start(source, &tp.0, tp.1, self.cfg.start_position).await?;
+                    PartitionState {
+                        next: start,
+                        events_committed: start,
+                        dead_committed: 0,
+                        late_committed: 0,
+                    }
+                }
             };
-            tracing::info!(pipeline = %self.cfg.name, topic = %tp.0, partition = tp.1, start, from_table = events.is_some(), "partition assigned");
-            let committed = events.unwrap_or(start);
-            self.parts.insert(
-                tp.clone(),
-                PartitionState {
-                    next: start,
-                    events_committed: committed,
-                    dead_committed: dead,
-                },
-            );
-            out.insert(tp.clone(), start);
+            tracing::info!(pipeline = %self.cfg.name, topic = %tp.0, partition = tp.1, start = state.next, committed = state.events_committed, "partition assigned");
+            let next_id = self.pids.len() as u32;
+            let pid = *self.pids.entry(tp.clone()).or_insert(next_id);
+            for a in &mut self.aggs {
+                a.op.assign(pid, now);
+            }
+            self.parts.insert(tp.clone(), state);
+            out.insert(tp.clone(), state.next);
         }
         Ok(out)
+    }
+
+    /// Moves every table's snapshot to its latest version (dropping what is buffered) and, for
+    /// a fresh window operator, restores the clock of its table's last commit.
+    async fn refresh_all(&mut self) -> Result<()> {
+        self.events.refresh().await?;
+        self.dead.refresh().await?;
+        for w in self.late.values_mut() {
+            w.refresh().await?;
+        }
+        for a in &mut self.aggs {
+            a.writer.refresh().await?;
+            if a.op.clock().is_none() {
+                let clock = last_clock(a.writer.table()).await;
+                a.op.restore_clock(clock);
+            }
+        }
+        Ok(())
+    }
+
+    /// A partition's progress in every table; `None` when the events table has none.
+    async fn read_progress(&mut self, tp: &TopicPartition) -> Result<Option<PartitionState>> {
+        let app = progress_app_id(&self.cfg.name, &tp.0, tp.1);
+        let Some(events) = self.events.progress(&app).await? else {
+            return Ok(None);
+        };
+        let dead = self.dead.progress(&app).await?.unwrap_or(0);
+        let mut late: Option<i64> = None;
+        for w in self.late.values_mut() {
+            let v = w.progress(&app).await?.unwrap_or(0);
+            late = Some(late.map_or(v, |l| l.min(v)));
+        }
+        let mut start = events;
+        for a in &mut self.aggs {
+            if let Some(needed) = a.writer.progress(&app).await? {
+                start = start.min(needed);
+            }
+        }
+        Ok(Some(PartitionState {
+            next: start,
+            events_committed: events,
+            dead_committed: dead,
+            late_committed: late.unwrap_or(0),
+        }))
+    }
+
+    /// Lets the window clocks see idle partitions; buffers the windows that close.
+    async fn tick(&mut self) -> Result<()> {
+        let now = wall_ms();
+        for a in &mut self.aggs {
+            let out = a.op.tick(now).map_err(|e| IngestError::Schema {
+                table: a.cfg.table.clone(),
+                message: e.to_string(),
+            })?;
+            if let Some(closed) = out.closed {
+                a.writer.write(closed).await?;
+                self.first_buffered.get_or_insert_with(Instant::now);
+            }
+        }
+        Ok(())
     }
 
     async fn process(&mut self, raw: RawBatch) -> Result<()> {
@@ -306,11 +451,11 @@ impl Pipeline {
         let mut keep = Vec::with_capacity(raw.len());
         for i in 0..raw.len() {
             let tp = (raw.topics[i].clone(), raw.partitions[i]);
-            if let Some(state) = self.parts.get_mut(&tp)
-                && raw.offsets[i] >= state.next
-            {
-                state.next = raw.offsets[i] + 1;
-                keep.push(i);
+            if let Some(state) = self.parts.get_mut(&tp) {
+                if raw.offsets[i] >= state.next {
+                    state.next = raw.offsets[i] + 1;
+                    keep.push(i);
+                }
             }
         }
         if keep.is_empty() {
@@ -322,9 +467,7 @@ impl Pipeline {
             raw.select(&keep)
         };
         self.summary.records += raw.len() as u64;
-        if self.first_buffered.is_none() {
-            self.first_buffered = Some(Instant::now());
-        }
+        self.first_buffered.get_or_insert_with(Instant::now);
         let decoded = self
             .decoder
             .decode(&raw)
@@ -333,7 +476,8 @@ impl Pipeline {
                 message,
             })?;
         if let Some(events) = decoded.events {
-            let events = self.drop_committed(events, |s| s.events_committed)?;
+            self.feed_windows(&events).await?;
+            let events = self.drop_replayed(events)?;
             self.events.write(events).await?;
         }
         let dead: Vec<_> = decoded
@@ -341,9 +485,9 @@ impl Pipeline {
             .into_iter()
             .filter(|d| {
                 let tp = (raw.topics[d.index].clone(), raw.partitions[d.index]);
-                self.parts
-                    .get(&tp)
-                    .is_none_or(|s| raw.offsets[d.index] >= s.dead_committed)
+                self.parts.get(&tp).is_none_or(|s| {
+                    raw.offsets[d.index] >= s.dead_committed.max(s.events_committed)
+                })
             })
             .collect();
         if !dead.is_empty() {
@@ -360,29 +504,70 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Drops rows whose offset is below the given committed progress (replays).
-    fn drop_committed(
-        &self,
-        batch: RecordBatch,
-        committed: impl Fn(&PartitionState) -> i64,
-    ) -> Result<RecordBatch> {
-        let (Some(topics), Some(parts), Some(offsets)) = (
-            batch.column_by_name(columns::TOPIC),
-            batch.column_by_name(columns::PARTITION),
-            batch.column_by_name(columns::OFFSET),
-        ) else {
+    /// Feeds decoded rows (replayed ones too) to every window operator; buffers closed windows
+    /// and, for records seen for the first time, late rows.
+    async fn feed_windows(&mut self, events: &RecordBatch) -> Result<()> {
+        if self.aggs.is_empty() {
+            return Ok(());
+        }
+        let Some((topics, parts, offsets)) = crate::windows::positions(events) else {
+            return Ok(());
+        };
+        let mut pids = Vec::with_capacity(events.num_rows());
+        let mut offs = Vec::with_capacity(events.num_rows());
+        for i in 0..events.num_rows() {
+            let tp = (Arc::<str>::from(topics.value(i)), parts.value(i));
+            pids.push(self.pids.get(&tp).copied().unwrap_or(u32::MAX));
+            offs.push(offsets.value(i));
+        }
+        let now = wall_ms();
+        let late_schema = late_schema();
+        for a in &mut self.aggs {
+            let out =
+                a.op.process_at(events, &pids, &offs, now)
+                    .map_err(|e| IngestError::Schema {
+                        table: a.cfg.table.clone(),
+                        message: e.to_string(),
+                    })?;
+            if let Some(closed) = out.closed {
+                a.writer.write(closed).await?;
+            }
+            let late: Vec<_> = out
+                .late
+                .into_iter()
+                .filter(|l| {
+                    let tp = (Arc::<str>::from(topics.value(l.row)), parts.value(l.row));
+                    self.parts.get(&tp).is_none_or(|s| {
+                        offsets.value(l.row) >= s.late_committed.max(s.events_committed)
+                    })
+                })
+                .collect();
+            if !late.is_empty() {
+                let rows = late_rows(&late_schema, &self.cfg.name, &a.cfg.table, events, &late)
+                    .map_err(|message| IngestError::Schema {
+                        table: a.late_table.clone(),
+                        message,
+                    })?;
+                if let Some(w) = self.late.get_mut(&a.late_table) {
+                    w.write(rows).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops rows whose offset is below the events table's progress (replays).
+    fn drop_replayed(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let Some((topics, parts, offsets)) = crate::windows::positions(&batch) else {
             return Ok(batch);
         };
-        let topics = topics.as_string::<i32>();
-        let parts = parts.as_primitive::<arrow::datatypes::Int32Type>();
-        let offsets = offsets.as_primitive::<Int64Type>();
         let mask: BooleanArray = (0..batch.num_rows())
             .map(|i| {
                 let key = (Arc::<str>::from(topics.value(i)), parts.value(i));
                 Some(
                     self.parts
                         .get(&key)
-                        .is_none_or(|s| offsets.value(i) >= committed(s)),
+                        .is_none_or(|s| offsets.value(i) >= s.events_committed),
                 )
             })
             .collect();
@@ -395,7 +580,7 @@ impl Pipeline {
         })
     }
 
-    /// Commits everything buffered: dead letters first, then events, then group offsets.
+    /// Commits everything buffered, in the order of the module docs, then group offsets.
     async fn commit(&mut self, source: &Arc<KafkaSource>) -> Result<()> {
         self.first_buffered = None;
         let dirty: Vec<(TopicPartition, i64)> = self
@@ -404,7 +589,15 @@ impl Pipeline {
             .filter(|(_, s)| s.next > s.events_committed)
             .map(|(tp, s)| (tp.clone(), s.next))
             .collect();
-        if dirty.is_empty() && self.events.buffered_rows() == 0 && self.dead.buffered_rows() == 0 {
+        let buffered = self.events.buffered_rows()
+            + self.dead.buffered_rows()
+            + self.late.values().map(|w| w.buffered_rows()).sum::<u64>()
+            + self
+                .aggs
+                .iter()
+                .map(|a| a.writer.buffered_rows())
+                .sum::<u64>();
+        if dirty.is_empty() && buffered == 0 {
             return Ok(());
         }
         let progress: Vec<(String, i64)> = dirty
@@ -415,28 +608,7 @@ impl Pipeline {
             "sluice.pipeline".to_string(),
             serde_json::Value::from(self.cfg.name.clone()),
         )]);
-        let result: std::result::Result<(), LakeError> = async {
-            crate::fault::point("before_commit");
-            if self.dead.buffered_rows() > 0 {
-                if let Some(out) = self.dead.commit(&progress, meta.clone()).await? {
-                    self.summary.dead_letters += out.rows;
-                    self.summary.commits += 1;
-                }
-                for (tp, next) in &dirty {
-                    if let Some(s) = self.parts.get_mut(tp) {
-                        s.dead_committed = *next;
-                    }
-                }
-            }
-            crate::fault::point("after_dead_letter_commit");
-            if let Some(out) = self.events.commit(&progress, meta).await? {
-                self.summary.events += out.rows;
-                self.summary.commits += 1;
-                tracing::debug!(pipeline = %self.cfg.name, version = out.version, rows = out.rows, files = out.files, "committed");
-            }
-            Ok(())
-        }
-        .await;
+        let result = self.commit_tables(&dirty, &progress, &meta).await;
         match result {
             Ok(()) => {
                 crate::fault::point("after_events_commit");
@@ -457,25 +629,85 @@ impl Pipeline {
         }
     }
 
+    async fn commit_tables(
+        &mut self,
+        dirty: &[(TopicPartition, i64)],
+        progress: &[(String, i64)],
+        meta: &HashMap<String, serde_json::Value>,
+    ) -> std::result::Result<(), LakeError> {
+        crate::fault::point("before_commit");
+        if self.dead.buffered_rows() > 0 {
+            if let Some(out) = self.dead.commit(progress, meta.clone()).await? {
+                self.summary.dead_letters += out.rows;
+                self.summary.commits += 1;
+            }
+            for (tp, next) in dirty {
+                if let Some(s) = self.parts.get_mut(tp) {
+                    s.dead_committed = *next;
+                }
+            }
+        }
+        crate::fault::point("after_dead_letter_commit");
+        for w in self.late.values_mut() {
+            if w.buffered_rows() > 0 {
+                if let Some(out) = w.commit(progress, meta.clone()).await? {
+                    self.summary.late_rows += out.rows;
+                    self.summary.commits += 1;
+                }
+                for (tp, next) in dirty {
+                    if let Some(s) = self.parts.get_mut(tp) {
+                        s.late_committed = s.late_committed.max(*next);
+                    }
+                }
+            }
+        }
+        // Aggregates: closed windows, and per partition the lowest offset open windows need.
+        for a in &mut self.aggs {
+            let needed = a.op.needed_offsets();
+            let agg_progress: Vec<(String, i64)> = self
+                .parts
+                .iter()
+                .map(|(tp, s)| {
+                    let pid = self.pids.get(tp).copied().unwrap_or(u32::MAX);
+                    let at = needed.get(&pid).map_or(s.next, |n| (*n).min(s.next));
+                    (progress_app_id(&self.cfg.name, &tp.0, tp.1), at)
+                })
+                .collect();
+            let mut agg_meta = meta.clone();
+            if let Some(c) = a.op.clock() {
+                agg_meta.insert(CLOCK_KEY.to_string(), serde_json::Value::from(c));
+            }
+            if let Some(out) = a.writer.commit(&agg_progress, agg_meta).await? {
+                self.summary.aggregate_rows += out.rows;
+                self.summary.commits += 1;
+            }
+            crate::fault::point("after_aggregate_commit");
+        }
+        if let Some(out) = self.events.commit(progress, meta.clone()).await? {
+            self.summary.events += out.rows;
+            self.summary.commits += 1;
+            tracing::debug!(pipeline = %self.cfg.name, version = out.version, rows = out.rows, files = out.files, "committed");
+        }
+        Ok(())
+    }
+
     /// After losing a commit: drop buffers, re-read every partition's progress, seek there.
     async fn resync(&mut self, source: &Arc<KafkaSource>) -> Result<()> {
-        self.events.refresh().await?;
-        self.dead.refresh().await?;
+        self.refresh_all().await?;
         let mut seeks = HashMap::new();
         let owned: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         for tp in owned {
-            let app = progress_app_id(&self.cfg.name, &tp.0, tp.1);
-            let events = self.events.progress(&app).await?;
-            let dead = self.dead.progress(&app).await?.unwrap_or(0);
-            if let Some(s) = self.parts.get_mut(&tp) {
-                let at = events.unwrap_or(s.events_committed);
-                *s = PartitionState {
-                    next: at,
-                    events_committed: at,
-                    dead_committed: dead,
-                };
-                seeks.insert(tp, at);
-            }
+            let current = self.parts.get(&tp).copied();
+            let state = match (self.read_progress(&tp).await?, current) {
+                (Some(s), _) => s,
+                (None, Some(c)) => PartitionState {
+                    next: c.events_committed,
+                    ..c
+                },
+                (None, None) => continue,
+            };
+            self.parts.insert(tp.clone(), state);
+            seeks.insert(tp, state.next);
         }
         let source = source.clone();
         tokio::task::spawn_blocking(move || source.seek(&seeks))
@@ -483,6 +715,21 @@ impl Pipeline {
             .map_err(|e| IngestError::Kafka(e.to_string()))?;
         Ok(())
     }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The window clock recorded in the table's latest commit, if any.
+async fn last_clock(table: &sluice_lake::deltalake::DeltaTable) -> Option<i64> {
+    use futures::StreamExt;
+    let mut history = table.history(Some(1));
+    let info = history.next().await?.ok()?;
+    info.info.get(CLOCK_KEY).and_then(|v| v.as_i64())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

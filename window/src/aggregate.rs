@@ -105,6 +105,29 @@ pub fn normalise(a: &ArrayRef) -> Result<(ArrayRef, InputKind), String> {
     Ok((arr, kind))
 }
 
+/// The kind an input column of type `t` is normalised to.
+pub fn kind_of(t: &DataType) -> Result<InputKind, String> {
+    Ok(match t {
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::Int64
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32
+        | DataType::Date32 => InputKind::Int,
+        DataType::Float16
+        | DataType::Float32
+        | DataType::Float64
+        | DataType::Decimal128(..)
+        | DataType::UInt64 => InputKind::Float,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => InputKind::Text,
+        DataType::Timestamp(..) => InputKind::Time,
+        DataType::Boolean => InputKind::Bool,
+        other => return Err(format!("cannot aggregate a {other} column")),
+    })
+}
+
 /// Reads row `i` of a normalised column.
 pub fn value_at(a: &ArrayRef, kind: InputKind, i: usize) -> Option<Value> {
     if a.is_null(i) {

@@ -75,6 +75,8 @@ struct WindowState {
     accs: Vec<Accumulator>,
     records: i64,
     max_event_ms: i64,
+    /// Lowest source offset per partition that went into this window (for replay after a crash).
+    min_offsets: Vec<(u32, i64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -108,6 +110,37 @@ impl std::fmt::Debug for WindowOperator {
 }
 
 impl WindowOperator {
+    /// An operator whose input rows have `input`'s schema: input kinds and the output schema
+    /// are fixed up front, so the output table can be created before any record arrives.
+    pub fn with_input_schema(spec: WindowSpec, input: &Schema) -> Result<Self, WindowError> {
+        let mut op = Self::new(spec);
+        let mut kinds = Vec::new();
+        for a in &op.spec.aggregates {
+            kinds.push(match &a.column {
+                None => None,
+                Some(c) => {
+                    let f = input
+                        .field_with_name(c)
+                        .map_err(|_| WindowError::Input(format!("column {c:?} is missing")))?;
+                    Some(
+                        crate::aggregate::kind_of(f.data_type())
+                            .map_err(|e| WindowError::Input(format!("{a}: {e}")))?,
+                    )
+                }
+            });
+        }
+        op.input_kinds = kinds;
+        let mut key_types = Vec::new();
+        for g in &op.spec.group_by {
+            let f = input
+                .field_with_name(g)
+                .map_err(|_| WindowError::Input(format!("group-by column {g:?} is missing")))?;
+            key_types.push(f.data_type().clone());
+        }
+        op.output_schema(&key_types);
+        Ok(op)
+    }
+
     /// A new operator.
     pub fn new(spec: WindowSpec) -> Self {
         let idle = spec.idle_timeout_ms;
@@ -163,6 +196,41 @@ impl WindowOperator {
         &mut self,
         batch: &RecordBatch,
         partitions: &[u32],
+        now_ms: i64,
+    ) -> Result<WindowOutput, WindowError> {
+        self.process_at(batch, partitions, &[], now_ms)
+    }
+
+    /// Restores the clock after a restart (it never moves back).
+    pub fn restore_clock(&mut self, value: Option<i64>) {
+        self.clock.restore(value);
+    }
+
+    /// Per partition, the lowest source offset still held by an open window: replaying from
+    /// there rebuilds every open window.
+    pub fn needed_offsets(&self) -> HashMap<u32, i64> {
+        let mut out: HashMap<u32, i64> = HashMap::new();
+        let states = self.fixed.values().chain(
+            self.sessions
+                .values()
+                .flat_map(|v| v.iter().map(|s| &s.state)),
+        );
+        for st in states {
+            for (p, o) in &st.min_offsets {
+                let e = out.entry(*p).or_insert(*o);
+                *e = (*e).min(*o);
+            }
+        }
+        out
+    }
+
+    /// Like [`WindowOperator::process`], also recording each row's source offset
+    /// (`offsets[i]`) so that [`WindowOperator::needed_offsets`] can be answered.
+    pub fn process_at(
+        &mut self,
+        batch: &RecordBatch,
+        partitions: &[u32],
+        offsets: &[i64],
         now_ms: i64,
     ) -> Result<WindowOutput, WindowError> {
         let n = batch.num_rows();
@@ -266,6 +334,9 @@ impl WindowOperator {
                             .entry((e, s, key.clone()))
                             .or_insert_with(|| new_state(&self.spec.aggregates, &kinds));
                         update(st, &self.spec.aggregates, &values, t);
+                        if let Some(o) = offsets.get(i) {
+                            note_offset(st, partition, *o);
+                        }
                         added = true;
                     }
                     if added {
@@ -301,6 +372,9 @@ impl WindowOperator {
                         state: new_state(&self.spec.aggregates, &kinds),
                     };
                     update(&mut merged.state, &self.spec.aggregates, &values, t);
+                    if let Some(o) = offsets.get(i) {
+                        note_offset(&mut merged.state, partition, *o);
+                    }
                     let list = self.sessions.entry(key.clone()).or_default();
                     let mut keep = Vec::with_capacity(list.len());
                     for s in list.drain(..) {
@@ -444,6 +518,14 @@ fn new_state(aggs: &[AggregateSpec], kinds: &[Option<InputKind>]) -> WindowState
             .collect(),
         records: 0,
         max_event_ms: i64::MIN,
+        min_offsets: Vec::new(),
+    }
+}
+
+fn note_offset(st: &mut WindowState, partition: u32, offset: i64) {
+    match st.min_offsets.iter_mut().find(|(p, _)| *p == partition) {
+        Some((_, o)) => *o = (*o).min(offset),
+        None => st.min_offsets.push((partition, offset)),
     }
 }
 
@@ -469,4 +551,7 @@ fn merge_state(into: &mut WindowState, other: WindowState) {
     }
     into.records += other.records;
     into.max_event_ms = into.max_event_ms.max(other.max_event_ms);
+    for (p, o) in other.min_offsets {
+        note_offset(into, p, o);
+    }
 }

@@ -475,3 +475,21 @@ proptest! {
         prop_assert_eq!(out.accepted + out.late.len() as u64, recs.len() as u64);
     }
 }
+
+#[test]
+fn needed_offsets_track_the_oldest_record_of_open_windows() {
+    let mut op = WindowOperator::new(spec(
+        WindowKind::Tumbling {
+            size: 10,
+            offset: 0,
+        },
+        0,
+    ));
+    op.assign(0, 0);
+    let (b, p) = batch(&[("A", 1, 0), ("A", 2, 0), ("A", 11, 0), ("A", 12, 0)]);
+    op.process_at(&b, &p, &[100, 101, 102, 103], 0).unwrap();
+    // [0,10) closed at clock 11: only [10,20) is open, holding offsets 102 and 103.
+    assert_eq!(op.needed_offsets().get(&0), Some(&102));
+    op.restore_clock(Some(5));
+    assert_eq!(op.clock(), Some(12), "restoring never moves the clock back");
+}

@@ -1,0 +1,118 @@
+//! Windowed aggregates inside a pipeline: one [`AggregateSink`] per `[[pipeline.aggregate]]`,
+//! and the rows of the late table.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    UInt32Array,
+};
+use arrow::compute::take;
+use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use sluice_config::{AggregateConfig, PipelineConfig};
+use sluice_lake::TableWriter;
+use sluice_window::{LateRecord, WindowOperator, WindowSpec};
+
+use crate::schema::{columns, timestamp_type};
+
+/// Commit metadata key holding the window clock (ms) at the commit.
+pub const CLOCK_KEY: &str = "sluice.clock";
+
+/// One windowed aggregate: its operator and its table.
+pub struct AggregateSink {
+    /// The aggregate's config.
+    pub cfg: AggregateConfig,
+    /// The late table's name.
+    pub late_table: String,
+    /// The window operator.
+    pub op: WindowOperator,
+    /// The aggregate table.
+    pub writer: TableWriter,
+}
+
+impl std::fmt::Debug for AggregateSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateSink")
+            .field("table", &self.cfg.table)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The operator spec of one aggregate of pipeline `p`.
+pub fn window_spec(p: &PipelineConfig, agg: &AggregateConfig) -> Result<WindowSpec, String> {
+    Ok(WindowSpec {
+        kind: agg
+            .window_kind
+            .ok_or_else(|| format!("aggregate {}: window not validated", agg.table))?,
+        grace_ms: agg.grace.as_millis_i64(),
+        group_by: agg.group_by.clone(),
+        aggregates: agg.specs.clone(),
+        event_time_column: columns::EVENT_TIME.to_string(),
+        idle_timeout_ms: p.idle_timeout.as_millis_i64(),
+    })
+}
+
+/// The late table's schema.
+pub fn late_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("pipeline", DataType::Utf8, false),
+        Field::new("aggregate", DataType::Utf8, false),
+        Field::new("topic", DataType::Utf8, false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::Int64, false),
+        Field::new("key", DataType::Binary, true),
+        Field::new("event_time", timestamp_type(), false),
+        Field::new("clock", timestamp_type(), false),
+        Field::new("window_start", timestamp_type(), false),
+        Field::new("window_end", timestamp_type(), false),
+    ]))
+}
+
+/// Late-table rows for `late` records of `events` (rows of the events table's schema).
+pub fn late_rows(
+    schema: &SchemaRef,
+    pipeline: &str,
+    aggregate: &str,
+    events: &RecordBatch,
+    late: &[LateRecord],
+) -> Result<RecordBatch, String> {
+    let idx = UInt32Array::from(late.iter().map(|l| l.row as u32).collect::<Vec<_>>());
+    let col = |name: &str| -> Result<ArrayRef, String> {
+        let c = events
+            .column_by_name(name)
+            .ok_or_else(|| format!("column {name} missing"))?;
+        take(c.as_ref(), &idx, None).map_err(|e| e.to_string())
+    };
+    let ts =
+        |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![pipeline; late.len()])),
+        Arc::new(StringArray::from(vec![aggregate; late.len()])),
+        col(columns::TOPIC)?,
+        col(columns::PARTITION)?,
+        col(columns::OFFSET)?,
+        col(columns::KEY)?,
+        ts(late.iter().map(|l| l.event_time_ms * 1000).collect()),
+        ts(late.iter().map(|l| l.clock_ms * 1000).collect()),
+        ts(late.iter().map(|l| l.missed_start_ms * 1000).collect()),
+        ts(late.iter().map(|l| l.missed_end_ms * 1000).collect()),
+    ];
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| format!("building late rows: {e}"))
+}
+
+/// (topic, partition, offset) of each row of an events batch.
+pub fn positions(events: &RecordBatch) -> Option<(StringArray, Int32Array, Int64Array)> {
+    let t = events
+        .column_by_name(columns::TOPIC)?
+        .as_string::<i32>()
+        .clone();
+    let p = events
+        .column_by_name(columns::PARTITION)?
+        .as_primitive::<Int32Type>()
+        .clone();
+    let o = events
+        .column_by_name(columns::OFFSET)?
+        .as_primitive::<Int64Type>()
+        .clone();
+    Some((t, p, o))
+}

@@ -8,3 +8,5 @@
 mod ingest;
 mod services;
 mod support;
+mod window_sql;
+mod windows;

@@ -1,0 +1,303 @@
+//! Windowed aggregates end to end: out-of-order events over 3 partitions give exactly the
+//! aggregate, late and events rows an oracle predicts, also when the process is killed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_lake::deltalake::arrow::array::{Array, Float64Array, Int64Array, StringArray};
+use sluice_lake::deltalake::arrow::compute::cast;
+use sluice_lake::deltalake::arrow::datatypes::DataType;
+
+use crate::support::*;
+
+/// 2026-03-01T10:00:00Z, a minute boundary.
+const T0: i64 = 1_772_359_200_000;
+const PAGES: [&str; 5] = ["/home", "/cart", "/search", "/item", "/help"];
+
+const AGG: &str = r#"
+flush = { max_rows = 500, max_latency = "300ms" }
+idle_timeout = "10m"
+
+[[pipeline.aggregate]]
+table = "clicks_per_minute"
+window = { kind = "tumbling", size = "1m" }
+grace = "200s"
+group_by = ["page"]
+aggregates = ["count(*) AS views", "sum(amount) AS revenue", "count_distinct(user_id) AS users"]
+late_table = "clicks_late"
+"#;
+
+#[derive(Clone, Debug)]
+struct Ev {
+    partition: i32,
+    page: &'static str,
+    user: u32,
+    amount: f64,
+    t: i64,
+}
+
+fn json(e: &Ev) -> Vec<u8> {
+    let ts = chrono::DateTime::from_timestamp_millis(e.t)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    format!(
+        r#"{{"user_id":"u{}","page":"{}","amount":{},"ts":"{ts}"}}"#,
+        e.user, e.page, e.amount
+    )
+    .into_bytes()
+}
+
+/// Phase-1 events: times in [T0, T0 + 180s), out of order within each partition.
+fn phase1(n: u64) -> Vec<Ev> {
+    (0..n)
+        .map(|i| {
+            let scrambled = (i * 7919) % n; // a permutation of 0..n
+            Ev {
+                partition: (i % 3) as i32,
+                page: PAGES[(i % 5) as usize],
+                user: (i % 37) as u32,
+                amount: (i % 20) as f64 + 0.5,
+                t: T0 + (scrambled as i64 * 180_000) / n as i64,
+            }
+        })
+        .collect()
+}
+
+/// (page, window start ms) -> (views, revenue, distinct users)
+type Oracle = BTreeMap<(String, i64), (i64, f64, i64)>;
+
+fn oracle(events: &[Ev]) -> Oracle {
+    let mut acc: BTreeMap<(String, i64), (i64, f64, BTreeSet<u32>)> = BTreeMap::new();
+    for e in events {
+        let start = e.t.div_euclid(60_000) * 60_000;
+        let a = acc.entry((e.page.to_string(), start)).or_default();
+        a.0 += 1;
+        a.1 += e.amount;
+        a.2.insert(e.user);
+    }
+    acc.into_iter()
+        .map(|(k, (n, s, u))| (k, (n, s, u.len() as i64)))
+        .collect()
+}
+
+async fn produce_events(topic: &str, evs: &[Ev]) -> Vec<(i32, i64)> {
+    produce(
+        topic,
+        evs.iter().map(|e| TestRecord {
+            partition: Some(e.partition),
+            key: Some(e.page.as_bytes().to_vec()),
+            value: Some(json(e)),
+            ..Default::default()
+        }),
+    )
+    .await
+}
+
+async fn aggregate_rows(lake: &sluice_lake::Lake) -> Vec<((String, i64), (i64, f64, i64))> {
+    let Some(table) = lake.open("clicks_per_minute").await.unwrap() else {
+        return Vec::new();
+    };
+    let batches = sluice_lake::scan_sql(
+        "agg",
+        &table,
+        "SELECT page, CAST(window_start AS BIGINT) AS ws, views, revenue, users, record_count FROM agg ORDER BY page, ws",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        let page = cast(b.column(0), &DataType::Utf8).unwrap();
+        let page = page.as_any().downcast_ref::<StringArray>().unwrap();
+        let ws = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        let views = b.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+        let revenue = b.column(3).as_any().downcast_ref::<Float64Array>().unwrap();
+        let users = b.column(4).as_any().downcast_ref::<Int64Array>().unwrap();
+        let records = b.column(5).as_any().downcast_ref::<Int64Array>().unwrap();
+        for i in 0..b.num_rows() {
+            assert_eq!(
+                views.value(i),
+                records.value(i),
+                "record_count equals count(*)"
+            );
+            out.push((
+                (page.value(i).to_string(), ws.value(i) / 1000),
+                (views.value(i), revenue.value(i), users.value(i)),
+            ));
+        }
+    }
+    out
+}
+
+async fn late_offsets(lake: &sluice_lake::Lake) -> BTreeSet<(i32, i64)> {
+    let Some(table) = lake.open("clicks_late").await.unwrap() else {
+        return BTreeSet::new();
+    };
+    let batches = sluice_lake::scan_sql("late", &table, "SELECT \"partition\", \"offset\", CAST(window_end AS BIGINT) - CAST(window_start AS BIGINT) AS len FROM late").await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        let p = cast(b.column(0), &DataType::Int32).unwrap();
+        let p = p
+            .as_any()
+            .downcast_ref::<sluice_lake::deltalake::arrow::array::Int32Array>()
+            .unwrap();
+        let o = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        let len = b.column(2).as_any().downcast_ref::<Int64Array>().unwrap();
+        for i in 0..b.num_rows() {
+            assert_eq!(
+                len.value(i),
+                60_000_000,
+                "the missed window is a one-minute window"
+            );
+            out.push((p.value(i), o.value(i)));
+        }
+    }
+    let set: BTreeSet<_> = out.iter().copied().collect();
+    assert_eq!(set.len(), out.len(), "late rows listed twice: {out:?}");
+    set
+}
+
+fn spawn(config: &std::path::Path) -> Child {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::null());
+    if std::env::var_os("SLUICE_TEST_SHOW_LOG").is_none() {
+        cmd.stderr(Stdio::null());
+    }
+    cmd.spawn().unwrap()
+}
+
+async fn wait_for<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn clock_advance() -> Vec<Ev> {
+    (0..3)
+        .map(|p| Ev {
+            partition: p,
+            page: "/home",
+            user: 0,
+            amount: 0.0,
+            t: T0 + 1_000_000,
+        })
+        .collect()
+}
+
+fn late_events() -> Vec<Ev> {
+    (0..30)
+        .map(|i| Ev {
+            partition: (i % 3) as i32,
+            page: PAGES[(i % 5) as usize],
+            user: 999,
+            amount: 1.0,
+            t: T0 + (i as i64 * 5_000) % 180_000,
+        })
+        .collect()
+}
+
+fn assert_matches_oracle(got: &[((String, i64), (i64, f64, i64))], expected: &Oracle) {
+    let keys: Vec<&(String, i64)> = got.iter().map(|(k, _)| k).collect();
+    let unique: BTreeSet<_> = keys.iter().collect();
+    assert_eq!(
+        unique.len(),
+        keys.len(),
+        "a (page, window) was emitted twice"
+    );
+    let got: Oracle = got.iter().cloned().collect();
+    assert_eq!(got, *expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn out_of_order_events_with_late_ones_give_exactly_the_oracle_rows() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("win-oracle");
+    create_topic(&topic, 3).await;
+    let config = pipeline_config(dir.path(), &topic, &lake_cfg, AGG);
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    let evs = phase1(3000);
+    let expected = oracle(&evs);
+    assert_eq!(expected.len(), 15, "5 pages x 3 minutes");
+    let mut child = spawn(&config);
+    let mut all: BTreeSet<(i32, i64)> = produce_events(&topic, &evs).await.into_iter().collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        aggregate_rows(&lake).await.is_empty(),
+        "nothing closes before the clock passes end + grace"
+    );
+    all.extend(produce_events(&topic, &clock_advance()).await);
+    wait_for("the closed windows", Duration::from_secs(60), || async {
+        aggregate_rows(&lake).await.len() >= 15
+    })
+    .await;
+    let late = late_events();
+    let late_pos = produce_events(&topic, &late).await;
+    all.extend(late_pos.iter().copied());
+    wait_for("the late rows", Duration::from_secs(60), || async {
+        late_offsets(&lake).await.len() >= 30
+    })
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    assert_matches_oracle(&aggregate_rows(&lake).await, &expected);
+    assert_eq!(
+        late_offsets(&lake).await,
+        late_pos.into_iter().collect::<BTreeSet<_>>()
+    );
+    let events: BTreeSet<(i32, i64)> = positions(&read_table(&lake, "events").await)
+        .into_iter()
+        .collect();
+    assert_eq!(events, all, "late records still land in the events table");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_during_windowed_ingest_gives_the_same_aggregates() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("win-kill");
+    create_topic(&topic, 3).await;
+    let config = pipeline_config(dir.path(), &topic, &lake_cfg, AGG);
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    let evs = phase1(6000);
+    let expected = oracle(&evs);
+    // Produce in slices while sluice is killed and restarted at random moments.
+    let slices: Vec<Vec<Ev>> = evs.chunks(500).map(|c| c.to_vec()).collect();
+    let mut kills = 0;
+    let mut produced = 0;
+    while kills < 6 {
+        let mut child = spawn(&config);
+        for _ in 0..2 {
+            if let Some(s) = slices.get(produced) {
+                produce_events(&topic, s).await;
+                produced += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500 + rand::random::<u64>() % 2000)).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+    }
+    for s in &slices[produced..] {
+        produce_events(&topic, s).await;
+    }
+    produce_events(&topic, &clock_advance()).await;
+    run_until_caught_up(&config);
+    assert_matches_oracle(&aggregate_rows(&lake).await, &expected);
+    assert!(
+        late_offsets(&lake).await.is_empty(),
+        "nothing was late: grace exceeds the disorder"
+    );
+    assert_eq!(positions(&read_table(&lake, "events").await).len(), 6003);
+}

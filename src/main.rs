@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use sluice_config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
+mod server;
+
 /// Streams Kafka topics into a Delta Lake exactly once.
 #[derive(Parser, Debug)]
 #[command(name = "sluice", version, about)]
@@ -117,6 +119,10 @@ fn init_logging(format: LogFormat) {
 async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
     let lake = sluice_lake::Lake::new(&cfg.lake).context("opening the lake")?;
     let cancel = CancellationToken::new();
+    if !cfg.server.listen.is_empty() {
+        let addr = cfg.server.listen.parse().context("server.listen")?;
+        server::serve(addr, cancel.child_token()).await?;
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for p in &cfg.pipelines {
         let pipeline = sluice_ingest::Pipeline::open(&cfg, p, &lake)

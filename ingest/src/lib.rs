@@ -9,6 +9,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod fault;
 pub mod headers;
+pub mod metrics;
 pub mod pipeline;
 pub mod raw;
 pub mod schema;

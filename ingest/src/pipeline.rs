@@ -32,7 +32,7 @@ use crate::raw::RawBatch;
 use crate::schema::{dead_letter_schema, events_schema};
 use crate::source::{KafkaSource, SourceEvent, SourceOptions, TopicPartition};
 use crate::windows::{AggregateSink, CLOCK_KEY, late_rows, late_schema, window_spec};
-use crate::{IngestError, Result};
+use crate::{IngestError, Result, metrics};
 
 /// How a run ends.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +58,14 @@ pub struct PipelineSummary {
     pub commits: u64,
     /// Commits that lost to another writer (fenced) and were retried from the table.
     pub fenced: u64,
+}
+
+/// Counts waiting for their flush to commit.
+#[derive(Debug, Default)]
+struct PendingCounts {
+    dead: BTreeMap<&'static str, u64>,
+    late: BTreeMap<String, u64>,
+    skipped: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +95,9 @@ pub struct Pipeline {
     parts: HashMap<TopicPartition, PartitionState>,
     first_buffered: Option<Instant>,
     summary: PipelineSummary,
+    /// Diverted-record counts of the current flush, published when it commits.
+    pending: PendingCounts,
+    last_lag_check: Instant,
     targets: Option<BTreeMap<TopicPartition, i64>>,
 }
 
@@ -208,6 +219,8 @@ impl Pipeline {
             parts: HashMap::new(),
             first_buffered: None,
             summary: PipelineSummary::default(),
+            pending: PendingCounts::default(),
+            last_lag_check: Instant::now(),
             targets: None,
         })
     }
@@ -237,6 +250,7 @@ impl Pipeline {
             max_batch_bytes: 8 << 20,
             with_headers: self.cfg.include_headers,
         };
+        metrics::register_pipeline(&self.cfg.name);
         let (source, mut rx) = KafkaSource::start(source_opts, 4).map_err(IngestError::Kafka)?;
         let source = Arc::new(source);
         if opts.until_caught_up {
@@ -294,8 +308,8 @@ impl Pipeline {
                 _ = sleep_until(deadline) => {
                     self.commit(source).await?;
                 }
-                _ = ticker.tick(), if !self.aggs.is_empty() && !stopping => {
-                    self.tick().await?;
+                _ = ticker.tick(), if !stopping => {
+                    self.tick(source).await?;
                 }
                 ev = rx.recv() => match ev {
                     None | Some(SourceEvent::Ended) => {
@@ -320,6 +334,7 @@ impl Pipeline {
                         self.commit(source).await?;
                         for tp in &gone {
                             self.parts.remove(tp);
+                            metrics::set("sluice_partitions_assigned", &[("pipeline", &self.cfg.name)], self.parts.len() as f64);
                             if let Some(pid) = self.pids.get(tp) {
                                 for a in &mut self.aggs {
                                     a.op.revoke(*pid);
@@ -383,6 +398,12 @@ impl Pipeline {
             self.parts.insert(tp.clone(), state);
             out.insert(tp.clone(), state.next);
         }
+        metrics::set(
+            "sluice_partitions_assigned",
+            &[("pipeline", &self.cfg.name)],
+            self.parts.len() as f64,
+        );
+        metrics::mark_ready(&self.cfg.name);
         Ok(out)
     }
 
@@ -431,8 +452,27 @@ impl Pipeline {
     }
 
     /// Lets the window clocks see idle partitions; buffers the windows that close.
-    async fn tick(&mut self) -> Result<()> {
+    async fn tick(&mut self, source: &Arc<KafkaSource>) -> Result<()> {
         let now = wall_ms();
+        if self.last_lag_check.elapsed() >= Duration::from_secs(5) && !self.parts.is_empty() {
+            self.last_lag_check = Instant::now();
+            let owned: Vec<(TopicPartition, i64)> = self
+                .parts
+                .iter()
+                .map(|(tp, s)| (tp.clone(), s.events_committed))
+                .collect();
+            update_lag(source.clone(), owned, self.cfg.name.clone()).await;
+        }
+        for a in &self.aggs {
+            if let Some(c) = a.op.clock() {
+                let lag = (now - c) as f64 / 1000.0;
+                metrics::set(
+                    "sluice_window_clock_lag_seconds",
+                    &[("pipeline", &self.cfg.name), ("table", &a.cfg.table)],
+                    lag,
+                );
+            }
+        }
         for a in &mut self.aggs {
             let out = a.op.tick(now).map_err(|e| IngestError::Schema {
                 table: a.cfg.table.clone(),
@@ -467,6 +507,11 @@ impl Pipeline {
             raw.select(&keep)
         };
         self.summary.records += raw.len() as u64;
+        metrics::inc(
+            "sluice_records_in_total",
+            &[("pipeline", &self.cfg.name)],
+            raw.len() as u64,
+        );
         self.first_buffered.get_or_insert_with(Instant::now);
         let decoded = self
             .decoder
@@ -492,6 +537,7 @@ impl Pipeline {
             .collect();
         if !dead.is_empty() {
             for d in &dead {
+                *self.pending.dead.entry(d.kind.as_str()).or_default() += 1;
                 tracing::debug!(pipeline = %self.cfg.name, topic = %raw.topics[d.index], partition = raw.partitions[d.index], offset = raw.offsets[d.index], reason = d.kind.as_str(), "dead letter: {}", d.message);
             }
             let batch = dead_letter_batch(&self.dead.schema(), &self.cfg.name, &raw, &dead)
@@ -532,6 +578,8 @@ impl Pipeline {
             if let Some(closed) = out.closed {
                 a.writer.write(closed).await?;
             }
+            *self.pending.skipped.entry(a.cfg.table.clone()).or_default() +=
+                out.skipped_assignments;
             let late: Vec<_> = out
                 .late
                 .into_iter()
@@ -543,6 +591,7 @@ impl Pipeline {
                 })
                 .collect();
             if !late.is_empty() {
+                *self.pending.late.entry(a.cfg.table.clone()).or_default() += late.len() as u64;
                 let rows = late_rows(&late_schema, &self.cfg.name, &a.cfg.table, events, &late)
                     .map_err(|message| IngestError::Schema {
                         table: a.late_table.clone(),
@@ -608,14 +657,53 @@ impl Pipeline {
             "sluice.pipeline".to_string(),
             serde_json::Value::from(self.cfg.name.clone()),
         )]);
+        let started = Instant::now();
         let result = self.commit_tables(&dirty, &progress, &meta).await;
+        let pending = std::mem::take(&mut self.pending);
         match result {
             Ok(()) => {
                 crate::fault::point("after_events_commit");
+                let name = self.cfg.name.as_str();
+                metrics::observe(
+                    "sluice_commit_duration_seconds",
+                    &[("pipeline", name)],
+                    started.elapsed().as_secs_f64(),
+                );
+                for (reason, n) in pending.dead {
+                    metrics::inc(
+                        "sluice_dead_letters_total",
+                        &[("pipeline", name), ("reason", reason)],
+                        n,
+                    );
+                }
+                for (table, n) in pending.late {
+                    metrics::inc(
+                        "sluice_late_records_total",
+                        &[("pipeline", name), ("table", &table)],
+                        n,
+                    );
+                }
+                for (table, n) in pending.skipped {
+                    metrics::inc(
+                        "sluice_late_window_assignments_skipped_total",
+                        &[("pipeline", name), ("table", &table)],
+                        n,
+                    );
+                }
                 for (tp, next) in &dirty {
                     if let Some(s) = self.parts.get_mut(tp) {
                         s.events_committed = *next;
                     }
+                    let partition = tp.1.to_string();
+                    metrics::set(
+                        "sluice_committed_offset",
+                        &[
+                            ("pipeline", name),
+                            ("topic", &tp.0),
+                            ("partition", &partition),
+                        ],
+                        *next as f64,
+                    );
                 }
                 source.commit_offsets(&dirty.into_iter().collect());
                 Ok(())
@@ -623,6 +711,11 @@ impl Pipeline {
             Err(e) if e.is_fenced() => {
                 tracing::warn!(pipeline = %self.cfg.name, "{e}; re-reading progress from the tables");
                 self.summary.fenced += 1;
+                metrics::inc(
+                    "sluice_fenced_commits_total",
+                    &[("pipeline", &self.cfg.name)],
+                    1,
+                );
                 self.resync(source).await
             }
             Err(e) => Err(e.into()),
@@ -639,6 +732,7 @@ impl Pipeline {
         if self.dead.buffered_rows() > 0 {
             if let Some(out) = self.dead.commit(progress, meta.clone()).await? {
                 self.summary.dead_letters += out.rows;
+                record_commit(&self.cfg.name, self.dead.name(), "dead_letter", &out);
                 self.summary.commits += 1;
             }
             for (tp, next) in dirty {
@@ -652,6 +746,7 @@ impl Pipeline {
             if w.buffered_rows() > 0 {
                 if let Some(out) = w.commit(progress, meta.clone()).await? {
                     self.summary.late_rows += out.rows;
+                    record_commit(&self.cfg.name, w.name(), "late", &out);
                     self.summary.commits += 1;
                 }
                 for (tp, next) in dirty {
@@ -679,12 +774,14 @@ impl Pipeline {
             }
             if let Some(out) = a.writer.commit(&agg_progress, agg_meta).await? {
                 self.summary.aggregate_rows += out.rows;
+                record_commit(&self.cfg.name, a.writer.name(), "aggregate", &out);
                 self.summary.commits += 1;
             }
             crate::fault::point("after_aggregate_commit");
         }
         if let Some(out) = self.events.commit(progress, meta.clone()).await? {
             self.summary.events += out.rows;
+            record_commit(&self.cfg.name, self.events.name(), "events", &out);
             self.summary.commits += 1;
             tracing::debug!(pipeline = %self.cfg.name, version = out.version, rows = out.rows, files = out.files, "committed");
         }
@@ -715,6 +812,45 @@ impl Pipeline {
             .map_err(|e| IngestError::Kafka(e.to_string()))?;
         Ok(())
     }
+}
+
+/// Consumer lag per owned partition: high watermark minus committed offset.
+async fn update_lag(source: Arc<KafkaSource>, owned: Vec<(TopicPartition, i64)>, name: String) {
+    let _ = tokio::task::spawn_blocking(move || {
+        for ((topic, partition), committed) in owned {
+            if let Ok((_, high)) =
+                source
+                    .consumer()
+                    .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+            {
+                let p = partition.to_string();
+                metrics::set(
+                    "sluice_consumer_lag_records",
+                    &[("pipeline", &name), ("topic", &topic), ("partition", &p)],
+                    (high - committed).max(0) as f64,
+                );
+            }
+        }
+    })
+    .await;
+}
+
+fn record_commit(pipeline: &str, table: &str, destination: &str, out: &sluice_lake::CommitOutcome) {
+    metrics::inc(
+        "sluice_rows_out_total",
+        &[("pipeline", pipeline), ("destination", destination)],
+        out.rows,
+    );
+    metrics::inc(
+        "sluice_bytes_written_total",
+        &[("pipeline", pipeline), ("table", table)],
+        out.bytes,
+    );
+    metrics::inc(
+        "sluice_commits_total",
+        &[("pipeline", pipeline), ("table", table)],
+        1,
+    );
 }
 
 fn wall_ms() -> i64 {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod ingest;
+mod ops;
 mod services;
 mod support;
 mod window_sql;

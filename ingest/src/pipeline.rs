@@ -491,11 +491,11 @@ impl Pipeline {
         let mut keep = Vec::with_capacity(raw.len());
         for i in 0..raw.len() {
             let tp = (raw.topics[i].clone(), raw.partitions[i]);
-            if let Some(state) = self.parts.get_mut(&tp) {
-                if raw.offsets[i] >= state.next {
-                    state.next = raw.offsets[i] + 1;
-                    keep.push(i);
-                }
+            if let Some(state) = self.parts.get_mut(&tp)
+                && raw.offsets[i] >= state.next
+            {
+                state.next = raw.offsets[i] + 1;
+                keep.push(i);
             }
         }
         if keep.is_empty() {

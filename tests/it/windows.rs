@@ -196,7 +196,7 @@ fn clock_advance() -> Vec<Ev> {
 fn late_events() -> Vec<Ev> {
     (0..30)
         .map(|i| Ev {
-            partition: (i % 3) as i32,
+            partition: (i % 3),
             page: PAGES[(i % 5) as usize],
             user: 999,
             amount: 1.0,

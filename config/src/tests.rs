@@ -218,14 +218,16 @@ fn key_paths(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet
 #[test]
 fn every_config_key_is_documented() {
     let mut c = load(MINIMAL).unwrap();
-    let mut agg = AggregateConfig::default();
-    agg.late_table = Some("late".into());
-    agg.window = WindowConfig {
-        kind: "hopping".into(),
-        size: Some(Duration::from_secs(1)),
-        advance: Some(Duration::from_secs(1)),
-        gap: Some(Duration::from_secs(1)),
-        offset: Some(Duration::from_secs(1)),
+    let agg = AggregateConfig {
+        late_table: Some("late".into()),
+        window: WindowConfig {
+            kind: "hopping".into(),
+            size: Some(Duration::from_secs(1)),
+            advance: Some(Duration::from_secs(1)),
+            gap: Some(Duration::from_secs(1)),
+            offset: Some(Duration::from_secs(1)),
+        },
+        ..Default::default()
     };
     c.pipelines[0].aggregates.push(agg);
     c.pipelines[0].dead_letter_table = Some("dl".into());

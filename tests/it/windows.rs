@@ -67,6 +67,9 @@ fn phase1(n: u64) -> Vec<Ev> {
 /// (page, window start ms) -> (views, revenue, distinct users)
 type Oracle = BTreeMap<(String, i64), (i64, f64, i64)>;
 
+/// One aggregate row: ((page, window start ms), (views, revenue, users)).
+type AggRow = ((String, i64), (i64, f64, i64));
+
 fn oracle(events: &[Ev]) -> Oracle {
     let mut acc: BTreeMap<(String, i64), (i64, f64, BTreeSet<u32>)> = BTreeMap::new();
     for e in events {
@@ -94,7 +97,7 @@ async fn produce_events(topic: &str, evs: &[Ev]) -> Vec<(i32, i64)> {
     .await
 }
 
-async fn aggregate_rows(lake: &sluice_lake::Lake) -> Vec<((String, i64), (i64, f64, i64))> {
+async fn aggregate_rows(lake: &sluice_lake::Lake) -> Vec<AggRow> {
     let Some(table) = lake.open("clicks_per_minute").await.unwrap() else {
         return Vec::new();
     };
@@ -205,7 +208,7 @@ fn late_events() -> Vec<Ev> {
         .collect()
 }
 
-fn assert_matches_oracle(got: &[((String, i64), (i64, f64, i64))], expected: &Oracle) {
+fn assert_matches_oracle(got: &[AggRow], expected: &Oracle) {
     let keys: Vec<&(String, i64)> = got.iter().map(|(k, _)| k).collect();
     let unique: BTreeSet<_> = keys.iter().collect();
     assert_eq!(

@@ -161,11 +161,18 @@ async fn late_offsets(lake: &sluice_lake::Lake) -> BTreeSet<(i32, i64)> {
 }
 
 fn spawn(config: &std::path::Path) -> Child {
+    spawn_with(config, &[])
+}
+
+fn spawn_with(config: &std::path::Path, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(sluice_bin());
     cmd.args(["run", "--config"])
         .arg(config)
         .env("SLUICE_LOG", "info")
         .stdout(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if std::env::var_os("SLUICE_TEST_SHOW_LOG").is_none() {
         cmd.stderr(Stdio::null());
     }
@@ -230,7 +237,8 @@ async fn out_of_order_events_with_late_ones_give_exactly_the_oracle_rows() {
     let evs = phase1(3000);
     let expected = oracle(&evs);
     assert_eq!(expected.len(), 15, "5 pages x 3 minutes");
-    let mut child = spawn(&config);
+    let addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let mut child = spawn_with(&config, &[("SLUICE__SERVER__LISTEN", &addr)]);
     let mut all: BTreeSet<(i32, i64)> = produce_events(&topic, &evs).await.into_iter().collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -249,6 +257,31 @@ async fn out_of_order_events_with_late_ones_give_exactly_the_oracle_rows() {
         late_offsets(&lake).await.len() >= 30
     })
     .await;
+    // semantics.md section 4: one late record and one skipped assignment per late event.
+    let series = |name: &str| format!("{name}{{pipeline=\"clicks\",table=\"clicks_per_minute\"}}");
+    // Counters are published once the flush's last (events) commit lands.
+    let start = Instant::now();
+    let metrics = loop {
+        let m = scrape(&addr);
+        if metric_value(&m, &series("sluice_late_records_total")).is_some_and(|v| v >= 30.0)
+            || start.elapsed() > Duration::from_secs(20)
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        metric_value(&metrics, &series("sluice_late_records_total")),
+        Some(30.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            &series("sluice_late_window_assignments_skipped_total")
+        ),
+        Some(30.0)
+    );
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -303,4 +336,24 @@ async fn sigkill_during_windowed_ingest_gives_the_same_aggregates() {
         "nothing was late: grace exceeds the disorder"
     );
     assert_eq!(positions(&read_table(&lake, "events").await).len(), 6003);
+}
+
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|rest| rest.trim().parse().ok())
+    })
 }

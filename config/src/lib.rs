@@ -761,9 +761,9 @@ impl Config {
                     ),
                 ),
             }
-            if pl.schema.is_empty() {
-                p(&k("schema"), "missing; list the columns, e.g. schema = [{ name = \"id\", type = \"string\" }]".into());
-            }
+            // An empty schema means: take the columns of the existing events table (checked
+            // when the pipeline opens its tables); column references are checked then too.
+            let schema_known = !pl.schema.is_empty();
             let mut cols = BTreeSet::new();
             for (j, f) in pl.schema.iter_mut().enumerate() {
                 let fk = format!("pipeline[{i}].schema[{j}]");
@@ -810,6 +810,7 @@ impl Config {
                     &k("event_time.field"),
                     "missing; name the payload field holding the event time".into(),
                 ),
+                (_, Some(_)) if !schema_known => {}
                 (fmt, Some(field)) => match pl.schema.iter().find(|f| &f.name == field) {
                     None => p(
                         &k("event_time.field"),
@@ -836,7 +837,8 @@ impl Config {
                 },
             }
             for (j, col) in pl.partition_by.iter().enumerate() {
-                let known = col == "event_date"
+                let known = !schema_known
+                    || col == "event_date"
                     || col == "event_hour"
                     || pl
                         .schema
@@ -891,7 +893,8 @@ impl Config {
                     Err((key, msg)) => p(&ak(&format!("window.{key}")), msg),
                 }
                 for (g, col) in agg.group_by.iter().enumerate() {
-                    if !schema.iter().any(|f| &f.name == col)
+                    if !schema.is_empty()
+                        && !schema.iter().any(|f| &f.name == col)
                         && !col.starts_with("_kafka_")
                         && col != "event_date"
                         && col != "event_hour"
@@ -913,6 +916,7 @@ impl Config {
                     match AggregateSpec::parse(text) {
                         Ok(spec) => {
                             if let Some(col) = &spec.column
+                                && !schema.is_empty()
                                 && !schema.iter().any(|f| &f.name == col)
                             {
                                 p(

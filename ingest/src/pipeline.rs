@@ -160,8 +160,16 @@ pub async fn open_tables(
 }
 
 impl Pipeline {
-    /// Opens the pipeline's tables.
+    /// Opens the pipeline's tables. A pipeline without `schema` takes the columns of its
+    /// existing events table.
     pub async fn open(config: &Config, p: &PipelineConfig, lake: &Lake) -> Result<Self> {
+        let resolved;
+        let p = if p.schema.is_empty() {
+            resolved = schema_from_table(config, p, lake).await?;
+            &resolved
+        } else {
+            p
+        };
         let (events, dead) = open_tables(config, p, lake).await?;
         let decoder =
             JsonDecoder::new(p, events.schema()).map_err(|message| IngestError::Schema {
@@ -812,6 +820,60 @@ impl Pipeline {
             .map_err(|e| IngestError::Kafka(e.to_string()))?;
         Ok(())
     }
+}
+
+/// Fills in `p.schema` from the existing events table, then validates the pipeline again.
+async fn schema_from_table(
+    config: &Config,
+    p: &PipelineConfig,
+    lake: &Lake,
+) -> Result<PipelineConfig> {
+    let fail = |message: String| IngestError::Schema {
+        table: p.table.clone(),
+        message,
+    };
+    let table = lake.open(&p.table).await?.ok_or_else(|| {
+        fail(format!(
+            "pipeline {} has no schema and its table does not exist yet: declare schema = [...] in the config",
+            p.name
+        ))
+    })?;
+    let arrow = sluice_lake::table_arrow_schema(&p.table, &table)?;
+    let mut resolved = p.clone();
+    for f in arrow.fields() {
+        if crate::schema::is_sluice_column(f.name()) {
+            continue;
+        }
+        let type_name = crate::schema::type_name_of(f.data_type()).ok_or_else(|| {
+            fail(format!(
+                "column {:?} has type {} which sluice cannot decode JSON into",
+                f.name(),
+                f.data_type()
+            ))
+        })?;
+        resolved.schema.push(sluice_config::FieldConfig {
+            name: f.name().clone(),
+            type_name,
+            nullable: Some(f.is_nullable()),
+            ..Default::default()
+        });
+    }
+    let mut check = Config {
+        kafka: config.kafka.clone(),
+        lake: config.lake.clone(),
+        pipelines: vec![resolved],
+        ..Default::default()
+    };
+    let mut problems = Vec::new();
+    check.validate_into(&mut problems);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        return Err(fail(format!(
+            "with the columns of the existing table: {}",
+            list.join("; ")
+        )));
+    }
+    Ok(check.pipelines.remove(0))
 }
 
 /// Consumer lag per owned partition: high watermark minus committed offset.

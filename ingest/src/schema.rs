@@ -123,3 +123,48 @@ pub fn dead_letter_schema() -> SchemaRef {
         Field::new("error_message", DataType::Utf8, false),
     ]))
 }
+
+/// The config type name (`long`, `array<string>`, ...) of an Arrow type read from a table.
+pub fn type_name_of(t: &DataType) -> Option<String> {
+    Some(match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
+        DataType::Int64 => "long".into(),
+        DataType::Int32 => "integer".into(),
+        DataType::Int16 => "short".into(),
+        DataType::Int8 => "byte".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Float32 => "float".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
+        DataType::Date32 => "date".into(),
+        DataType::Timestamp(..) => "timestamp".into(),
+        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        DataType::List(f) | DataType::LargeList(f) => {
+            format!("array<{}>", type_name_of(f.data_type())?)
+        }
+        DataType::Struct(fields) => {
+            let parts: Option<Vec<String>> = fields
+                .iter()
+                .map(|f| Some(format!("{}: {}", f.name(), type_name_of(f.data_type())?)))
+                .collect();
+            format!("struct<{}>", parts?.join(", "))
+        }
+        DataType::Map(entry, _) => match entry.data_type() {
+            DataType::Struct(kv) if kv.len() == 2 => format!(
+                "map<{}, {}>",
+                type_name_of(kv[0].data_type())?,
+                type_name_of(kv[1].data_type())?
+            ),
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// True for the columns sluice adds to every events table.
+pub fn is_sluice_column(name: &str) -> bool {
+    name.starts_with("_kafka_")
+        || name == columns::EVENT_TIME
+        || name == columns::EVENT_DATE
+        || name == columns::EVENT_HOUR
+}

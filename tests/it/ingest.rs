@@ -639,3 +639,126 @@ flush = { max_rows = 0 }
         String::from_utf8_lossy(&ok.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_topics_two_pipelines_headers_and_a_schema_taken_from_the_table() {
+    let (dir, lake_cfg) = local_lake();
+    let (a, b, c) = (
+        unique("ing-multi-a"),
+        unique("ing-multi-b"),
+        unique("ing-multi-c"),
+    );
+    for t in [&a, &b, &c] {
+        create_topic(t, 2).await;
+    }
+    let click = |i: u64| TestRecord {
+        value: Some(click(i, "2026-03-01T10:00:00Z")),
+        headers: vec![("trace".into(), format!("t{i}").into_bytes())],
+        ..Default::default()
+    };
+    let mut clicks: BTreeSet<(String, i32, i64)> = BTreeSet::new();
+    for t in [&a, &b] {
+        for (p, o) in produce(t, (0..300u64).map(click)).await {
+            clicks.insert((t.clone(), p, o));
+        }
+    }
+    let orders = produce(
+        &c,
+        (0..120u64).map(|i| TestRecord {
+            value: Some(format!(r#"{{"order_id":"o{i}","amount":{i}.25}}"#).into_bytes()),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let text = |schema: &str| {
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[lake]
+root = "{root}"
+[server]
+listen = ""
+
+[[pipeline]]
+name = "clicks"
+topics = ["{a}", "{b}"]
+table = "clicks"
+include_headers = true
+{schema}
+
+[[pipeline]]
+name = "orders"
+topics = ["{c}"]
+table = "orders"
+schema = [{{ name = "order_id", type = "string", nullable = false }}, {{ name = "amount", type = "double" }}]
+"#,
+            brokers = kafka(),
+            group = unique("multi"),
+            root = lake_cfg.root,
+        )
+    };
+    let config = dir.path().join("multi.toml");
+    std::fs::write(
+        &config,
+        text(r#"schema = [{ name = "user_id", type = "string", nullable = false }, { name = "page", type = "string" }, { name = "amount", type = "double" }, { name = "ts", type = "timestamp" }]
+event_time = { field = "ts", format = "rfc3339" }"#),
+    )
+    .unwrap();
+    run_until_caught_up(&config);
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    let table = lake.open("clicks").await.unwrap().unwrap();
+    let got = sluice_lake::scan_sql("clicks", &table, "SELECT _kafka_topic, _kafka_partition, _kafka_offset, _kafka_headers[1]['value'] AS trace FROM clicks").await.unwrap();
+    let mut seen = BTreeSet::new();
+    for batch in &got {
+        let topic = utf8(batch.column(0));
+        let p = cast(batch.column(1), &DataType::Int32).unwrap();
+        let p = p
+            .as_any()
+            .downcast_ref::<sluice_lake::deltalake::arrow::array::Int32Array>()
+            .unwrap();
+        let o = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let trace = cast(batch.column(3), &DataType::Binary).unwrap();
+        let trace = trace
+            .as_any()
+            .downcast_ref::<sluice_lake::deltalake::arrow::array::BinaryArray>()
+            .unwrap();
+        for i in 0..batch.num_rows() {
+            assert!(trace.value(i).starts_with(b"t"), "the trace header is kept");
+            assert!(
+                seen.insert((topic.value(i).to_string(), p.value(i), o.value(i))),
+                "duplicate row"
+            );
+        }
+    }
+    assert_eq!(
+        seen, clicks,
+        "both topics land in one events table, exactly once"
+    );
+    let order_rows = positions(&read_table(&lake, "orders").await);
+    assert_exactly_once(&order_rows, &orders.into_iter().collect());
+
+    // A later config without `schema` uses the existing table's columns.
+    std::fs::write(
+        &config,
+        text("event_time = { field = \"ts\", format = \"rfc3339\" }"),
+    )
+    .unwrap();
+    for (p, o) in produce(&a, (300..400u64).map(click)).await {
+        clicks.insert((a.clone(), p, o));
+    }
+    run_until_caught_up(&config);
+    let rows = read_table(&lake, "clicks").await;
+    assert_eq!(
+        rows.iter().map(|b| b.num_rows()).sum::<usize>(),
+        clicks.len()
+    );
+}
+
+use sluice_lake::deltalake::arrow::compute::cast;
+use sluice_lake::deltalake::arrow::datatypes::DataType;

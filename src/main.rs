@@ -36,6 +36,36 @@ enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
+    /// Rewrite small files into files of `maintenance.target_file_size` (all tables, or --table).
+    Compact {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only these tables.
+        #[arg(long)]
+        table: Vec<String>,
+        /// Z-order the rewritten files by these columns.
+        #[arg(long)]
+        zorder: Vec<String>,
+    },
+    /// Delete files no longer referenced by a table (and orphans) older than the retention.
+    Vacuum {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Only these tables.
+        #[arg(long)]
+        table: Vec<String>,
+        /// Keep files younger than this (default: maintenance.vacuum_retention).
+        #[arg(long)]
+        retention: Option<String>,
+        /// Allow a retention under 1 hour.
+        #[arg(long)]
+        force: bool,
+        /// List what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +87,102 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Compact {
+            config,
+            table,
+            zorder,
+        } => with_config(&config, |cfg| async move {
+            let lake = sluice_lake::Lake::new(&cfg.lake)?;
+            let tables = if table.is_empty() {
+                cfg.table_names()
+            } else {
+                table
+            };
+            let started = std::time::Instant::now();
+            let (mut files_before, mut files_after, mut bytes_before, mut bytes_after) =
+                (0, 0, 0, 0);
+            for (i, t) in tables.iter().enumerate() {
+                eprintln!("[{}/{}] compacting {t} ...", i + 1, tables.len());
+                match sluice_compaction::compact(
+                    &lake,
+                    t,
+                    cfg.maintenance.target_file_size.bytes(),
+                    &zorder,
+                )
+                .await
+                {
+                    Ok(r) => {
+                        println!(
+                            "{t}: {} files / {} bytes -> {} files / {} bytes ({} rewritten into {}, {:.1}s)",
+                            r.before.files,
+                            r.before.bytes,
+                            r.after.files,
+                            r.after.bytes,
+                            r.files_removed,
+                            r.files_added,
+                            r.duration.as_secs_f64()
+                        );
+                        files_before += r.before.files;
+                        files_after += r.after.files;
+                        bytes_before += r.before.bytes;
+                        bytes_after += r.after.bytes;
+                    }
+                    Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {
+                        println!("{t}: no table yet")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            println!(
+                "total: {files_before} files / {bytes_before} bytes -> {files_after} files / {bytes_after} bytes in {:.1}s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }),
+        Command::Vacuum {
+            config,
+            table,
+            retention,
+            force,
+            dry_run,
+        } => with_config(&config, |cfg| async move {
+            let lake = sluice_lake::Lake::new(&cfg.lake)?;
+            let retention = match retention {
+                Some(r) => r
+                    .parse::<sluice_config::Duration>()
+                    .map_err(|e| anyhow::anyhow!("--retention: {e}"))?
+                    .get(),
+                None => cfg.maintenance.vacuum_retention.get(),
+            };
+            let tables = if table.is_empty() {
+                cfg.table_names()
+            } else {
+                table
+            };
+            let mut total = 0;
+            for t in &tables {
+                match sluice_compaction::vacuum(&lake, t, retention, force, dry_run).await {
+                    Ok(r) => {
+                        total += r.files_deleted.len();
+                        println!(
+                            "{t}: {} file(s) {}",
+                            r.files_deleted.len(),
+                            if dry_run {
+                                "would be deleted"
+                            } else {
+                                "deleted"
+                            }
+                        );
+                    }
+                    Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {
+                        println!("{t}: no table yet")
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            println!("total: {total} file(s)");
+            Ok(())
+        }),
         Command::Run {
             config,
             until_caught_up,
@@ -87,6 +213,39 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Loads the config, sets up logging and a runtime, runs `f`, and maps errors to exit codes.
+fn with_config<F, Fut>(path: &std::path::Path, f: F) -> ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(cfg.server.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -133,6 +292,9 @@ async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
         let token = cancel.child_token();
         tasks.spawn(async move { (name, pipeline.run(opts, token).await) });
     }
+    if !cfg.maintenance.compact_interval.get().is_zero() {
+        spawn_maintenance(&cfg, &lake, cancel.child_token());
+    }
     let shutdown_timeout = cfg.server.shutdown_timeout.get();
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -172,6 +334,32 @@ async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Compacts every table of the config every `maintenance.compact_interval`, until cancelled.
+fn spawn_maintenance(cfg: &Config, lake: &sluice_lake::Lake, token: CancellationToken) {
+    let lake = lake.clone();
+    let tables = cfg.table_names();
+    let target = cfg.maintenance.target_file_size.bytes();
+    let every = cfg.maintenance.compact_interval.get();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(every);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => break,
+                _ = interval.tick() => {
+                    for t in &tables {
+                        match sluice_compaction::compact(&lake, t, target, &[]).await {
+                            Ok(_) | Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {}
+                            // A compaction that loses to ingest is tried again next time.
+                            Err(e) => tracing::warn!(table = %t, "compaction skipped: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+    });
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

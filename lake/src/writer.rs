@@ -111,6 +111,12 @@ impl TableWriter {
         })
     }
 
+    /// The loaded table, giving up the writer (buffered rows are dropped).
+    pub fn into_table(mut self) -> DeltaTable {
+        self.abort();
+        self.table
+    }
+
     /// The table's name.
     pub fn name(&self) -> &str {
         &self.name

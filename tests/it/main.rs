@@ -5,6 +5,7 @@
 // Test helpers panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod compaction;
 mod ingest;
 mod ops;
 mod services;

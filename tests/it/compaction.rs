@@ -1,0 +1,331 @@
+//! Compaction and vacuum: fewer files, the same rows, history and time travel intact, safe
+//! alongside live ingest; orphans of a killed writer removed only after the retention.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_lake::deltalake::arrow::array::{Array, Int64Array, StringArray};
+use sluice_lake::deltalake::arrow::datatypes::{DataType, Field, Schema};
+use sluice_lake::deltalake::arrow::record_batch::RecordBatch;
+use sluice_lake::{Lake, TableSpec, TableWriter};
+
+use crate::support::*;
+
+async fn ids(lake: &Lake, name: &str, version: Option<i64>) -> Vec<i64> {
+    let table = match version {
+        Some(v) => lake.open_at_version(name, v).await.unwrap(),
+        None => lake.open(name).await.unwrap().unwrap(),
+    };
+    let batches = sluice_lake::scan_sql("t", &table, "SELECT id FROM t ORDER BY id")
+        .await
+        .unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+/// Files and bytes per partition directory of the table's current version.
+fn files_per_partition(
+    table: &sluice_lake::deltalake::DeltaTable,
+) -> BTreeMap<String, (usize, u64)> {
+    let mut out: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+    for f in table.snapshot().unwrap().log_data().iter() {
+        let path = f.path().to_string();
+        let part = path.split('/').next().unwrap_or("").to_string();
+        let e = out.entry(part).or_default();
+        e.0 += 1;
+        e.1 += f.size() as u64;
+    }
+    out
+}
+
+async fn small_commits(lake: &Lake, name: &str, commits: i64) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("payload", DataType::Utf8, true),
+        Field::new("day", DataType::Utf8, false),
+    ]));
+    let spec = TableSpec {
+        partition_columns: vec!["day".into()],
+        properties: [("delta.checkpointInterval".to_string(), "10".to_string())].into(),
+        description: None,
+    };
+    let table = lake.open_or_create(name, &schema, &spec).await.unwrap();
+    let mut w = TableWriter::new(name, table, Default::default()).unwrap();
+    for c in 0..commits {
+        let ids: Vec<i64> = (c * 20..c * 20 + 20).collect();
+        let batch = RecordBatch::try_new(
+            w.schema(),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(StringArray::from_iter_values(
+                    ids.iter()
+                        .map(|i| format!("row {i} {}", "x".repeat((*i % 50) as usize))),
+                )),
+                Arc::new(StringArray::from_iter_values(ids.iter().map(|i| {
+                    if i % 2 == 0 {
+                        "2026-01-01"
+                    } else {
+                        "2026-01-02"
+                    }
+                }))),
+            ],
+        )
+        .unwrap();
+        w.write(batch).await.unwrap();
+        w.commit(&[("sluice:test:t:0".into(), c + 1)], Default::default())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_hundred_small_commits_compact_into_few_files_with_history_intact() {
+    let (_dir, lake_cfg) = local_lake();
+    let lake = Lake::new(&lake_cfg).unwrap();
+    small_commits(&lake, "small", 300).await;
+    let before_ids = ids(&lake, "small", None).await;
+    assert_eq!(before_ids.len(), 6000);
+    let before = lake.open("small").await.unwrap().unwrap();
+    assert_eq!(before.version(), Some(300));
+    let before_files: usize = files_per_partition(&before).values().map(|v| v.0).sum();
+    assert_eq!(before_files, 600, "one file per partition per commit");
+
+    let target = 16 * 1024;
+    let report = sluice_compaction::compact(&lake, "small", target, &[])
+        .await
+        .unwrap();
+    assert_eq!(report.before.files, 600);
+    let version = report.version.expect("compaction committed");
+    // A lease commit, one commit per optimize pass, a release commit.
+    assert!(
+        (302..=306).contains(&version),
+        "version after compaction: {version}"
+    );
+    let after = lake.open("small").await.unwrap().unwrap();
+    for (part, (files, bytes)) in files_per_partition(&after) {
+        let bound = bytes.div_ceil(target) as usize + 1;
+        assert!(
+            files <= bound,
+            "{part}: {files} files for {bytes} bytes (bound {bound})"
+        );
+    }
+    assert_eq!(
+        report.after.files,
+        files_per_partition(&after)
+            .values()
+            .map(|v| v.0)
+            .sum::<usize>()
+    );
+    assert!(
+        report.after.files < 40,
+        "{} files after compaction",
+        report.after.files
+    );
+    assert_eq!(
+        ids(&lake, "small", None).await,
+        before_ids,
+        "the row set is unchanged"
+    );
+    // The history is intact and time travel still reads the pre-compaction files.
+    use futures::StreamExt;
+    let history: Vec<_> = after.history(None).collect().await;
+    assert_eq!(
+        history.len() as i64,
+        after.version().unwrap() as i64 + 1,
+        "no version is missing"
+    );
+    let ops: BTreeSet<String> = history
+        .iter()
+        .filter_map(|c| c.as_ref().ok()?.operation.clone())
+        .collect();
+    assert!(
+        ops.contains("OPTIMIZE") && ops.contains("STREAMING UPDATE"),
+        "{ops:?}"
+    );
+    let old = lake.open_at_version("small", 300).await.unwrap();
+    assert_eq!(
+        files_per_partition(&old)
+            .values()
+            .map(|v| v.0)
+            .sum::<usize>(),
+        600
+    );
+    assert_eq!(ids(&lake, "small", Some(300)).await, before_ids);
+    assert_eq!(ids(&lake, "small", Some(150)).await.len(), 3000);
+    // Progress survives compaction.
+    assert_eq!(
+        sluice_lake::committed_progress("small", &after, "sluice:test:t:0")
+            .await
+            .unwrap(),
+        Some(300)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_during_live_ingest_keeps_every_offset_exactly_once() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("cmp-live");
+    create_topic(&topic, 3).await;
+    let config = pipeline_config(
+        dir.path(),
+        &topic,
+        &lake_cfg,
+        "flush = { max_rows = 300, max_latency = \"200ms\" }",
+    );
+    // The service compacts every second on its own, and the CLI compacts too.
+    let mut child = Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SLUICE__MAINTENANCE__COMPACT_INTERVAL", "1s")
+        .env("SLUICE__MAINTENANCE__TARGET_FILE_SIZE", "64KiB")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut produced = BTreeSet::new();
+    let mut compactions = Vec::new();
+    for round in 0..6u64 {
+        let recs = (0..3000u64).map(|i| TestRecord {
+            value: Some(click(round * 3000 + i, "2026-03-01T10:00:00Z")),
+            ..Default::default()
+        });
+        produced.extend(produce(&topic, recs).await);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let out = Command::new(sluice_bin())
+            .args(["compact", "--table", "events", "--config"])
+            .arg(&config)
+            .env("SLUICE__MAINTENANCE__TARGET_FILE_SIZE", "64KiB")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        compactions.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    run_until_caught_up(&config);
+    let lake = Lake::new(&lake_cfg).unwrap();
+    let rows = positions(&read_table(&lake, "events").await);
+    assert_eq!(rows.len(), produced.len(), "no row lost or duplicated");
+    assert_eq!(rows.into_iter().collect::<BTreeSet<_>>(), produced);
+    // The CLI reports the files a full scan reads before and after.
+    let shrank = compactions.iter().any(|o| {
+        o.lines().any(|l| {
+            let n: Vec<usize> = l
+                .split_whitespace()
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            l.starts_with("events:") && n.len() >= 4 && n[2] < n[0]
+        })
+    });
+    assert!(
+        shrank,
+        "no compaction reduced the file count: {compactions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn vacuum_removes_orphans_after_the_retention_and_never_live_files() {
+    let (dir, lake_cfg) = local_lake();
+    let lake = Lake::new(&lake_cfg).unwrap();
+    small_commits(&lake, "vac", 20).await;
+    let rows = ids(&lake, "vac", None).await;
+    // A writer killed after uploading a file but before committing leaves an orphan.
+    let table = lake.open("vac").await.unwrap().unwrap();
+    let live: Vec<String> = table
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .iter()
+        .map(|f| f.path().to_string())
+        .collect();
+    let table_dir = dir.path().join("vac");
+    let orphan = table_dir
+        .join("day=2026-01-01")
+        .join("part-orphan-from-a-killed-writer.parquet");
+    std::fs::copy(table_dir.join(&live[0]), &orphan).unwrap();
+    // Compaction makes the 40 small files unreferenced (but keeps them for time travel).
+    sluice_compaction::compact(&lake, "vac", 1 << 20, &[])
+        .await
+        .unwrap();
+
+    let err = sluice_compaction::vacuum(&lake, "vac", Duration::from_secs(10), false, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("--force"), "{err}");
+    let young = sluice_compaction::vacuum(&lake, "vac", Duration::from_secs(3600), false, false)
+        .await
+        .unwrap();
+    assert!(
+        young.files_deleted.is_empty(),
+        "nothing is older than an hour: {:?}",
+        young.files_deleted
+    );
+    assert!(orphan.exists());
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let dry = sluice_compaction::vacuum(&lake, "vac", Duration::from_secs(2), true, true)
+        .await
+        .unwrap();
+    assert!(orphan.exists(), "a dry run deletes nothing");
+    let done = sluice_compaction::vacuum(&lake, "vac", Duration::from_secs(2), true, false)
+        .await
+        .unwrap();
+    assert_eq!(done.files_deleted.len(), dry.files_deleted.len());
+    assert!(!orphan.exists(), "the orphan is gone");
+    assert_eq!(
+        done.files_deleted.len(),
+        41,
+        "the orphan and the 40 compacted-away files: {:?}",
+        done.files_deleted
+    );
+    let current = lake.open("vac").await.unwrap().unwrap();
+    for f in current.snapshot().unwrap().log_data().iter() {
+        assert!(
+            table_dir.join(f.path().as_ref()).exists(),
+            "a live file was deleted: {}",
+            f.path()
+        );
+    }
+    assert_eq!(ids(&lake, "vac", None).await, rows);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_compactions_never_duplicate_rows() {
+    let (_dir, lake_cfg) = local_lake();
+    let lake = Lake::new(&lake_cfg).unwrap();
+    small_commits(&lake, "race", 60).await;
+    let rows = ids(&lake, "race", None).await;
+    for _ in 0..3 {
+        // Without the lease, delta-rs lets both commit removes of the same files.
+        let (a, b) = tokio::join!(
+            sluice_compaction::compact(&lake, "race", 1 << 20, &[]),
+            sluice_compaction::compact(&lake, "race", 1 << 20, &[])
+        );
+        a.unwrap();
+        b.unwrap();
+        assert_eq!(
+            ids(&lake, "race", None).await,
+            rows,
+            "rows duplicated or lost by racing compactions"
+        );
+        small_commits(&lake, "race_more", 1).await;
+    }
+}

@@ -103,11 +103,20 @@ fn main() -> ExitCode {
                 (0, 0, 0, 0);
             for (i, t) in tables.iter().enumerate() {
                 eprintln!("[{}/{}] compacting {t} ...", i + 1, tables.len());
+                let cols = if zorder.is_empty() {
+                    cfg.maintenance
+                        .zorder_by
+                        .get(t)
+                        .cloned()
+                        .unwrap_or_default()
+                } else {
+                    zorder.clone()
+                };
                 match sluice_compaction::compact(
                     &lake,
                     t,
                     cfg.maintenance.target_file_size.bytes(),
-                    &zorder,
+                    &cols,
                 )
                 .await
                 {
@@ -340,6 +349,7 @@ async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
 fn spawn_maintenance(cfg: &Config, lake: &sluice_lake::Lake, token: CancellationToken) {
     let lake = lake.clone();
     let tables = cfg.table_names();
+    let zorder = cfg.maintenance.zorder_by.clone();
     let target = cfg.maintenance.target_file_size.bytes();
     let every = cfg.maintenance.compact_interval.get();
     tokio::spawn(async move {
@@ -350,7 +360,8 @@ fn spawn_maintenance(cfg: &Config, lake: &sluice_lake::Lake, token: Cancellation
                 _ = token.cancelled() => break,
                 _ = interval.tick() => {
                     for t in &tables {
-                        match sluice_compaction::compact(&lake, t, target, &[]).await {
+                        let cols = zorder.get(t).cloned().unwrap_or_default();
+                        match sluice_compaction::compact(&lake, t, target, &cols).await {
                             Ok(_) | Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {}
                             // A compaction that loses to ingest is tried again next time.
                             Err(e) => tracing::warn!(table = %t, "compaction skipped: {e}"),

@@ -482,6 +482,8 @@ pub struct MaintenanceConfig {
     pub checkpoint_interval: u64,
     /// Files removed from the table are deleted only after this long.
     pub vacuum_retention: Duration,
+    /// Tables whose compacted files are z-ordered, with the columns: `{ clicks = ["page"] }`.
+    pub zorder_by: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for MaintenanceConfig {
@@ -491,6 +493,7 @@ impl Default for MaintenanceConfig {
             compact_interval: Duration::from_secs(300),
             checkpoint_interval: 10,
             vacuum_retention: Duration::from_secs(7 * 86_400),
+            zorder_by: BTreeMap::new(),
         }
     }
 }
@@ -945,6 +948,20 @@ impl Config {
             }
             if t.max_records_per_round == 0 {
                 p(&k("max_records_per_round"), "must be at least 1".into());
+            }
+        }
+        let names = self.table_names();
+        for (t, cols) in &self.maintenance.zorder_by {
+            if !names.contains(t) {
+                p(
+                    &format!("maintenance.zorder_by.{t}"),
+                    format!("{t:?} is not a table of this config"),
+                );
+            } else if cols.is_empty() {
+                p(
+                    &format!("maintenance.zorder_by.{t}"),
+                    "list at least one column".into(),
+                );
             }
         }
         if self.maintenance.checkpoint_interval == 0 {

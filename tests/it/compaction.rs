@@ -101,6 +101,23 @@ async fn three_hundred_small_commits_compact_into_few_files_with_history_intact(
     let before_files: usize = files_per_partition(&before).values().map(|v| v.0).sum();
     assert_eq!(before_files, 600, "one file per partition per commit");
 
+    // Checkpoints every 10 commits (delta.checkpointInterval).
+    let log = _dir.path().join("small").join("_delta_log");
+    assert!(log.join("_last_checkpoint").exists());
+    let listing: Vec<String> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("checkpoint"))
+        .collect();
+    let checkpoints = listing
+        .iter()
+        .filter(|n| n.ends_with(".checkpoint.parquet"))
+        .count();
+    assert_eq!(
+        checkpoints, 30,
+        "one checkpoint every 10 commits: {listing:?}"
+    );
+    assert!(log.join(format!("{:020}.checkpoint.parquet", 299)).exists());
     let target = 16 * 1024;
     let report = sluice_compaction::compact(&lake, "small", target, &[])
         .await

@@ -36,6 +36,12 @@ enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
+    /// Show each pipeline's committed offsets, end offsets, lag, last commit and window clocks.
+    Status {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Rewrite small files into files of `maintenance.target_file_size` (all tables, or --table).
     Compact {
         /// The config file.
@@ -146,6 +152,41 @@ fn main() -> ExitCode {
                 "total: {files_before} files / {bytes_before} bytes -> {files_after} files / {bytes_after} bytes in {:.1}s",
                 started.elapsed().as_secs_f64()
             );
+            Ok(())
+        }),
+        Command::Status { config } => with_config(&config, |cfg| async move {
+            let lake = sluice_lake::Lake::new(&cfg.lake)?;
+            for p in sluice_ingest::status::status(&cfg, &lake).await? {
+                let age = p
+                    .last_commit_age
+                    .map_or("never".to_string(), |a| format!("{}s ago", a.as_secs()));
+                let version = p.version.map_or("none".to_string(), |v| v.to_string());
+                println!(
+                    "pipeline {} -> table {} (version {version}, last commit {age})",
+                    p.name, p.table
+                );
+                for (table, clock) in &p.clocks {
+                    let c = clock
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map_or("not started".to_string(), |d| d.to_rfc3339());
+                    println!("  window clock of {table}: {c}");
+                }
+                println!(
+                    "  {:<40} {:>9} {:>12} {:>12} {:>10}",
+                    "topic", "partition", "committed", "end", "lag"
+                );
+                for s in &p.partitions {
+                    let committed = s.committed.map_or("-".to_string(), |c| c.to_string());
+                    println!(
+                        "  {:<40} {:>9} {:>12} {:>12} {:>10}",
+                        s.topic,
+                        s.partition,
+                        committed,
+                        s.end,
+                        s.lag()
+                    );
+                }
+            }
             Ok(())
         }),
         Command::Vacuum {

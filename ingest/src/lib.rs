@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod raw;
 pub mod schema;
 pub mod source;
+pub mod status;
 pub mod windows;
 
 pub use pipeline::{Pipeline, PipelineSummary, RunOptions};

@@ -261,6 +261,19 @@ impl Pipeline {
         metrics::register_pipeline(&self.cfg.name);
         let (source, mut rx) = KafkaSource::start(source_opts, 4).map_err(IngestError::Kafka)?;
         let source = Arc::new(source);
+        if !self.aggs.is_empty() {
+            // Every partition of the source topics holds the window clock until it is idle,
+            // not only the assigned ones: after a crash the group may hand this instance a few
+            // partitions first, and their records alone must not close windows.
+            let now = wall_ms();
+            for tp in end_offsets(&source, &self.cfg.topics).await?.into_keys() {
+                let next_id = self.pids.len() as u32;
+                let pid = *self.pids.entry(tp).or_insert(next_id);
+                for a in &mut self.aggs {
+                    a.op.assign(pid, now);
+                }
+            }
+        }
         if opts.until_caught_up {
             let targets = end_offsets(&source, &self.cfg.topics).await?;
             tracing::info!(pipeline = %self.cfg.name, partitions = targets.len(), "running until these end offsets are committed: {targets:?}");
@@ -343,11 +356,8 @@ impl Pipeline {
                         for tp in &gone {
                             self.parts.remove(tp);
                             metrics::set("sluice_partitions_assigned", &[("pipeline", &self.cfg.name)], self.parts.len() as f64);
-                            if let Some(pid) = self.pids.get(tp) {
-                                for a in &mut self.aggs {
-                                    a.op.revoke(*pid);
-                                }
-                            }
+                            // A revoked partition keeps holding the clock until it is idle
+                            // (its records now go to another instance).
                         }
                         let _ = reply.send(());
                     }
@@ -923,7 +933,7 @@ fn wall_ms() -> i64 {
 }
 
 /// The window clock recorded in the table's latest commit, if any.
-async fn last_clock(table: &sluice_lake::deltalake::DeltaTable) -> Option<i64> {
+pub async fn last_clock(table: &sluice_lake::deltalake::DeltaTable) -> Option<i64> {
     use futures::StreamExt;
     let mut history = table.history(Some(1));
     let info = history.next().await?.ok()?;

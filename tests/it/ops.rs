@@ -143,3 +143,117 @@ async fn metrics_match_the_records_the_test_produced() {
     assert!(child.wait().unwrap().success());
     let _ = dir;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_never_appear_in_logs_validate_or_status_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("ops-secret");
+    create_topic(&topic, 1).await;
+    produce(
+        &topic,
+        (0..50u64).map(|i| TestRecord {
+            value: Some(click(i, "2026-03-01T10:00:00Z")),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let file_secret = format!("file-pw-{}", unique("x"));
+    let env_secret = format!("env-pw-{}", unique("y"));
+    let s3_secret = format!("s3-key-{}", unique("z"));
+    let mut lake = s3_lake();
+    lake.options.remove("aws_secret_access_key");
+    // The SASL settings are configured (and passed to librdkafka) on a plaintext listener.
+    let config = pipeline_config(dir.path(), &topic, &lake, "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[kafka.options]\n",
+        &format!("[kafka.options]\n\"sasl.username\" = \"sluice\"\n\"sasl.password\" = \"{file_secret}\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n"),
+    );
+    std::fs::write(&config, &text).unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(sluice_bin());
+        cmd.args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("SLUICE_LOG", "debug")
+            .env("SLUICE__LAKE__OPTIONS__AWS_SECRET_ACCESS_KEY", &s3_secret);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let mut outputs = Vec::new();
+    outputs.push(run(&["validate"], &[]));
+    outputs.push(run(&["run", "--until-caught-up"], &[]));
+    outputs.push(run(&["status"], &[]));
+    // The same with the password from the environment instead of the file.
+    std::fs::write(&config, text.replace(&file_secret, "overridden")).unwrap();
+    let env = [("SLUICE__KAFKA__OPTIONS__SASL_PASSWORD", env_secret.as_str())];
+    outputs.push(run(&["validate"], &env));
+    outputs.push(run(&["run", "--until-caught-up"], &env));
+    outputs.push(run(&["status"], &env));
+    for (i, (ok, out)) in outputs.iter().enumerate() {
+        assert!(*ok, "command {i} failed:\n{out}");
+        for secret in [&file_secret, &env_secret, &s3_secret] {
+            assert!(
+                !out.contains(secret.as_str()),
+                "command {i} printed a secret:\n{out}"
+            );
+        }
+    }
+    // The runs did their work (so the output examined is real output).
+    assert!(
+        outputs[2].1.contains(&topic) && outputs[2].1.contains("50"),
+        "{}",
+        outputs[2].1
+    );
+}
+
+#[test]
+fn docker_files_are_consistent() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python =
+        std::env::var("SLUICE_TEST_PYTHON").expect("SLUICE_TEST_PYTHON (set by scripts/test)");
+    let check = r#"
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+services = doc["services"]
+assert {"kafka", "minio", "create-bucket", "sluice"} <= set(services), services.keys()
+s = services["sluice"]
+assert s["build"]["dockerfile"] == "docker/Dockerfile", s["build"]
+for v in s["volumes"]:
+    print(v.split(":")[0])
+"#;
+    let out = Command::new(python)
+        .args(["-c", check])
+        .arg(root.join("docker/compose.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for mount in String::from_utf8_lossy(&out.stdout).lines() {
+        let path = root.join("docker").join(mount);
+        assert!(
+            path.exists(),
+            "compose mounts {mount}, which does not exist"
+        );
+        let cfg = sluice_config::Config::load(&path);
+        assert!(cfg.is_ok(), "{mount}: {:?}", cfg.err());
+    }
+    let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("AS build")
+            && dockerfile.contains("COPY --from=build /src/target/release/sluice")
+    );
+    assert!(dockerfile.contains("cargo build --release --locked --bin sluice"));
+}

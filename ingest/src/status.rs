@@ -1,0 +1,152 @@
+//! `sluice status`: where every pipeline stands, read from its tables and the brokers.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use sluice_config::Config;
+use sluice_lake::{Lake, progress_app_id};
+
+use crate::{IngestError, Result};
+
+/// One partition's position.
+#[derive(Clone, Debug)]
+pub struct PartitionStatus {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Next offset committed in the events table.
+    pub committed: Option<i64>,
+    /// The broker's log start offset.
+    pub log_start: i64,
+    /// The broker's end offset (high watermark).
+    pub end: i64,
+}
+
+impl PartitionStatus {
+    /// Records in the broker not yet committed to the table.
+    pub fn lag(&self) -> i64 {
+        (self.end - self.committed.unwrap_or(self.log_start)).max(0)
+    }
+}
+
+/// One pipeline's position.
+#[derive(Clone, Debug)]
+pub struct PipelineStatus {
+    /// Pipeline name.
+    pub name: String,
+    /// Events table.
+    pub table: String,
+    /// Events table version, if it exists.
+    pub version: Option<i64>,
+    /// Age of the events table's last commit.
+    pub last_commit_age: Option<Duration>,
+    /// Window clock (ms) of each aggregate table.
+    pub clocks: Vec<(String, Option<i64>)>,
+    /// Partitions.
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// Reads every pipeline's status. Never prints or returns secrets.
+pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>> {
+    let mut out = Vec::new();
+    for p in &config.pipelines {
+        let table = lake.open(&p.table).await?;
+        let (version, last_commit_age) = match &table {
+            Some(t) => {
+                use futures::StreamExt;
+                let ts = t
+                    .history(Some(1))
+                    .next()
+                    .await
+                    .and_then(|c| c.ok())
+                    .and_then(|c| c.timestamp);
+                let age =
+                    ts.map(|ms| {
+                        Duration::from_millis(
+                            (chrono::Utc::now().timestamp_millis() - ms).max(0) as u64
+                        )
+                    });
+                (t.version().map(|v| v as i64), age)
+            }
+            None => (None, None),
+        };
+        let mut clocks = Vec::new();
+        for agg in &p.aggregates {
+            let clock = match lake.open(&agg.table).await? {
+                Some(t) => crate::pipeline::last_clock(&t).await,
+                None => None,
+            };
+            clocks.push((agg.table.clone(), clock));
+        }
+        let brokers = config.kafka.brokers.clone();
+        let options: Vec<(String, String)> = config
+            .kafka
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let topics = p.topics.clone();
+        let offsets =
+            tokio::task::spawn_blocking(move || -> Result<Vec<(String, i32, i64, i64)>> {
+                let consumer: BaseConsumer =
+                    crate::source::consumer_config(&brokers, "sluice-status", &options)
+                        .create()
+                        .map_err(|e| {
+                            IngestError::Kafka(format!(
+                                "cannot create a Kafka client for {brokers}: {e}"
+                            ))
+                        })?;
+                let timeout = Duration::from_secs(10);
+                let mut rows = Vec::new();
+                for t in &topics {
+                    let md = consumer.fetch_metadata(Some(t), timeout).map_err(|e| {
+                        IngestError::Kafka(format!("metadata of topic {t} from {brokers}: {e}"))
+                    })?;
+                    for topic in md.topics() {
+                        for part in topic.partitions() {
+                            let (low, high) = consumer
+                                .fetch_watermarks(t, part.id(), timeout)
+                                .map_err(|e| {
+                                    IngestError::Kafka(format!("offsets of {t}/{}: {e}", part.id()))
+                                })?;
+                            rows.push((t.clone(), part.id(), low, high));
+                        }
+                    }
+                }
+                Ok(rows)
+            })
+            .await
+            .map_err(|e| IngestError::Kafka(e.to_string()))??;
+        let mut partitions = Vec::new();
+        for (topic, partition, log_start, end) in offsets {
+            let committed = match &table {
+                Some(t) => {
+                    sluice_lake::committed_progress(
+                        &p.table,
+                        t,
+                        &progress_app_id(&p.name, &topic, partition),
+                    )
+                    .await?
+                }
+                None => None,
+            };
+            partitions.push(PartitionStatus {
+                topic,
+                partition,
+                committed,
+                log_start,
+                end,
+            });
+        }
+        out.push(PipelineStatus {
+            name: p.name.clone(),
+            table: p.table.clone(),
+            version,
+            last_commit_age,
+            clocks,
+            partitions,
+        });
+    }
+    Ok(out)
+}

@@ -531,7 +531,15 @@ async fn a_record_is_readable_within_seconds_and_sigterm_exits_cleanly() {
         &lake_cfg,
         "start = \"latest\"\nflush = { max_latency = \"1s\" }",
     );
-    let mut child = spawn_run(&config, &[]);
+    let log_path = dir.path().join("run.log");
+    let mut child = Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
     let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
     // Wait until sluice has created its table and joined the group.
     let ready = Instant::now() + Duration::from_secs(30);
@@ -572,12 +580,41 @@ async fn a_record_is_readable_within_seconds_and_sigterm_exits_cleanly() {
     .into_iter()
     .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
     sigterm(&child);
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(30),
+        "exit within server.shutdown_timeout"
+    );
     let got: BTreeSet<(i32, i64)> = positions(&read_table(&lake, "events").await)
         .into_iter()
         .collect();
+    // Every record the process received before the signal was committed before it exited.
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = log
+            .lines()
+            .find(|l| l.contains("pipeline finished"))
+            .unwrap_or_else(|| panic!("no summary in:\n{log}"));
+        let v = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap();
+        v.parse().unwrap()
+    };
+    assert!(field("records") > 0);
+    assert_eq!(
+        field("records"),
+        field("events") + field("dead_letters"),
+        "{log}"
+    );
+    assert_eq!(
+        field("events") as usize,
+        got.len(),
+        "the table holds exactly what the process received"
+    );
     let mut all = more;
     all.insert(pos[0]);
     // Everything consumed before the signal is committed; a final catch-up adds the rest once.

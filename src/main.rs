@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use sluice_config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
+mod demo;
 mod server;
 
 /// Streams Kafka topics into a Delta Lake exactly once.
@@ -21,6 +22,15 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Try sluice with no external service: an in-process Kafka, generated clicks, a local lake.
+    Demo {
+        /// Where to put the lake (default ./sluice-demo-lake; cleared first).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// How many clicks to generate.
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+    },
     /// Check a config file and list every problem with its key.
     Validate {
         /// The config file.
@@ -77,6 +87,26 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo { dir, events } => {
+            init_logging(LogFormat::Text);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("sluice: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(demo::run(dir, events)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice demo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Validate { config } => match Config::load(&config) {
             Ok(c) => {
                 println!(

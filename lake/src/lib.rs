@@ -173,16 +173,28 @@ impl Lake {
             .builder(name)?
             .build()
             .map_err(|e| LakeError::delta(name, e))?;
+        // Statistics of binary columns cannot skip files: collect them for the others only.
+        let mut properties = spec.properties.clone();
+        let is_binary = |f: &&std::sync::Arc<deltalake::arrow::datatypes::Field>| {
+            matches!(f.data_type(), deltalake::arrow::datatypes::DataType::Binary)
+        };
+        if schema.fields().iter().any(|f| is_binary(&f)) {
+            let cols: Vec<&str> = schema
+                .fields()
+                .iter()
+                .filter(|f| !is_binary(f))
+                .map(|f| f.name().as_str())
+                .collect();
+            properties
+                .entry("delta.dataSkippingStatsColumns".into())
+                .or_insert_with(|| cols.join(","));
+        }
         let mut create = table
             .create()
             .with_table_name(name)
             .with_columns(kernel.fields().cloned())
             .with_partition_columns(spec.partition_columns.clone())
-            .with_configuration(
-                spec.properties
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Some(v.clone()))),
-            );
+            .with_configuration(properties.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
         if let Some(d) = &spec.description {
             create = create.with_comment(d.clone());
         }

@@ -257,3 +257,65 @@ for v in s["volumes"]:
     );
     assert!(dockerfile.contains("cargo build --release --locked --bin sluice"));
 }
+
+#[test]
+fn the_demo_runs_end_to_end_and_its_numbers_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let started = Instant::now();
+    let out = Command::new(sluice_bin())
+        .args(["demo", "--dir"])
+        .arg(&lake)
+        .env("SLUICE_LOG", "warn")
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "demo failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        elapsed < Duration::from_secs(120),
+        "the demo took {elapsed:?}"
+    );
+    let num = |line_start: &str, idx: usize| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(line_start))
+            .unwrap_or_else(|| panic!("no line {line_start:?} in:\n{text}"));
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        nums[idx]
+    };
+    // "produced N clicks to topic `clicks` (3 partitions): V valid, M malformed, L sent minutes late"
+    let (produced, valid, malformed, late_sent) = (
+        num("produced", 0),
+        num("produced", 2),
+        num("produced", 3),
+        num("produced", 4),
+    );
+    assert_eq!(produced, valid + malformed);
+    assert_eq!(produced, 20_000 + 3);
+    assert_eq!(num("clicks ", 0), valid, "every valid click is an event");
+    assert_eq!(
+        num("clicks_dead_letter", 0),
+        malformed,
+        "every malformed click is a dead letter"
+    );
+    let late = num("clicks_late", 0);
+    assert!(
+        late > 0 && late <= late_sent,
+        "late rows {late} of {late_sent} sent late"
+    );
+    assert!(num("clicks_per_minute", 0) > 0);
+    assert!(text.contains("SELECT window_start, page, views"), "{text}");
+    assert!(
+        text.contains(&lake.display().to_string()),
+        "the demo says where the lake is"
+    );
+    assert!(lake.join("clicks").join("_delta_log").is_dir());
+}

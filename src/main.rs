@@ -433,7 +433,13 @@ fn spawn_maintenance(cfg: &Config, lake: &sluice_lake::Lake, token: Cancellation
                     for t in &tables {
                         let cols = zorder.get(t).cloned().unwrap_or_default();
                         match sluice_compaction::compact(&lake, t, target, &cols).await {
-                            Ok(_) | Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {}
+                            Ok(r) => {
+                                use sluice_ingest::metrics;
+                                metrics::inc("sluice_compaction_files_removed_total", &[("table", t)], r.files_removed);
+                                metrics::inc("sluice_compaction_files_added_total", &[("table", t)], r.files_added);
+                                metrics::set("sluice_table_files", &[("table", t)], r.after.files as f64);
+                            }
+                            Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {}
                             // A compaction that loses to ingest is tried again next time.
                             Err(e) => tracing::warn!(table = %t, "compaction skipped: {e}"),
                         }

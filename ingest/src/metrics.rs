@@ -75,6 +75,21 @@ pub const SPEC: &[(&str, &str, &str)] = &[
         "gauge",
         "Wall time minus the window clock, by pipeline and aggregate table.",
     ),
+    (
+        "sluice_compaction_files_removed_total",
+        "counter",
+        "Small files rewritten by compaction, by table.",
+    ),
+    (
+        "sluice_compaction_files_added_total",
+        "counter",
+        "Files written by compaction, by table.",
+    ),
+    (
+        "sluice_table_files",
+        "gauge",
+        "Active data files of a table after its last compaction, by table.",
+    ),
 ];
 
 const BUCKETS: [f64; 12] = [

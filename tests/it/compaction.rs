@@ -201,10 +201,12 @@ async fn compaction_during_live_ingest_keeps_every_offset_exactly_once() {
         "flush = { max_rows = 300, max_latency = \"200ms\" }",
     );
     // The service compacts every second on its own, and the CLI compacts too.
+    let metrics_addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
     let mut child = Command::new(sluice_bin())
         .args(["run", "--config"])
         .arg(&config)
         .env("SLUICE__MAINTENANCE__COMPACT_INTERVAL", "1s")
+        .env("SLUICE__SERVER__LISTEN", &metrics_addr)
         .env("SLUICE__MAINTENANCE__TARGET_FILE_SIZE", "64KiB")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -232,6 +234,30 @@ async fn compaction_during_live_ingest_keeps_every_offset_exactly_once() {
         );
         compactions.push(String::from_utf8_lossy(&out.stdout).into_owned());
     }
+    // The service reports its own compactions.
+    let scraped = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&metrics_addr).unwrap();
+        write!(
+            c,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut t = String::new();
+        c.read_to_string(&mut t).unwrap();
+        t
+    };
+    let removed: f64 = scraped
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("sluice_compaction_files_removed_total{table=\"events\"}")
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0.0);
+    assert!(
+        removed > 0.0,
+        "no compaction reported by the service:\n{scraped}"
+    );
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

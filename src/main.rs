@@ -46,6 +46,26 @@ enum Command {
         #[arg(long)]
         until_caught_up: bool,
     },
+    /// Run SQL over every table of the config (by name).
+    Query {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The SQL statement.
+        sql: String,
+        /// Output: table, csv, json (one object per line) or parquet (needs --output).
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Write the result to this file instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Read every table as of this version.
+        #[arg(long)]
+        at_version: Option<i64>,
+        /// Read every table as of this time (RFC 3339).
+        #[arg(long)]
+        at_time: Option<String>,
+    },
     /// Show each pipeline's committed offsets, end offsets, lag, last commit and window clocks.
     Status {
         /// The config file.
@@ -184,6 +204,28 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
+        Command::Query {
+            config,
+            sql,
+            format,
+            output,
+            at_version,
+            at_time,
+        } => with_config(&config, |cfg| async move {
+            let lake = sluice_lake::Lake::new(&cfg.lake)?;
+            let as_of = match (at_version, at_time) {
+                (Some(v), _) => sluice_query::AsOf::Version(v),
+                (None, Some(t)) => sluice_query::AsOf::Time(
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map_err(|e| anyhow::anyhow!("--at-time {t:?}: {e}; use RFC 3339"))?
+                        .timestamp_millis(),
+                ),
+                (None, None) => sluice_query::AsOf::Latest,
+            };
+            let session = sluice_query::QuerySession::new(&lake, &cfg.table_names(), as_of).await?;
+            let batches = session.sql(&sql).await?;
+            write_output(&batches, &format, output.as_deref())
+        }),
         Command::Status { config } => with_config(&config, |cfg| async move {
             let lake = sluice_lake::Lake::new(&cfg.lake)?;
             for p in sluice_ingest::status::status(&cfg, &lake).await? {
@@ -295,6 +337,56 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn write_output(
+    batches: &[sluice_lake::deltalake::arrow::record_batch::RecordBatch],
+    format: &str,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use sluice_lake::deltalake::arrow;
+    let mut sink: Box<dyn std::io::Write> = match output {
+        Some(p) => {
+            Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    match format {
+        "table" => writeln!(
+            sink,
+            "{}",
+            arrow::util::pretty::pretty_format_batches(batches)?
+        )?,
+        "csv" => {
+            let mut w = arrow::csv::Writer::new(&mut sink);
+            for b in batches {
+                w.write(b)?;
+            }
+        }
+        "json" => {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut sink);
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()?;
+        }
+        "parquet" => {
+            let path = output.context("--format parquet needs --output FILE")?;
+            let schema = batches
+                .first()
+                .map(|b| b.schema())
+                .context("the query returned no batches")?;
+            let file = std::fs::File::create(path)?;
+            let mut w =
+                sluice_lake::deltalake::parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+            for b in batches {
+                w.write(b)?;
+            }
+            w.close()?;
+        }
+        other => anyhow::bail!("unknown --format {other:?}; use table, csv, json or parquet"),
+    }
+    Ok(())
 }
 
 /// Loads the config, sets up logging and a runtime, runs `f`, and maps errors to exit codes.

@@ -8,6 +8,7 @@
 mod compaction;
 mod ingest;
 mod ops;
+mod query;
 mod services;
 mod support;
 mod window_sql;

@@ -1,0 +1,142 @@
+//! `sluice query`: SQL over the tables of a config, with time travel and output formats.
+
+use std::process::Command;
+
+use crate::support::*;
+
+fn query(config: &std::path::Path, sql: &str, extra: &[&str]) -> (bool, String, String) {
+    let out = Command::new(sluice_bin())
+        .args(["query", "--config"])
+        .arg(config)
+        .arg(sql)
+        .args(extra)
+        .env("SLUICE_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn csv_numbers(text: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|s| s.to_string()).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_over_events_and_aggregates_with_time_travel_and_formats() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("query");
+    create_topic(&topic, 3).await;
+    // 1,000 clicks at 10:00-10:01, then one far ahead on each partition to close the windows.
+    let mut recs: Vec<TestRecord> = (0..1000u64)
+        .map(|i| TestRecord {
+            value: Some(click(i, &format!("2026-03-01T10:00:{:02}Z", i % 60))),
+            ..Default::default()
+        })
+        .collect();
+    for p in 0..3 {
+        recs.push(TestRecord {
+            partition: Some(p),
+            value: Some(click(5000 + p as u64, "2026-03-01T12:00:00Z")),
+            ..Default::default()
+        });
+    }
+    produce(&topic, recs).await;
+    let agg = "flush = { max_rows = 100000, max_latency = \"2s\" }\nidle_timeout = \"10m\"\n[[pipeline.aggregate]]\ntable = \"per_minute\"\nwindow = { kind = \"tumbling\", size = \"1m\" }\ngroup_by = [\"page\"]\naggregates = [\"count(*) AS views\"]\n";
+    let config = pipeline_config(dir.path(), &topic, &lake_cfg, agg);
+    run_until_caught_up(&config);
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    let first_version = lake
+        .open("events")
+        .await
+        .unwrap()
+        .unwrap()
+        .version()
+        .unwrap() as i64;
+    produce(
+        &topic,
+        (0..500u64).map(|i| TestRecord {
+            value: Some(click(i, "2026-03-01T12:30:00Z")),
+            ..Default::default()
+        }),
+    )
+    .await;
+    run_until_caught_up(&config);
+
+    // Aggregates and filters.
+    let (ok, out, err) = query(
+        &config,
+        "SELECT count(*) AS n FROM events",
+        &["--format", "csv"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(csv_numbers(&out), vec![vec!["1503".to_string()]]);
+    let (_, out, _) = query(
+        &config,
+        "SELECT count(*) AS n FROM events WHERE page = '/p/3' AND _event_time < '2026-03-01T11:00:00Z'",
+        &["--format", "csv"],
+    );
+    let expected = (0..1000u64).filter(|i| i % 7 == 3).count();
+    assert_eq!(csv_numbers(&out), vec![vec![expected.to_string()]]);
+    // A join between the events table and the aggregate table agrees with the aggregate.
+    let join = "SELECT a.page, a.views, count(*) AS n FROM per_minute a JOIN events e \
+                ON e.page = a.page AND e._event_time >= a.window_start AND e._event_time < a.window_end \
+                WHERE a.window_start < '2026-03-01T11:00:00Z' \
+                GROUP BY a.page, a.window_start, a.views ORDER BY a.page";
+    let (ok, out, err) = query(&config, join, &["--format", "csv"]);
+    assert!(ok, "{err}");
+    let rows = csv_numbers(&out);
+    assert_eq!(rows.len(), 7, "7 pages, one closed minute: {out}");
+    assert!(
+        rows.iter().all(|r| r[1] == r[2]),
+        "views equal the joined events: {out}"
+    );
+    let total: usize = rows.iter().map(|r| r[1].parse::<usize>().unwrap()).sum();
+    assert_eq!(total, 1000);
+    // Time travel: the older version holds the first run's rows only.
+    let v = first_version.to_string();
+    let (ok, out, err) = query(
+        &config,
+        "SELECT count(*) AS n FROM events",
+        &["--format", "csv", "--at-version", &v],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(csv_numbers(&out), vec![vec!["1003".to_string()]]);
+    // JSON lines and Parquet.
+    let (_, out, _) = query(
+        &config,
+        "SELECT page, count(*) AS n FROM events GROUP BY page",
+        &["--format", "json"],
+    );
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with('{') && l.contains("\"n\":"))
+            .count(),
+        7
+    );
+    let file = dir.path().join("out.parquet");
+    let (ok, _, err) = query(
+        &config,
+        "SELECT * FROM events",
+        &["--format", "parquet", "--output", file.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let reader = sluice_lake::deltalake::parquet::file::reader::SerializedFileReader::new(
+        std::fs::File::open(&file).unwrap(),
+    )
+    .unwrap();
+    use sluice_lake::deltalake::parquet::file::reader::FileReader;
+    assert_eq!(reader.metadata().file_metadata().num_rows(), 1503);
+    // An unknown table lists the known ones.
+    let (ok, _, err) = query(&config, "SELECT * FROM evnts", &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("known tables") && err.contains("events") && err.contains("per_minute"),
+        "{err}"
+    );
+}

@@ -140,3 +140,85 @@ async fn sql_over_events_and_aggregates_with_time_travel_and_formats() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_independent_delta_reader_reads_the_tables_sluice_writes() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("query-indep");
+    create_topic(&topic, 3).await;
+    let mut recs: Vec<TestRecord> = (0..900u64)
+        .map(|i| TestRecord {
+            value: Some(click(
+                i,
+                if i % 2 == 0 {
+                    "2026-03-01T23:59:00Z"
+                } else {
+                    "2026-03-02T00:01:00Z"
+                },
+            )),
+            ..Default::default()
+        })
+        .collect();
+    recs.push(TestRecord {
+        partition: Some(0),
+        value: Some(b"{not json".to_vec()),
+        ..Default::default()
+    });
+    for p in 0..3 {
+        recs.push(TestRecord {
+            partition: Some(p),
+            value: Some(click(7, "2026-03-02T06:00:00Z")),
+            ..Default::default()
+        });
+    }
+    let produced = produce(&topic, recs).await;
+    let agg = "idle_timeout = \"10m\"\n[[pipeline.aggregate]]\ntable = \"per_minute\"\nwindow = { kind = \"tumbling\", size = \"1m\" }\ngroup_by = [\"page\"]\naggregates = [\"count(*) AS views\", \"sum(amount) AS revenue\"]\n";
+    let config = pipeline_config(dir.path(), &topic, &lake_cfg, agg);
+    run_until_caught_up(&config);
+    let python =
+        std::env::var("SLUICE_TEST_PYTHON").expect("SLUICE_TEST_PYTHON (set by scripts/test)");
+    let script = r#"
+import sys
+from deltalake import DeltaTable
+root = sys.argv[1]
+events = DeltaTable(root + "/events").to_pyarrow_table()
+pairs = sorted(zip(events.column("_kafka_partition").to_pylist(), events.column("_kafka_offset").to_pylist()))
+print("events", events.num_rows, sum(p * 1_000_000 + o for p, o in pairs))
+print("dates", sorted(set(str(d) for d in events.column("event_date").to_pylist())))
+dead = DeltaTable(root + "/clicks_dead_letter").to_pyarrow_table()
+print("dead", dead.num_rows, dead.column("error_kind").to_pylist())
+agg = DeltaTable(root + "/per_minute").to_pyarrow_table()
+print("views", sum(agg.column("views").to_pylist()))
+"#;
+    let out = Command::new(python)
+        .args(["-c", script])
+        .arg(&lake_cfg.root)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python deltalake failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let good: Vec<(i32, i64)> = produced
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 900)
+        .map(|(_, p)| *p)
+        .collect();
+    let checksum: i64 = good.iter().map(|(p, o)| *p as i64 * 1_000_000 + o).sum();
+    assert!(
+        text.contains(&format!("events {} {checksum}\n", good.len())),
+        "{text}"
+    );
+    assert!(
+        text.contains("dates ['2026-03-01', '2026-03-02']"),
+        "{text}"
+    );
+    assert!(text.contains("dead 1 ['malformed_json']"), "{text}");
+    assert!(
+        text.contains("views 900\n"),
+        "the closed windows hold the 900 clicks: {text}"
+    );
+}

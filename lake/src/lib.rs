@@ -182,7 +182,7 @@ impl Lake {
             let cols: Vec<&str> = schema
                 .fields()
                 .iter()
-                .filter(|f| !is_binary(f))
+                .filter(|f| !is_binary(f) && !spec.partition_columns.contains(f.name()))
                 .map(|f| f.name().as_str())
                 .collect();
             properties

@@ -109,23 +109,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Demo { dir, events } => {
             init_logging(LogFormat::Text);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("sluice: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(demo::run(dir, events)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("sluice demo: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(demo::run(dir, events))
         }
         Command::Validate { config } => match Config::load(&config) {
             Ok(c) => {
@@ -308,34 +292,11 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             until_caught_up,
-        } => {
-            let cfg = match Config::load(&config) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            init_logging(cfg.server.log_format);
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("sluice: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(run(cfg, until_caught_up)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("sluice: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => with_config(&config, |cfg| async move {
+            run(cfg, until_caught_up)
+                .await
+                .inspect_err(|e| tracing::error!("{e:#}"))
+        }),
     }
 }
 
@@ -403,6 +364,11 @@ where
         }
     };
     init_logging(cfg.server.log_format);
+    block_on(f(cfg))
+}
+
+/// Runs `fut` on a multi-threaded runtime; an error becomes one message and a failing exit code.
+fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -413,7 +379,7 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(f(cfg)) {
+    match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {e:#}");

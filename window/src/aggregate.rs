@@ -69,29 +69,16 @@ pub enum InputKind {
 /// Normalises an input column: integers to Int64, floats and decimals to Float64, text to
 /// Utf8, timestamps to µs.
 pub fn normalise(a: &ArrayRef) -> Result<(ArrayRef, InputKind), String> {
-    let (target, kind) = match a.data_type() {
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::Date32 => (DataType::Int64, InputKind::Int),
-        DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal128(..)
-        | DataType::UInt64 => (DataType::Float64, InputKind::Float),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            (DataType::Utf8, InputKind::Text)
+    let kind = kind_of(a.data_type())?;
+    let target = match (kind, a.data_type()) {
+        (InputKind::Int, _) => DataType::Int64,
+        (InputKind::Float, _) => DataType::Float64,
+        (InputKind::Text, _) => DataType::Utf8,
+        (InputKind::Time, DataType::Timestamp(_, tz)) => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
         }
-        DataType::Timestamp(_, tz) => (
-            DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
-            InputKind::Time,
-        ),
-        DataType::Boolean => (DataType::Boolean, InputKind::Bool),
-        other => return Err(format!("cannot aggregate a {other} column")),
+        (InputKind::Time, _) => DataType::Timestamp(TimeUnit::Microsecond, None),
+        (InputKind::Bool, _) => DataType::Boolean,
     };
     let arr = if a.data_type() == &DataType::Date32 {
         cast(

@@ -100,26 +100,22 @@ pub async fn compact(
         .await?
         .ok_or_else(|| CompactionError::NoSuchTable(name.into()))?;
     let before = file_stats(name, &table)?;
+    // Nothing rewritten: the table as it was.
+    let unchanged = || CompactionReport {
+        table: name.into(),
+        before,
+        after: before,
+        duration: started.elapsed(),
+        ..Default::default()
+    };
     if zorder.is_empty() && !worth_compacting(name, &table, target_file_size)? {
-        return Ok(CompactionReport {
-            table: name.into(),
-            before,
-            after: before,
-            duration: started.elapsed(),
-            ..Default::default()
-        });
+        return Ok(unchanged());
     }
     // delta-rs does not treat two compactions removing the same files as a conflict (their
     // removes have dataChange = false), which would duplicate rows: take a lease first.
     let Some(table) = acquire_lease(name, table).await? else {
         tracing::info!(table = name, "another compaction holds the lease; skipping");
-        return Ok(CompactionReport {
-            table: name.into(),
-            before,
-            after: before,
-            duration: started.elapsed(),
-            ..Default::default()
-        });
+        return Ok(unchanged());
     };
     let result = compact_leased(name, table, target_file_size, zorder, before, started).await;
     release_lease(lake, name).await;

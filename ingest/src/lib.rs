@@ -7,7 +7,7 @@
 
 pub mod dead_letter;
 pub mod decode;
-pub mod fault;
+pub use sluice_lake::fault;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;

@@ -90,6 +90,46 @@ pub const SPEC: &[(&str, &str, &str)] = &[
         "gauge",
         "Active data files of a table after its last compaction, by table.",
     ),
+    (
+        "sluice_tiering_boundary",
+        "gauge",
+        "First offset not yet archived (the boundary), by topic and partition.",
+    ),
+    (
+        "sluice_tiering_log_start_offset",
+        "gauge",
+        "The broker's log start offset after the last tiering round, by topic and partition.",
+    ),
+    (
+        "sluice_tiering_broker_backlog_records",
+        "gauge",
+        "Records in the broker at or above the boundary (not archived yet), by topic and partition.",
+    ),
+    (
+        "sluice_tiering_records_archived_total",
+        "counter",
+        "Records copied into the archive table, by topic.",
+    ),
+    (
+        "sluice_tiering_records_deleted_total",
+        "counter",
+        "Records removed from the broker by DeleteRecords after archiving, by topic.",
+    ),
+    (
+        "sluice_tiering_rounds_total",
+        "counter",
+        "Tiering rounds, by topic and result (ok, failed).",
+    ),
+    (
+        "sluice_tiering_alarm",
+        "gauge",
+        "1 while tiering of a topic is failing or behind (records older than hot_retention are not archived), by topic.",
+    ),
+    (
+        "sluice_tiering_retention_risk",
+        "gauge",
+        "1 when the topic's own retention.ms/retention.bytes may drop records before they are archived, by topic.",
+    ),
 ];
 
 const BUCKETS: [f64; 12] = [

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use rdkafka::consumer::Consumer;
 use sluice_config::{Config, PipelineConfig, StartPosition};
 use sluice_lake::{Lake, LakeError, TableSpec, TableWriter, WriterOptions, progress_app_id};
 use tokio::sync::mpsc;
@@ -30,7 +29,7 @@ use crate::dead_letter::dead_letter_batch;
 use crate::decode::JsonDecoder;
 use crate::raw::RawBatch;
 use crate::schema::{dead_letter_schema, events_schema};
-use crate::source::{KafkaSource, SourceEvent, SourceOptions, TopicPartition};
+use crate::source::{KafkaSource, RecordSource, SourceEvent, SourceOptions, TopicPartition};
 use crate::windows::{AggregateSink, CLOCK_KEY, late_rows, late_schema, window_spec};
 use crate::{IngestError, Result, metrics};
 
@@ -240,7 +239,7 @@ impl Pipeline {
 
     /// Consumes until cancelled (or caught up), committing as it goes.
     pub async fn run(
-        mut self,
+        self,
         opts: RunOptions,
         cancel: CancellationToken,
     ) -> Result<PipelineSummary> {
@@ -258,9 +257,21 @@ impl Pipeline {
             max_batch_bytes: 8 << 20,
             with_headers: self.cfg.include_headers,
         };
+        let (source, rx) = KafkaSource::start(source_opts, 4).map_err(IngestError::Kafka)?;
+        self.run_with(Arc::new(source), rx, opts, cancel).await
+    }
+
+    /// Runs over any source of records: the live consumer group, or a replay of the unified
+    /// log for a backfill. The source sends `Assigned` for the partitions it will deliver (the
+    /// pipeline answers with where each starts), then records, then `Ended`.
+    pub async fn run_with(
+        mut self,
+        source: Arc<dyn RecordSource>,
+        mut rx: mpsc::Receiver<SourceEvent>,
+        opts: RunOptions,
+        cancel: CancellationToken,
+    ) -> Result<PipelineSummary> {
         metrics::register_pipeline(&self.cfg.name);
-        let (source, mut rx) = KafkaSource::start(source_opts, 4).map_err(IngestError::Kafka)?;
-        let source = Arc::new(source);
         if !self.aggs.is_empty() {
             // Every partition of the source topics holds the window clock until it is idle,
             // not only the assigned ones: after a crash the group may hand this instance a few
@@ -297,19 +308,13 @@ impl Pipeline {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(15), drain).await;
-        let joiner = Arc::try_unwrap(source).ok();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(s) = joiner {
-                s.join()
-            }
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || source.join()).await;
         result.map(|()| self.summary)
     }
 
     async fn event_loop(
         &mut self,
-        source: &Arc<KafkaSource>,
+        source: &Arc<dyn RecordSource>,
         rx: &mut mpsc::Receiver<SourceEvent>,
         cancel: &CancellationToken,
         ended: &mut bool,
@@ -387,7 +392,7 @@ impl Pipeline {
     /// aggregate's open windows need older records; else the configured `start`.
     async fn assign(
         &mut self,
-        source: &Arc<KafkaSource>,
+        source: &Arc<dyn RecordSource>,
         new: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, i64>> {
         // Another instance may have committed since our snapshot: read the latest progress.
@@ -470,7 +475,7 @@ impl Pipeline {
     }
 
     /// Lets the window clocks see idle partitions; buffers the windows that close.
-    async fn tick(&mut self, source: &Arc<KafkaSource>) -> Result<()> {
+    async fn tick(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
         let now = wall_ms();
         if self.last_lag_check.elapsed() >= Duration::from_secs(5) && !self.parts.is_empty() {
             self.last_lag_check = Instant::now();
@@ -648,7 +653,7 @@ impl Pipeline {
     }
 
     /// Commits everything buffered, in the order of the module docs, then group offsets.
-    async fn commit(&mut self, source: &Arc<KafkaSource>) -> Result<()> {
+    async fn commit(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
         self.first_buffered = None;
         let dirty: Vec<(TopicPartition, i64)> = self
             .parts
@@ -807,7 +812,7 @@ impl Pipeline {
     }
 
     /// After losing a commit: drop buffers, re-read every partition's progress, seek there.
-    async fn resync(&mut self, source: &Arc<KafkaSource>) -> Result<()> {
+    async fn resync(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
         self.refresh_all().await?;
         let mut seeks = HashMap::new();
         let owned: Vec<TopicPartition> = self.parts.keys().cloned().collect();
@@ -827,8 +832,8 @@ impl Pipeline {
         let source = source.clone();
         tokio::task::spawn_blocking(move || source.seek(&seeks))
             .await
-            .map_err(|e| IngestError::Kafka(e.to_string()))?;
-        Ok(())
+            .map_err(|e| IngestError::Kafka(e.to_string()))?
+            .map_err(IngestError::Kafka)
     }
 }
 
@@ -887,14 +892,14 @@ async fn schema_from_table(
 }
 
 /// Consumer lag per owned partition: high watermark minus committed offset.
-async fn update_lag(source: Arc<KafkaSource>, owned: Vec<(TopicPartition, i64)>, name: String) {
+async fn update_lag(
+    source: Arc<dyn RecordSource>,
+    owned: Vec<(TopicPartition, i64)>,
+    name: String,
+) {
     let _ = tokio::task::spawn_blocking(move || {
         for ((topic, partition), committed) in owned {
-            if let Ok((_, high)) =
-                source
-                    .consumer()
-                    .fetch_watermarks(&topic, partition, Duration::from_secs(5))
-            {
+            if let Some(high) = source.high_watermark(&topic, partition) {
                 let p = partition.to_string();
                 metrics::set(
                     "sluice_consumer_lag_records",
@@ -948,75 +953,28 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 async fn resolve_start(
-    source: &Arc<KafkaSource>,
+    source: &Arc<dyn RecordSource>,
     topic: &Arc<str>,
     partition: i32,
     start: StartPosition,
 ) -> Result<i64> {
     let source = source.clone();
     let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || -> Result<i64> {
-        let c = source.consumer();
-        let timeout = Duration::from_secs(30);
-        let (low, high) = c
-            .fetch_watermarks(&topic, partition, timeout)
-            .map_err(|e| IngestError::Kafka(format!("watermarks of {topic}/{partition}: {e}")))?;
-        Ok(match start {
-            StartPosition::Earliest => low,
-            StartPosition::Latest => high,
-            StartPosition::Offset(n) => n.clamp(low, high),
-            StartPosition::Time(ms) => {
-                let mut tpl = rdkafka::TopicPartitionList::new();
-                tpl.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(ms))
-                    .map_err(|e| IngestError::Kafka(e.to_string()))?;
-                let found = c
-                    .offsets_for_times(tpl, timeout)
-                    .map_err(|e| IngestError::Kafka(format!("offsets for time {ms}: {e}")))?;
-                match found.elements().first().map(|e| e.offset()) {
-                    Some(rdkafka::Offset::Offset(o)) if o >= 0 => o,
-                    _ => high,
-                }
-            }
-        })
-    })
-    .await
-    .map_err(|e| IngestError::Kafka(e.to_string()))?
+    tokio::task::spawn_blocking(move || source.start_offset(&topic, partition, start))
+        .await
+        .map_err(|e| IngestError::Kafka(e.to_string()))?
+        .map_err(IngestError::Kafka)
 }
 
-/// The high watermark of every partition of `topics`, read once at start.
+/// The end offset of every partition of `topics`, read once at start.
 pub async fn end_offsets(
-    source: &Arc<KafkaSource>,
+    source: &Arc<dyn RecordSource>,
     topics: &[String],
 ) -> Result<BTreeMap<TopicPartition, i64>> {
     let source = source.clone();
     let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || -> Result<BTreeMap<TopicPartition, i64>> {
-        let c = source.consumer();
-        let timeout = Duration::from_secs(30);
-        let mut out = BTreeMap::new();
-        for t in &topics {
-            let md = c
-                .fetch_metadata(Some(t), timeout)
-                .map_err(|e| IngestError::Kafka(format!("metadata of topic {t}: {e}")))?;
-            let topic = md
-                .topics()
-                .iter()
-                .find(|m| m.name() == t)
-                .ok_or_else(|| IngestError::Kafka(format!("topic {t} does not exist")))?;
-            if topic.partitions().is_empty() {
-                return Err(IngestError::Kafka(format!(
-                    "topic {t} does not exist or has no partitions"
-                )));
-            }
-            for p in topic.partitions() {
-                let (_, high) = c.fetch_watermarks(t, p.id(), timeout).map_err(|e| {
-                    IngestError::Kafka(format!("watermarks of {t}/{}: {e}", p.id()))
-                })?;
-                out.insert((Arc::from(t.as_str()), p.id()), high);
-            }
-        }
-        Ok(out)
-    })
-    .await
-    .map_err(|e| IngestError::Kafka(e.to_string()))?
+    tokio::task::spawn_blocking(move || source.end_offsets(&topics))
+        .await
+        .map_err(|e| IngestError::Kafka(e.to_string()))?
+        .map_err(IngestError::Kafka)
 }

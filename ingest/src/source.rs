@@ -6,7 +6,7 @@
 //! start each new partition at (the progress stored in its tables), and the partitions are
 //! assigned at exactly those offsets; on a revocation the pipeline first commits what it holds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +16,8 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
+
+use sluice_config::StartPosition;
 
 use crate::raw::{RawBatch, RawBatchBuilder};
 
@@ -156,11 +158,32 @@ impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {}
 }
 
+/// Where a pipeline's records come from, besides the channel of [`SourceEvent`]s: a live
+/// consumer group ([`KafkaSource`]) or a replay of the unified log (a backfill). The methods
+/// that talk to a broker block; the pipeline calls them off the async runtime.
+pub trait RecordSource: Send + Sync + 'static {
+    /// Commits `offsets` (next offset per partition) to the consumer group, if there is one.
+    fn commit_offsets(&self, offsets: &HashMap<TopicPartition, i64>);
+    /// Moves partitions to new positions after a fenced commit.
+    fn seek(&self, offsets: &HashMap<TopicPartition, i64>) -> Result<(), String>;
+    /// Asks the source to stop; it ends by sending [`SourceEvent::Ended`].
+    fn stop(&self);
+    /// Waits (blocking) until the source's threads have ended.
+    fn join(&self);
+    /// The offset a partition without stored progress starts at (blocking).
+    fn start_offset(&self, topic: &str, partition: i32, start: StartPosition)
+    -> Result<i64, String>;
+    /// Every partition of `topics` with its end offset now (blocking).
+    fn end_offsets(&self, topics: &[String]) -> Result<BTreeMap<TopicPartition, i64>, String>;
+    /// A partition's end offset for lag metrics (blocking); `None` when unknown.
+    fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64>;
+}
+
 /// A running consumer: its polling thread and a handle to stop it.
 pub struct KafkaSource {
     consumer: Arc<BaseConsumer<SourceContext>>,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -233,14 +256,20 @@ impl KafkaSource {
             Self {
                 consumer,
                 stop,
-                thread: Some(thread),
+                thread: std::sync::Mutex::new(Some(thread)),
             },
             rx,
         ))
     }
 
-    /// Commits `offsets` (next offset per partition) to the consumer group, without waiting.
-    pub fn commit_offsets(&self, offsets: &HashMap<TopicPartition, i64>) {
+    /// The consumer, for watermark and time lookups.
+    pub fn consumer(&self) -> &BaseConsumer<impl ConsumerContext> {
+        &self.consumer
+    }
+}
+
+impl RecordSource for KafkaSource {
+    fn commit_offsets(&self, offsets: &HashMap<TopicPartition, i64>) {
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in offsets {
             if tpl.add_partition_offset(t, *p, Offset::Offset(*o)).is_err() {
@@ -257,35 +286,152 @@ impl KafkaSource {
         }
     }
 
-    /// Moves partitions to new positions (after a fenced commit).
-    pub fn seek(&self, offsets: &HashMap<TopicPartition, i64>) {
+    fn seek(&self, offsets: &HashMap<TopicPartition, i64>) -> Result<(), String> {
         let mut tpl = TopicPartitionList::new();
         for ((t, p), o) in offsets {
-            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                .map_err(|e| e.to_string())?;
         }
-        if let Err(e) = self.consumer.seek_partitions(tpl, Duration::from_secs(10)) {
-            tracing::warn!("seek failed: {e}");
-        }
+        self.consumer
+            .seek_partitions(tpl, Duration::from_secs(10))
+            .map(|_| ())
+            .map_err(|e| format!("seek failed: {e}"))
     }
 
-    /// The consumer, for watermark and time lookups.
-    pub fn consumer(&self) -> &BaseConsumer<impl ConsumerContext> {
-        &self.consumer
-    }
-
-    /// Asks the polling thread to stop. The pipeline keeps receiving until the channel closes,
-    /// so that revocations during the consumer's close are still committed.
-    pub fn stop(&self) {
+    /// The pipeline keeps receiving until the channel closes, so that revocations during the
+    /// consumer's close are still committed.
+    fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
     }
 
-    /// Waits (blocking) for the polling thread to end.
-    pub fn join(mut self) {
+    fn join(&self) {
         self.stop();
-        if let Some(t) = self.thread.take() {
+        let handle = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = handle {
             let _ = t.join();
         }
     }
+
+    fn start_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: StartPosition,
+    ) -> Result<i64, String> {
+        start_offset(&*self.consumer, topic, partition, start)
+    }
+
+    fn end_offsets(&self, topics: &[String]) -> Result<BTreeMap<TopicPartition, i64>, String> {
+        end_offsets(&*self.consumer, topics)
+    }
+
+    fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(5))
+            .ok()
+            .map(|(_, high)| high)
+    }
+}
+
+/// Where a partition without stored progress starts, asked of the broker (blocking).
+pub fn start_offset<C: ConsumerContext>(
+    c: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    start: StartPosition,
+) -> Result<i64, String> {
+    let timeout = Duration::from_secs(30);
+    let (low, high) = c
+        .fetch_watermarks(topic, partition, timeout)
+        .map_err(|e| format!("watermarks of {topic}/{partition}: {e}"))?;
+    Ok(match start {
+        StartPosition::Earliest => low,
+        StartPosition::Latest => high,
+        StartPosition::Offset(n) => n.clamp(low, high),
+        StartPosition::Time(ms) => offset_for_time(c, topic, partition, ms)?.unwrap_or(high),
+    })
+}
+
+/// The first offset whose timestamp is at or after `ms`, as the broker answers it (blocking);
+/// `None` when no record is that young.
+pub fn offset_for_time<C: ConsumerContext>(
+    c: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    ms: i64,
+) -> Result<Option<i64>, String> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(ms))
+        .map_err(|e| e.to_string())?;
+    let found = c
+        .offsets_for_times(tpl, Duration::from_secs(30))
+        .map_err(|e| format!("offsets of {topic}/{partition} for time {ms}: {e}"))?;
+    Ok(match found.elements().first().map(|e| e.offset()) {
+        Some(Offset::Offset(o)) if o >= 0 => Some(o),
+        _ => None,
+    })
+}
+
+/// Every partition of `topics` with its high watermark now (blocking).
+pub fn end_offsets<C: ConsumerContext>(
+    c: &BaseConsumer<C>,
+    topics: &[String],
+) -> Result<BTreeMap<TopicPartition, i64>, String> {
+    let timeout = Duration::from_secs(30);
+    let mut out = BTreeMap::new();
+    for t in topics {
+        let parts = partitions_of(c, t)?;
+        for p in parts {
+            let (_, high) = c
+                .fetch_watermarks(t, p, timeout)
+                .map_err(|e| format!("watermarks of {t}/{p}: {e}"))?;
+            out.insert((Arc::from(t.as_str()), p), high);
+        }
+    }
+    Ok(out)
+}
+
+/// The partition ids of a topic (blocking); an error when it does not exist.
+pub fn partitions_of<C: ConsumerContext>(c: &BaseConsumer<C>, topic: &str) -> Result<Vec<i32>, String> {
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .map_err(|e| format!("metadata of topic {topic}: {e}"))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|m| m.name() == topic)
+        .ok_or_else(|| format!("topic {topic} does not exist"))?;
+    if t.partitions().is_empty() || t.error().is_some() {
+        return Err(format!("topic {topic} does not exist or has no partitions"));
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// Converts one consumed message into a row of `batch`.
+pub fn push_message<M: Message>(batch: &mut RawBatchBuilder, topic: &Arc<str>, m: &M) {
+    let (ts, ts_type) = match m.timestamp() {
+        rdkafka::Timestamp::CreateTime(t) => (Some(t), 0),
+        rdkafka::Timestamp::LogAppendTime(t) => (Some(t), 1),
+        rdkafka::Timestamp::NotAvailable => (None, -1),
+    };
+    batch.push(
+        topic,
+        m.partition(),
+        m.offset(),
+        ts,
+        ts_type,
+        m.key(),
+        m.payload(),
+        || {
+            m.headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        },
+    );
 }
 
 fn poll_loop(
@@ -311,29 +457,7 @@ fn poll_loop(
                         .get(m.topic())
                         .cloned()
                         .unwrap_or_else(|| Arc::from(m.topic()));
-                    let (ts, ts_type) = match m.timestamp() {
-                        rdkafka::Timestamp::CreateTime(t) => (Some(t), 0),
-                        rdkafka::Timestamp::LogAppendTime(t) => (Some(t), 1),
-                        rdkafka::Timestamp::NotAvailable => (None, -1),
-                    };
-                    batch.push(
-                        &topic,
-                        m.partition(),
-                        m.offset(),
-                        ts,
-                        ts_type,
-                        m.key(),
-                        m.payload(),
-                        || {
-                            m.headers()
-                                .map(|hs| {
-                                    hs.iter()
-                                        .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
-                                        .collect()
-                                })
-                                .unwrap_or_default()
-                        },
-                    );
+                    push_message(&mut batch, &topic, &m);
                     // After the first record, take only what is already fetched.
                     wait = Duration::ZERO;
                     if started.elapsed() > Duration::from_millis(200) {

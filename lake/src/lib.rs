@@ -9,6 +9,7 @@
 //! [`LakeError::Fenced`] instead of double-writing.
 
 mod error;
+pub mod fault;
 mod scan;
 mod writer;
 

@@ -81,6 +81,8 @@ pub struct TableWriter {
     schema: Arc<ArrowSchema>,
     options: WriterOptions,
     writer: Option<RecordBatchWriter>,
+    /// Files uploaded by [`TableWriter::upload`] and not committed yet.
+    uploaded: Vec<deltalake::kernel::Add>,
     rows: u64,
     query_id: String,
     epoch: i64,
@@ -105,6 +107,7 @@ impl TableWriter {
             schema,
             options,
             writer: None,
+            uploaded: Vec::new(),
             rows: 0,
             query_id: uuid::Uuid::new_v4().to_string(),
             epoch: 0,
@@ -176,6 +179,7 @@ impl TableWriter {
         if let Some(mut w) = self.writer.take() {
             w.reset();
         }
+        self.uploaded.clear();
         self.rows = 0;
     }
 
@@ -195,6 +199,19 @@ impl TableWriter {
             .map_err(|e| LakeError::delta(&self.name, e))
     }
 
+    /// Finishes and uploads the files of the buffered rows without committing them; returns
+    /// how many files are waiting for [`TableWriter::commit`]. Until then they are orphans.
+    pub async fn upload(&mut self) -> Result<usize> {
+        if let Some(mut w) = self.writer.take() {
+            let adds = w.flush().await.map_err(|e| {
+                self.rows = 0;
+                LakeError::delta(&self.name, e)
+            })?;
+            self.uploaded.extend(adds);
+        }
+        Ok(self.uploaded.len())
+    }
+
     /// Commits the buffered rows and the given progress (`app_id` -> next offset) atomically.
     /// Returns `None` when there was nothing to commit. On a fenced commit the buffered rows
     /// are dropped and [`LakeError::Fenced`] is returned.
@@ -203,13 +220,8 @@ impl TableWriter {
         progress: &[(String, i64)],
         app_metadata: HashMap<String, serde_json::Value>,
     ) -> Result<Option<CommitOutcome>> {
-        let adds = match self.writer.take() {
-            Some(mut w) => w
-                .flush()
-                .await
-                .map_err(|e| LakeError::delta(&self.name, e))?,
-            None => Vec::new(),
-        };
+        self.upload().await?;
+        let adds = std::mem::take(&mut self.uploaded);
         let rows = std::mem::take(&mut self.rows);
         if adds.is_empty() && progress.is_empty() {
             return Ok(None);

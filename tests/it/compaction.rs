@@ -268,20 +268,21 @@ async fn compaction_during_live_ingest_keeps_every_offset_exactly_once() {
     let rows = positions(&read_table(&lake, "events").await);
     assert_eq!(rows.len(), produced.len(), "no row lost or duplicated");
     assert_eq!(rows.into_iter().collect::<BTreeSet<_>>(), produced);
-    // The CLI reports the files a full scan reads before and after.
-    let shrank = compactions.iter().any(|o| {
-        o.lines().any(|l| {
-            let n: Vec<usize> = l
-                .split_whitespace()
-                .filter_map(|w| w.parse().ok())
-                .collect();
-            l.starts_with("events:") && n.len() >= 4 && n[2] < n[0]
-        })
-    });
-    assert!(
-        shrank,
-        "no compaction reduced the file count: {compactions:?}"
-    );
+    // The CLI ran beside the service's own compactions. Which of the two found the small
+    // files first is a race, so each CLI report only has to be well formed and never grow
+    // the file count; the service's removals are asserted above, and a CLI compaction
+    // that shrinks a table is shown by `three_hundred_small_commits_...`.
+    for o in &compactions {
+        let line = o
+            .lines()
+            .find(|l| l.starts_with("events:"))
+            .unwrap_or_else(|| panic!("no report line for events: {o}"));
+        let n: Vec<usize> = line
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect();
+        assert!(n.len() >= 4 && n[2] <= n[0], "{line}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,9 +1,11 @@
 //! Crash points for tests: `SLUICE_FAULT=<point>:<n>` aborts the process (no cleanup, like
 //! SIGKILL) the n-th time execution reaches `<point>`. Unset, each check is one relaxed load.
 //!
-//! Points: `before_commit` (data files uploaded, nothing committed), `after_dead_letter_commit`
-//! (dead letters committed, events not), `after_events_commit` (events committed, consumer-group
-//! offsets not).
+//! Ingest points: `before_commit` (data files uploaded, nothing committed),
+//! `after_dead_letter_commit` (dead letters committed, events not), `after_aggregate_commit`,
+//! `after_events_commit` (events committed, consumer-group offsets not). Tiering points:
+//! `tier_after_upload` (archive files uploaded, not committed), `tier_after_commit` (archive
+//! committed, DeleteRecords not sent).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,547 @@
+//! [`UnifiedLog`]: one partition of a topic read as one log across both tiers.
+//!
+//! `read(partition, from, until)` returns the archive's rows for `[from, boundary)` and then
+//! the broker's records from the boundary on: no gap, no duplicate, the bytes, timestamps and
+//! headers the producer wrote. The boundary and the archive rows below it come from one
+//! snapshot of the archive table, so they always agree. When the broker's log start moves
+//! past the read position while reading (tiering archived and deleted more in the meantime),
+//! the read goes back to the archive, whose boundary has moved at least as far.
+//!
+//! A time is resolved across both tiers the way Kafka resolves it within one: the first offset
+//! whose timestamp is at or after the time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_config::Config;
+use sluice_ingest::raw::{RawBatch, RawBatchBuilder};
+use sluice_lake::deltalake::DeltaTable;
+use sluice_lake::{Lake, scan_sql};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::archive::{archive_app_id, from_archive_batch};
+use crate::broker::Broker;
+use crate::{Result, TieringError};
+
+/// Where a read starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogStart {
+    /// The oldest record in either tier.
+    Earliest,
+    /// An offset.
+    Offset(i64),
+    /// The first record with a timestamp at or after this (ms since the epoch).
+    Time(i64),
+}
+
+/// Where a read stops (exclusive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogEnd {
+    /// Before this offset.
+    Offset(i64),
+    /// Before the first record with a timestamp at or after this (ms since the epoch).
+    Time(i64),
+    /// At the broker's end offset when the read starts.
+    End,
+    /// Never: keep following new records until cancelled.
+    Follow,
+}
+
+impl LogStart {
+    /// Parses `earliest`, an offset (`1234` or `offset:1234`) or a time
+    /// (`2026-03-01T10:00:00Z` or `time:...`).
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = s.trim();
+        if t == "earliest" {
+            return Ok(Self::Earliest);
+        }
+        match parse_position(t)? {
+            Position::Offset(o) => Ok(Self::Offset(o)),
+            Position::Time(ms) => Ok(Self::Time(ms)),
+        }
+    }
+}
+
+impl LogEnd {
+    /// Parses `end` (or `latest`), `follow`, an offset or a time (see [`LogStart::parse`]).
+    pub fn parse(s: &str) -> Result<Self> {
+        let t = s.trim();
+        if t == "end" || t == "latest" {
+            return Ok(Self::End);
+        }
+        if t == "follow" {
+            return Ok(Self::Follow);
+        }
+        match parse_position(t)? {
+            Position::Offset(o) => Ok(Self::Offset(o)),
+            Position::Time(ms) => Ok(Self::Time(ms)),
+        }
+    }
+}
+
+enum Position {
+    Offset(i64),
+    Time(i64),
+}
+
+fn parse_position(t: &str) -> Result<Position> {
+    let bad = || {
+        TieringError::Invalid(format!(
+            "{t:?} is not a position: use an offset (1234 or offset:1234), a time (2026-03-01T10:00:00Z or time:...), earliest, end or follow"
+        ))
+    };
+    let o = t.strip_prefix("offset:").unwrap_or(t).trim();
+    if let Ok(n) = o.parse::<i64>() {
+        return if n >= 0 { Ok(Position::Offset(n)) } else { Err(bad()) };
+    }
+    let ts = t.strip_prefix("time:").unwrap_or(t).trim();
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .map(|d| Position::Time(d.timestamp_millis()))
+        .map_err(|_| bad())
+}
+
+/// What a read returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    /// Records read from the archive table.
+    pub from_archive: u64,
+    /// Records read from the broker.
+    pub from_broker: u64,
+    /// The offset after the last one read (the next to read).
+    pub next: i64,
+}
+
+/// A topic read across the archive table and the broker.
+#[derive(Clone, Debug)]
+pub struct UnifiedLog {
+    topic: Arc<str>,
+    table: String,
+    lake: Lake,
+    broker: Broker,
+    with_headers: bool,
+    chunk: i64,
+}
+
+const ARCHIVE_ALIAS: &str = "archive";
+
+impl UnifiedLog {
+    /// The unified log of `topic`; its archive table is the one of its `[[tiering]]` entry,
+    /// or the default name `archive_<topic>` when it has none.
+    pub fn new(config: &Config, lake: &Lake, topic: &str) -> Result<Self> {
+        let table = config
+            .tiering
+            .iter()
+            .find(|t| t.topic == topic)
+            .map(|t| t.archive_table())
+            .unwrap_or_else(|| {
+                sluice_config::TieringConfig {
+                    topic: topic.into(),
+                    ..Default::default()
+                }
+                .archive_table()
+            });
+        Ok(Self {
+            topic: Arc::from(topic),
+            table,
+            lake: lake.clone(),
+            broker: Broker::new(&config.kafka, "replay")?,
+            with_headers: true,
+            chunk: 250_000,
+        })
+    }
+
+    /// Whether records carry their headers (on by default; off saves work when not needed).
+    pub fn with_headers(mut self, yes: bool) -> Self {
+        self.with_headers = yes;
+        self
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &Arc<str> {
+        &self.topic
+    }
+
+    /// The archive table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The topic's partitions.
+    pub async fn partitions(&self) -> Result<Vec<i32>> {
+        let b = self.broker.clone();
+        let t = self.topic.to_string();
+        blocking(move || b.partitions(&t)).await
+    }
+
+    /// The archive table at its latest version (None when the topic was never tiered).
+    async fn snapshot(&self) -> Result<Option<DeltaTable>> {
+        Ok(self.lake.open(&self.table).await?)
+    }
+
+    /// The partition's boundary in `table`: the first offset not archived.
+    async fn boundary_in(&self, table: &DeltaTable, partition: i32) -> Result<Option<i64>> {
+        Ok(sluice_lake::committed_progress(
+            &self.table,
+            table,
+            &archive_app_id(&self.topic, partition),
+        )
+        .await?)
+    }
+
+    /// The partition's boundary now (None when nothing is archived).
+    pub async fn boundary(&self, partition: i32) -> Result<Option<i64>> {
+        match self.snapshot().await? {
+            Some(t) => self.boundary_in(&t, partition).await,
+            None => Ok(None),
+        }
+    }
+
+    /// (log start, high watermark) in the broker.
+    pub async fn watermarks(&self, partition: i32) -> Result<(i64, i64)> {
+        let b = self.broker.clone();
+        let t = self.topic.to_string();
+        blocking(move || b.watermarks(&t, partition)).await
+    }
+
+    /// The offset a start position means now.
+    pub async fn resolve_start(&self, partition: i32, from: LogStart) -> Result<i64> {
+        match from {
+            LogStart::Offset(o) => Ok(o),
+            LogStart::Time(ms) => self.offset_for_time(partition, ms).await,
+            LogStart::Earliest => {
+                let (low, _) = self.watermarks(partition).await?;
+                let Some(table) = self.snapshot().await? else {
+                    return Ok(low);
+                };
+                if self.boundary_in(&table, partition).await?.is_none() {
+                    return Ok(low);
+                }
+                let sql = format!(
+                    "SELECT min(\"offset\") FROM {ARCHIVE_ALIAS} WHERE \"partition\" = {partition}"
+                );
+                Ok(self.scalar(&table, &sql).await?.map_or(low, |o| o.min(low)))
+            }
+        }
+    }
+
+    /// The offset an end position means now (`None` for follow).
+    pub async fn resolve_end(&self, partition: i32, until: LogEnd) -> Result<Option<i64>> {
+        match until {
+            LogEnd::Offset(o) => Ok(Some(o)),
+            LogEnd::Time(ms) => Ok(Some(self.offset_for_time(partition, ms).await?)),
+            LogEnd::End => Ok(Some(self.watermarks(partition).await?.1)),
+            LogEnd::Follow => Ok(None),
+        }
+    }
+
+    /// The first offset whose timestamp is at or after `ms`, across both tiers; the broker's
+    /// end offset when no record is that young.
+    pub async fn offset_for_time(&self, partition: i32, ms: i64) -> Result<i64> {
+        let mut floor = None;
+        if let Some(table) = self.snapshot().await?
+            && let Some(b) = self.boundary_in(&table, partition).await?
+        {
+            let at = chrono::DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| TieringError::Invalid(format!("time {ms} is out of range")))?
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let sql = format!(
+                "SELECT min(\"offset\") FROM {ARCHIVE_ALIAS} WHERE \"partition\" = {partition} AND \"offset\" < {b} AND \"timestamp\" >= '{at}'"
+            );
+            if let Some(o) = self.scalar(&table, &sql).await? {
+                return Ok(o);
+            }
+            floor = Some(b);
+        }
+        let b = self.broker.clone();
+        let t = self.topic.to_string();
+        let found = blocking(move || {
+            let high = b.watermarks(&t, partition)?.1;
+            Ok(b.offset_for_time(&t, partition, ms)?.unwrap_or(high))
+        })
+        .await?;
+        Ok(floor.map_or(found, |f| found.max(f)))
+    }
+
+    async fn scalar(&self, table: &DeltaTable, sql: &str) -> Result<Option<i64>> {
+        let batches = scan_sql(ARCHIVE_ALIAS, table, sql).await?;
+        let v = batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
+            let c = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Int64).ok()?;
+            let a = c.as_any().downcast_ref::<arrow::array::Int64Array>()?;
+            (!arrow::array::Array::is_null(a, 0)).then(|| a.value(0))
+        });
+        Ok(v)
+    }
+
+    /// Reads one partition from `from` until `until` into `tx`, in offset order.
+    pub async fn read(
+        &self,
+        partition: i32,
+        from: LogStart,
+        until: LogEnd,
+        tx: &mpsc::Sender<RawBatch>,
+        cancel: &CancellationToken,
+    ) -> Result<ReadStats> {
+        let start = self.resolve_start(partition, from).await?;
+        let end = self.resolve_end(partition, until).await?;
+        self.read_range(partition, start, end, tx, cancel).await
+    }
+
+    /// Reads offsets `[start, end)` of one partition (`end` `None`: follow until cancelled).
+    pub async fn read_range(
+        &self,
+        partition: i32,
+        start: i64,
+        end: Option<i64>,
+        tx: &mpsc::Sender<RawBatch>,
+        cancel: &CancellationToken,
+    ) -> Result<ReadStats> {
+        let mut stats = ReadStats {
+            next: start,
+            ..Default::default()
+        };
+        loop {
+            if end.is_some_and(|e| stats.next >= e) || cancel.is_cancelled() {
+                return Ok(stats);
+            }
+            let table = self.snapshot().await?;
+            let boundary = match &table {
+                Some(t) => self.boundary_in(t, partition).await?,
+                None => None,
+            };
+            if let (Some(table), Some(b)) = (&table, boundary)
+                && stats.next < b
+            {
+                let hi = end.map_or(b, |e| e.min(b));
+                stats.from_archive += self
+                    .read_archive(table, partition, stats.next, hi, tx)
+                    .await?;
+                stats.next = hi;
+                continue;
+            }
+            match self.read_broker(partition, stats.next, end, tx, cancel).await? {
+                (n, BrokerStop::Done(next)) => {
+                    stats.from_broker += n;
+                    stats.next = next;
+                    return Ok(stats);
+                }
+                (n, BrokerStop::OutOfRange(next)) => {
+                    stats.from_broker += n;
+                    stats.next = next;
+                    let b = self.boundary(partition).await?;
+                    if b.is_some_and(|b| b > next) {
+                        tracing::debug!(topic = %self.topic, partition, next, "the broker's log start moved past the read position; reading on from the archive");
+                        continue;
+                    }
+                    let (low, _) = self.watermarks(partition).await?;
+                    if low > next {
+                        return Err(TieringError::Topic {
+                            topic: self.topic.to_string(),
+                            message: format!(
+                                "partition {partition}: offsets [{next}, {low}) are neither in the archive (boundary {}) nor in the broker (log start {low}); they were deleted before they were archived",
+                                b.map_or("none".to_string(), |b| b.to_string())
+                            ),
+                        });
+                    }
+                    // A transient out-of-range (e.g. a leader change): read the broker again.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Sends the archive's rows with offsets in `[lo, hi)`, in order, chunk by chunk (each
+    /// chunk prunes files and row groups by offset statistics).
+    async fn read_archive(
+        &self,
+        table: &DeltaTable,
+        partition: i32,
+        lo: i64,
+        hi: i64,
+        tx: &mpsc::Sender<RawBatch>,
+    ) -> Result<u64> {
+        let mut n = 0u64;
+        let mut a = lo;
+        while a < hi {
+            let b = hi.min(a.saturating_add(self.chunk));
+            let sql = format!(
+                "SELECT * FROM {ARCHIVE_ALIAS} WHERE \"partition\" = {partition} AND \"offset\" >= {a} AND \"offset\" < {b} ORDER BY \"offset\""
+            );
+            for batch in scan_sql(ARCHIVE_ALIAS, table, &sql).await? {
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                let raw = from_archive_batch(&batch, &self.topic, self.with_headers).map_err(
+                    |message| TieringError::Archive {
+                        table: self.table.clone(),
+                        message,
+                    },
+                )?;
+                n += raw.len() as u64;
+                if tx.send(raw).await.is_err() {
+                    return Ok(n);
+                }
+            }
+            a = b;
+        }
+        Ok(n)
+    }
+
+    async fn read_broker(
+        &self,
+        partition: i32,
+        start: i64,
+        end: Option<i64>,
+        tx: &mpsc::Sender<RawBatch>,
+        cancel: &CancellationToken,
+    ) -> Result<(u64, BrokerStop)> {
+        let consumer = self.broker.reader()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let topic = self.topic.clone();
+        let tx = tx.clone();
+        let with_headers = self.with_headers;
+        let s2 = stop.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            read_broker_blocking(
+                &consumer,
+                &topic,
+                partition,
+                start,
+                end,
+                with_headers,
+                &tx,
+                &s2,
+            )
+        });
+        let guard = cancel.clone();
+        let watcher = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                guard.cancelled().await;
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+        let out = task.await.map_err(|e| TieringError::Kafka(e.to_string()));
+        watcher.abort();
+        out?
+    }
+}
+
+enum BrokerStop {
+    /// Reached the end (or cancelled / receiver gone); the next offset.
+    Done(i64),
+    /// The position fell below the broker's log start.
+    OutOfRange(i64),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_broker_blocking(
+    consumer: &BaseConsumer,
+    topic: &Arc<str>,
+    partition: i32,
+    start: i64,
+    end: Option<i64>,
+    with_headers: bool,
+    tx: &mpsc::Sender<RawBatch>,
+    stop: &AtomicBool,
+) -> Result<(u64, BrokerStop)> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(start))
+        .map_err(|e| TieringError::Kafka(e.to_string()))?;
+    consumer
+        .assign(&tpl)
+        .map_err(|e| TieringError::Kafka(format!("assign {topic}/{partition}: {e}")))?;
+    let mut next = start;
+    let mut n = 0u64;
+    loop {
+        if stop.load(Ordering::SeqCst) || end.is_some_and(|e| next >= e) {
+            return Ok((n, BrokerStop::Done(next)));
+        }
+        let mut batch = RawBatchBuilder::new(4096, with_headers);
+        let mut out_of_range = false;
+        for _ in 0..10_000 {
+            match consumer.poll(Duration::from_millis(100)) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // Nothing more now. The fetch position may sit past `next` when only
+                    // control records (transaction markers) followed the last record.
+                    if let Ok(pos) = consumer.position()
+                        && let Some(Offset::Offset(o)) = pos
+                            .find_partition(topic, partition)
+                            .map(|e| e.offset())
+                        && o > next
+                    {
+                        next = end.map_or(o, |e| o.min(e));
+                    }
+                    break;
+                }
+                Some(Err(KafkaError::MessageConsumption(
+                    RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset,
+                ))) => {
+                    out_of_range = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    let text = e.to_string();
+                    if text.contains("out of range") || text.contains("OffsetOutOfRange") {
+                        out_of_range = true;
+                        break;
+                    }
+                    return Err(TieringError::Kafka(format!(
+                        "reading {topic}/{partition}: {e}"
+                    )));
+                }
+                Some(Ok(m)) => {
+                    use rdkafka::Message as _;
+                    if m.offset() < next {
+                        continue;
+                    }
+                    if end.is_some_and(|e| m.offset() >= e) {
+                        next = end.unwrap_or(next);
+                        break;
+                    }
+                    sluice_ingest::source::push_message(&mut batch, topic, &m);
+                    next = m.offset() + 1;
+                    if end.is_some_and(|e| next >= e) {
+                        break;
+                    }
+                }
+            }
+        }
+        if !batch.is_empty() {
+            n += batch.len() as u64;
+            if tx.blocking_send(batch.finish()).is_err() {
+                return Ok((n, BrokerStop::Done(next)));
+            }
+        }
+        if out_of_range {
+            return Ok((n, BrokerStop::OutOfRange(next)));
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TieringError::Kafka(e.to_string()))?
+}
+
+/// Every partition's boundary in the archive of `log` (partitions never archived are absent).
+pub async fn boundaries(log: &UnifiedLog) -> Result<BTreeMap<i32, i64>> {
+    let mut out = BTreeMap::new();
+    let Some(table) = log.snapshot().await? else {
+        return Ok(out);
+    };
+    for p in log.partitions().await? {
+        if let Some(b) = log.boundary_in(&table, p).await? {
+            out.insert(p, b);
+        }
+    }
+    Ok(out)
+}

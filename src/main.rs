@@ -84,6 +84,40 @@ enum Command {
         #[arg(long)]
         zorder: Vec<String>,
     },
+    /// Archive the cold records of the tiered topics, then delete them from the brokers
+    /// (keeping the hot window). Runs every `interval` until SIGTERM, or once with --once.
+    Tier {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// One round per topic, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Only these topics (default: every [[tiering]] topic).
+        #[arg(long)]
+        topic: Vec<String>,
+    },
+    /// Run a pipeline over the unified log (archive, then broker) into separate tables.
+    Backfill {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The pipeline whose code and settings run.
+        #[arg(long)]
+        pipeline: String,
+        /// Where to start: earliest, an offset (1234) or a time (2026-03-01T10:00:00Z).
+        #[arg(long, default_value = "earliest")]
+        from: String,
+        /// Where to stop (exclusive): end (the end offsets now), an offset or a time.
+        #[arg(long, default_value = "end")]
+        until: String,
+        /// The events table to write; the pipeline's other tables take it as a prefix.
+        #[arg(long)]
+        into: String,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Delete files no longer referenced by a table (and orphans) older than the retention.
     Vacuum {
         /// The config file.
@@ -289,6 +323,86 @@ fn main() -> ExitCode {
             println!("total: {total} file(s)");
             Ok(())
         }),
+        Command::Tier {
+            config,
+            once,
+            topic,
+        } => with_config(&config, |cfg| async move {
+            let lake = sluice_lake::Lake::new(&cfg.lake)?;
+            let chosen: Vec<_> = cfg
+                .tiering
+                .iter()
+                .filter(|t| topic.is_empty() || topic.contains(&t.topic))
+                .cloned()
+                .collect();
+            if chosen.is_empty() {
+                anyhow::bail!(
+                    "no [[tiering]] topic to tier (configured: {})",
+                    cfg.tiering
+                        .iter()
+                        .map(|t| t.topic.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if once {
+                for t in &chosen {
+                    let mut tierer = sluice_tiering::Tierer::open(&cfg, t, &lake)
+                        .await
+                        .with_context(|| format!("tiering topic {}", t.topic))?;
+                    let report = tierer.round().await;
+                    sluice_tiering::tier::record_round(&t.topic, &report);
+                    print!(
+                        "{}",
+                        report.with_context(|| format!("tiering topic {}", t.topic))?
+                    );
+                }
+                return Ok(());
+            }
+            let cancel = CancellationToken::new();
+            let mut tasks = tokio::task::JoinSet::new();
+            for t in chosen {
+                let (cfg, lake, token) = (cfg.clone(), lake.clone(), cancel.child_token());
+                tasks.spawn(async move { tiering_task(cfg, t, lake, false, token).await });
+            }
+            tokio::select! {
+                _ = shutdown_signal() => cancel.cancel(),
+                Some(Ok(Err(e))) = tasks.join_next() => { cancel.cancel(); return Err(e); }
+            }
+            while let Some(r) = tasks.join_next().await {
+                r.map_err(|e| anyhow::anyhow!("a tiering task panicked: {e}"))??;
+            }
+            Ok(())
+        }),
+        Command::Backfill {
+            config,
+            pipeline,
+            from,
+            until,
+            into,
+            quiet,
+        } => with_config(&config, |cfg| async move {
+            let lake = sluice_lake::Lake::new(&cfg.lake)?;
+            let opts = sluice_tiering::BackfillOptions {
+                pipeline,
+                from: sluice_tiering::LogStart::parse(&from).context("--from")?,
+                until: sluice_tiering::LogEnd::parse(&until).context("--until")?,
+                into,
+                progress: !quiet,
+            };
+            let cancel = CancellationToken::new();
+            let token = cancel.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!(
+                    "signal received: committing what is read and stopping (run the same backfill again to resume)"
+                );
+                token.cancel();
+            });
+            let summary = sluice_tiering::backfill(&cfg, &lake, &opts, cancel).await?;
+            println!("{summary}");
+            Ok(())
+        }),
         Command::Run {
             config,
             until_caught_up,
@@ -426,9 +540,25 @@ async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("opening the tables of pipeline {}", p.name))?;
         let opts = sluice_ingest::RunOptions { until_caught_up };
-        let name = p.name.clone();
+        let name = format!("pipeline {}", p.name);
         let token = cancel.child_token();
-        tasks.spawn(async move { (name, pipeline.run(opts, token).await) });
+        tasks.spawn(async move {
+            let outcome = pipeline.run(opts, token).await.map(|s| {
+                format!(
+                    "{} records, {} events, {} dead letters, {} commits",
+                    s.records, s.events, s.dead_letters, s.commits
+                )
+            });
+            (name, outcome.map_err(anyhow::Error::from))
+        });
+    }
+    for t in &cfg.tiering {
+        let name = format!("tiering of topic {}", t.topic);
+        let (c, t, l, token) = (cfg.clone(), t.clone(), lake.clone(), cancel.child_token());
+        tasks.spawn(async move {
+            let outcome = tiering_task(c, t, l, until_caught_up, token).await;
+            (name, outcome.map(|()| "stopped".to_string()))
+        });
     }
     if !cfg.maintenance.compact_interval.get().is_zero() {
         spawn_maintenance(&cfg, &lake, cancel.child_token());
@@ -451,18 +581,18 @@ async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
             done = tasks.join_next() => match done {
                 None => break,
                 Some(Ok((name, Ok(summary)))) => {
-                    tracing::info!(pipeline = %name, records = summary.records, events = summary.events, dead_letters = summary.dead_letters, commits = summary.commits, "pipeline finished");
+                    tracing::info!("{name} finished: {summary}");
                 }
                 Some(Ok((name, Err(e)))) => {
-                    tracing::error!(pipeline = %name, "pipeline failed: {e}");
+                    tracing::error!("{name} failed: {e:#}");
                     if first_error.is_none() {
-                        first_error = Some(anyhow::anyhow!("pipeline {name}: {e}"));
+                        first_error = Some(anyhow::anyhow!("{name}: {e:#}"));
                         cancel.cancel();
                         deadline.get_or_insert(tokio::time::Instant::now() + shutdown_timeout);
                     }
                 }
                 Some(Err(e)) => {
-                    first_error.get_or_insert(anyhow::anyhow!("a pipeline task panicked: {e}"));
+                    first_error.get_or_insert(anyhow::anyhow!("a task panicked: {e}"));
                     cancel.cancel();
                 }
             },
@@ -472,6 +602,44 @@ async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Tiers one topic until cancelled (or for one round with `once`). Opening is retried while
+/// the store or broker is unreachable, with the alarm raised; a topic that cannot be tiered
+/// at all (compacted, missing) is an error.
+async fn tiering_task(
+    cfg: Config,
+    t: sluice_config::TieringConfig,
+    lake: sluice_lake::Lake,
+    once: bool,
+    token: CancellationToken,
+) -> anyhow::Result<()> {
+    let every = t.interval.get();
+    let mut tierer = loop {
+        match sluice_tiering::Tierer::open(&cfg, &t, &lake).await {
+            Ok(x) => break x,
+            Err(e @ sluice_tiering::TieringError::Topic { .. }) => return Err(e.into()),
+            Err(e) => {
+                sluice_tiering::tier::record_round(&t.topic, &Err(e));
+                if once {
+                    anyhow::bail!("cannot open the archive of topic {}", t.topic);
+                }
+                tokio::select! {
+                    _ = token.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        }
+    };
+    if once {
+        let report = tierer.round().await;
+        sluice_tiering::tier::record_round(&t.topic, &report);
+        let report = report?;
+        tracing::info!(topic = %t.topic, archived = report.archived, deleted = report.deleted, "tiering round done");
+        return Ok(());
+    }
+    tierer.run(token).await;
+    Ok(())
 }
 
 /// Compacts every table of the config every `maintenance.compact_interval`, until cancelled.

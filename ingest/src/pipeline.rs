@@ -238,11 +238,7 @@ impl Pipeline {
     }
 
     /// Consumes until cancelled (or caught up), committing as it goes.
-    pub async fn run(
-        self,
-        opts: RunOptions,
-        cancel: CancellationToken,
-    ) -> Result<PipelineSummary> {
+    pub async fn run(self, opts: RunOptions, cancel: CancellationToken) -> Result<PipelineSummary> {
         let source_opts = SourceOptions {
             brokers: self.kafka.brokers.clone(),
             group_id: self.group_id(),

@@ -171,8 +171,12 @@ pub trait RecordSource: Send + Sync + 'static {
     /// Waits (blocking) until the source's threads have ended.
     fn join(&self);
     /// The offset a partition without stored progress starts at (blocking).
-    fn start_offset(&self, topic: &str, partition: i32, start: StartPosition)
-    -> Result<i64, String>;
+    fn start_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        start: StartPosition,
+    ) -> Result<i64, String>;
     /// Every partition of `topics` with its end offset now (blocking).
     fn end_offsets(&self, topics: &[String]) -> Result<BTreeMap<TopicPartition, i64>, String>;
     /// A partition's end offset for lag metrics (blocking); `None` when unknown.
@@ -392,7 +396,10 @@ pub fn end_offsets<C: ConsumerContext>(
 }
 
 /// The partition ids of a topic (blocking); an error when it does not exist.
-pub fn partitions_of<C: ConsumerContext>(c: &BaseConsumer<C>, topic: &str) -> Result<Vec<i32>, String> {
+pub fn partitions_of<C: ConsumerContext>(
+    c: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<Vec<i32>, String> {
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .map_err(|e| format!("metadata of topic {topic}: {e}"))?;

@@ -11,5 +11,6 @@ mod ops;
 mod query;
 mod services;
 mod support;
+mod tiering;
 mod window_sql;
 mod windows;

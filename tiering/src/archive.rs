@@ -76,11 +76,8 @@ fn timestamp_type_code(name: &str) -> i8 {
 /// Archive rows for `raw` (which must carry headers), laid out as `schema` (the table's).
 pub fn to_archive_batch(raw: &RawBatch, schema: &Arc<Schema>) -> Result<RecordBatch, String> {
     let (partitions, offsets, timestamps) = raw.position_arrays();
-    let types = StringArray::from_iter_values(
-        raw.timestamp_types
-            .iter()
-            .map(|t| timestamp_type_name(*t)),
-    );
+    let types =
+        StringArray::from_iter_values(raw.timestamp_types.iter().map(|t| timestamp_type_name(*t)));
     let element = match schema
         .field_with_name("headers")
         .map(|f| f.data_type().clone())
@@ -101,7 +98,11 @@ pub fn to_archive_batch(raw: &RawBatch, schema: &Arc<Schema>) -> Result<RecordBa
     .with_field(element);
     let empty = Vec::new();
     for i in 0..raw.len() {
-        let hs: &RecordHeaders = raw.headers.as_ref().and_then(|h| h.get(i)).unwrap_or(&empty);
+        let hs: &RecordHeaders = raw
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(i))
+            .unwrap_or(&empty);
         let s = headers.values();
         for (k, v) in hs {
             s.field_builder::<StringBuilder>(0)
@@ -235,13 +236,27 @@ mod tests {
     fn records_survive_the_round_trip_through_archive_rows() {
         let topic: Arc<str> = Arc::from("t");
         let mut b = RawBatchBuilder::new(4, true);
-        b.push(&topic, 2, 7, Some(1_700_000_000_123), 0, Some(b"k"), Some(b"v"), || {
-            vec![("a".into(), Some(vec![1])), ("a".into(), None)]
-        });
+        b.push(
+            &topic,
+            2,
+            7,
+            Some(1_700_000_000_123),
+            0,
+            Some(b"k"),
+            Some(b"v"),
+            || vec![("a".into(), Some(vec![1])), ("a".into(), None)],
+        );
         b.push(&topic, 2, 9, None, -1, None, None, Vec::new);
-        b.push(&topic, 2, 10, Some(5), 1, Some(b""), Some(&[0, 255]), || {
-            vec![("x".into(), Some(Vec::new()))]
-        });
+        b.push(
+            &topic,
+            2,
+            10,
+            Some(5),
+            1,
+            Some(b""),
+            Some(&[0, 255]),
+            || vec![("x".into(), Some(Vec::new()))],
+        );
         let raw = b.finish();
         let schema = archive_schema();
         let batch = to_archive_batch(&raw, &schema).expect("archive batch");

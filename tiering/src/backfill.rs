@@ -180,13 +180,9 @@ pub async fn backfill(
         stop.clone(),
         counters.clone(),
     ));
-    let bar = opts.progress.then(|| {
-        tokio::spawn(progress_bar(
-            counters.clone(),
-            ends.clone(),
-            stop.clone(),
-        ))
-    });
+    let bar = opts
+        .progress
+        .then(|| tokio::spawn(progress_bar(counters.clone(), ends.clone(), stop.clone())));
     let result = pipeline
         .run_with(source, rx, RunOptions::default(), stop.clone())
         .await;

@@ -99,7 +99,11 @@ fn parse_position(t: &str) -> Result<Position> {
     };
     let o = t.strip_prefix("offset:").unwrap_or(t).trim();
     if let Ok(n) = o.parse::<i64>() {
-        return if n >= 0 { Ok(Position::Offset(n)) } else { Err(bad()) };
+        return if n >= 0 {
+            Ok(Position::Offset(n))
+        } else {
+            Err(bad())
+        };
     }
     let ts = t.strip_prefix("time:").unwrap_or(t).trim();
     chrono::DateTime::parse_from_rfc3339(ts)
@@ -325,7 +329,10 @@ impl UnifiedLog {
                 stats.next = hi;
                 continue;
             }
-            match self.read_broker(partition, stats.next, end, tx, cancel).await? {
+            match self
+                .read_broker(partition, stats.next, end, tx, cancel)
+                .await?
+            {
                 (n, BrokerStop::Done(next)) => {
                     stats.from_broker += n;
                     stats.next = next;
@@ -472,9 +479,8 @@ fn read_broker_blocking(
                     // Nothing more now. The fetch position may sit past `next` when only
                     // control records (transaction markers) followed the last record.
                     if let Ok(pos) = consumer.position()
-                        && let Some(Offset::Offset(o)) = pos
-                            .find_partition(topic, partition)
-                            .map(|e| e.offset())
+                        && let Some(Offset::Offset(o)) =
+                            pos.find_partition(topic, partition).map(|e| e.offset())
                         && o > next
                     {
                         next = end.map_or(o, |e| o.min(e));

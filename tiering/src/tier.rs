@@ -306,7 +306,11 @@ impl Tierer {
                 self.writer.refresh().await?;
                 let mut now = BTreeMap::new();
                 for p in moved.keys() {
-                    if let Some(b) = self.writer.progress(&archive_app_id(&self.topic, *p)).await? {
+                    if let Some(b) = self
+                        .writer
+                        .progress(&archive_app_id(&self.topic, *p))
+                        .await?
+                    {
                         now.insert(*p, b);
                     }
                 }
@@ -336,7 +340,9 @@ impl Tierer {
             let mut out = Vec::new();
             for (p, b) in parts {
                 let (low, high) = broker.watermarks(&topic, p)?;
-                let young = broker.offset_for_time(&topic, p, now - hot)?.unwrap_or(high);
+                let young = broker
+                    .offset_for_time(&topic, p, now - hot)?
+                    .unwrap_or(high);
                 let stale = broker
                     .offset_for_time(&topic, p, now - hot - slack)?
                     .unwrap_or(high);

@@ -324,3 +324,131 @@ pub fn positions(batches: &[RecordBatch]) -> Vec<(i32, i64)> {
     }
     out
 }
+
+/// Panics unless fetching `offset` of a partition from the broker fails (it was deleted).
+pub async fn assert_offset_gone(topic: &str, partition: i32, offset: i64) {
+    use rdkafka::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let strict: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", unique("strict"))
+        .set("auto.offset.reset", "error")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+        .expect("tpl");
+    strict.assign(&tpl).expect("assign");
+    let err = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            match strict.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => panic!("offset {} of a deleted range was served", m.offset()),
+                Some(Err(e)) => return e.to_string(),
+                None => {}
+            }
+        }
+        panic!("no error for a deleted offset within 30s");
+    })
+    .await
+    .expect("thread");
+    assert!(
+        err.contains("AutoOffsetReset") || err.to_lowercase().contains("out of range"),
+        "{err}"
+    );
+}
+
+/// (log start, high watermark) of a partition.
+pub fn watermarks(topic: &str, partition: i32) -> (i64, i64) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka())
+        .set("group.id", unique("marks"))
+        .create()
+        .expect("consumer");
+    c.fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .expect("watermarks")
+}
+
+/// Scrapes `/metrics` from a running sluice.
+pub fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        c,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut t = String::new();
+    let _ = c.read_to_string(&mut t);
+    t
+}
+
+/// The value of one series (exact name and labels, as rendered) in a scrape.
+pub fn metric(scraped: &str, series: &str) -> Option<f64> {
+    scraped.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .filter(|rest| rest.starts_with(' '))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// A TCP forwarder to `upstream` that can be cut, to make a service unreachable mid-test.
+pub struct Proxy {
+    /// Where clients connect.
+    pub addr: String,
+    enabled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    /// Starts forwarding.
+    pub async fn start(upstream: &str) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let enabled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (cut, _) = tokio::sync::watch::channel(0u64);
+        let upstream = upstream.to_string();
+        let (en, cut_tx) = (enabled.clone(), cut.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !en.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let upstream = upstream.clone();
+                let mut cut_rx = cut_tx.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, enabled, cut }
+    }
+
+    /// Refuses new connections and drops open ones.
+    pub fn cut(&self) {
+        self.enabled
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.cut.send_modify(|v| *v += 1);
+    }
+
+    /// Forwards again.
+    pub fn restore(&self) {
+        self.enabled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,682 @@
+//! Tiering against the real broker: cold records move into the archive table, the broker's
+//! log start follows the boundary (less the hot window), the unified log reads both tiers as
+//! one, crashes between the steps lose and double nothing, and a backfill over the unified log
+//! reproduces the live pipeline's tables.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sluice_lake::Lake;
+use sluice_lake::deltalake::arrow::record_batch::RecordBatch;
+use sluice_tiering::reader::ReadStats;
+use sluice_tiering::{LogEnd, LogStart, UnifiedLog};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::*;
+
+/// A config with one tiered topic and, when `pipeline` is given, that pipeline text.
+fn tiering_config(
+    dir: &std::path::Path,
+    topic: &str,
+    lake: &sluice_config::LakeConfig,
+    tiering: &str,
+    rest: &str,
+) -> std::path::PathBuf {
+    let options: String = lake
+        .options
+        .iter()
+        .map(|(k, v)| format!("{k} = {v:?}\n"))
+        .collect();
+    let text = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+
+[lake]
+root = "{root}"
+[lake.options]
+{options}
+[server]
+listen = ""
+
+[[tiering]]
+topic = "{topic}"
+archive_table = "archive"
+{tiering}
+
+{rest}
+"#,
+        brokers = kafka(),
+        group = unique("sluice-tier"),
+        root = lake.root,
+    );
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn tier_once(config: &std::path::Path, fault: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(sluice_bin());
+    cmd.args(["tier", "--once", "--config"]).arg(config);
+    if let Some(f) = fault {
+        cmd.env("SLUICE_FAULT", f);
+    }
+    let out = cmd.output().expect("run sluice tier");
+    if std::env::var_os("SLUICE_TEST_SHOW_LOG").is_some() {
+        eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+    out
+}
+
+fn load_config(path: &std::path::Path) -> sluice_config::Config {
+    sluice_config::Config::load(path).expect("config")
+}
+
+/// One record as the reader returned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Got {
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+async fn read_partition(
+    log: &UnifiedLog,
+    partition: i32,
+    from: LogStart,
+    until: LogEnd,
+) -> (Vec<Got>, ReadStats) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let collect = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(raw) = rx.recv().await {
+            let raw: sluice_ingest::raw::RawBatch = raw;
+            for i in 0..raw.len() {
+                assert_eq!(raw.partitions[i], partition);
+                out.push(Got {
+                    offset: raw.offsets[i],
+                    timestamp: raw.timestamps[i],
+                    key: raw.key(i).map(|k| k.to_vec()),
+                    value: raw.value(i).map(|v| v.to_vec()),
+                    headers: raw
+                        .headers
+                        .as_ref()
+                        .map(|h| h[i].clone())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        out
+    });
+    let stats = log
+        .read(partition, from, until, &tx, &CancellationToken::new())
+        .await
+        .expect("unified read");
+    drop(tx);
+    (collect.await.expect("collect"), stats)
+}
+
+fn expected(produced: &[((i32, i64), TestRecord)], partition: i32) -> BTreeMap<i64, &TestRecord> {
+    produced
+        .iter()
+        .filter(|((p, _), _)| *p == partition)
+        .map(|((_, o), r)| (*o, r))
+        .collect()
+}
+
+fn assert_same(got: &Got, want: &TestRecord) {
+    assert_eq!(got.key, want.key, "key at offset {}", got.offset);
+    assert_eq!(got.value, want.value, "value at offset {}", got.offset);
+    assert_eq!(
+        got.timestamp, want.timestamp,
+        "timestamp at offset {}",
+        got.offset
+    );
+    let headers: Vec<(String, Option<Vec<u8>>)> = want
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    assert_eq!(got.headers, headers, "headers at offset {}", got.offset);
+}
+
+fn record(i: u64, partition: i32, timestamp: i64) -> TestRecord {
+    // Values are binary, not text: every byte value appears.
+    let mut value = i.to_le_bytes().to_vec();
+    value.extend((0..(i % 40) as u8).map(|b| b.wrapping_mul(37)));
+    TestRecord {
+        partition: Some(partition),
+        key: (!i.is_multiple_of(11)).then(|| format!("key-{i}").into_bytes()),
+        value: (!i.is_multiple_of(997)).then_some(value),
+        headers: if i.is_multiple_of(3) {
+            vec![
+                ("trace".into(), format!("t{i}").into_bytes()),
+                ("dup".into(), b"a".to_vec()),
+                ("dup".into(), Vec::new()),
+            ]
+        } else {
+            Vec::new()
+        },
+        timestamp: Some(timestamp),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_thousand_records_tier_and_read_back_as_one_log() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("tier-50k");
+    create_topic_with(&topic, 3, &[("retention.ms", "-1")]).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    // 45,000 cold records (three hours old) and 5,000 hot ones (ten minutes old).
+    let mut recs = Vec::new();
+    for i in 0..50_000u64 {
+        let ts = if i < 45_000 {
+            now - 3 * 3_600_000 + i as i64 * 100
+        } else {
+            now - 600_000 + (i - 45_000) as i64 * 10
+        };
+        recs.push(record(i, (i % 3) as i32, ts));
+    }
+    let positions = produce(&topic, recs.clone()).await;
+    let produced: Vec<((i32, i64), TestRecord)> = positions.into_iter().zip(recs).collect();
+    let config = tiering_config(dir.path(), &topic, &lake_cfg, "hot_retention = \"1h\"", "");
+
+    let out = tier_once(&config, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("archived 50000 records"), "{report}");
+
+    let cfg = load_config(&config);
+    let lake = Lake::new(&cfg.lake).unwrap();
+    let log = UnifiedLog::new(&cfg, &lake, &topic).unwrap();
+    for p in 0..3 {
+        let want = expected(&produced, p);
+        let end = *want.keys().last().unwrap() + 1;
+        // The boundary is the end; the log start is the first hot record.
+        assert_eq!(log.boundary(p).await.unwrap(), Some(end));
+        let first_hot = want
+            .iter()
+            .find(|(_, r)| r.timestamp.unwrap() >= now - 3_600_000)
+            .map(|(o, _)| *o)
+            .unwrap();
+        assert_eq!(watermarks(&topic, p), (first_hot, end), "partition {p}");
+        assert_offset_gone(&topic, p, 0).await;
+    }
+    // The archive holds exactly the records, once each.
+    let table = lake.open("archive").await.unwrap().unwrap();
+    let n = sluice_lake::scan_sql(
+        "archive",
+        &table,
+        "SELECT count(*) AS n, count(DISTINCT (\"partition\", \"offset\")) AS d FROM archive",
+    )
+    .await
+    .unwrap();
+    let counts = format!(
+        "{}",
+        sluice_lake::deltalake::arrow::util::pretty::pretty_format_batches(&n).unwrap()
+    );
+    assert!(counts.contains("| 50000 | 50000 |"), "{counts}");
+
+    // Records produced after tiering are only in the broker.
+    let later: Vec<TestRecord> = (50_000..50_300u64)
+        .map(|i| record(i, (i % 3) as i32, now + i as i64))
+        .collect();
+    let later_pos = produce(&topic, later.clone()).await;
+    let mut produced = produced;
+    produced.extend(later_pos.into_iter().zip(later));
+
+    for p in 0..3 {
+        let want = expected(&produced, p);
+        let (got, stats) = read_partition(&log, p, LogStart::Offset(0), LogEnd::End).await;
+        assert_eq!(got.len(), want.len(), "partition {p}: every record once");
+        assert!(
+            stats.from_archive > 0 && stats.from_broker == 100,
+            "{stats:?}"
+        );
+        for (g, (o, w)) in got.iter().zip(&want) {
+            assert_eq!(g.offset, *o, "offset order, no gap");
+            assert_same(g, w);
+        }
+    }
+
+    // Reading from a time in the archive, and from one in the hot tier.
+    for (label, at) in [
+        ("archive", produced[20_000].1.timestamp.unwrap()),
+        ("hot tier", produced[47_000].1.timestamp.unwrap()),
+    ] {
+        for p in 0..3 {
+            let want = expected(&produced, p);
+            let first = want
+                .iter()
+                .find(|(_, r)| r.timestamp.unwrap() >= at)
+                .map(|(o, _)| *o)
+                .unwrap();
+            let (got, _) =
+                read_partition(&log, p, LogStart::Time(at), LogEnd::Offset(first + 50)).await;
+            assert_eq!(got.len(), 50, "{label}, partition {p}");
+            assert_eq!(got[0].offset, first, "{label}, partition {p}");
+            assert_same(&got[0], want[&first]);
+        }
+    }
+
+    // Following: the read goes on with records produced while it runs.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let cancel = CancellationToken::new();
+    let follow = {
+        let (log, cancel) = (log.clone(), cancel.clone());
+        tokio::spawn(async move {
+            log.read(0, LogStart::Offset(0), LogEnd::Follow, &tx, &cancel)
+                .await
+        })
+    };
+    let before = expected(&produced, 0).len();
+    let more: Vec<TestRecord> = (60_000..60_020u64)
+        .map(|i| record(i, 0, now + i as i64))
+        .collect();
+    let more_pos = produce(&topic, more).await;
+    let mut seen = Vec::new();
+    while seen.len() < before + more_pos.len() {
+        let raw = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("followed records arrive")
+            .expect("reader alive");
+        seen.extend(raw.offsets.iter().copied());
+    }
+    cancel.cancel();
+    let stats = follow.await.unwrap().unwrap();
+    let all: Vec<i64> = (0..(before + more_pos.len()) as i64).collect();
+    assert_eq!(seen, all, "followed without gap or duplicate");
+    assert_eq!(stats.next, all.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crashes_between_upload_commit_and_delete_lose_and_double_nothing() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("tier-crash");
+    create_topic_with(&topic, 2, &[("retention.ms", "-1")]).await;
+    let old = chrono::Utc::now().timestamp_millis() - 7_200_000;
+    let recs: Vec<TestRecord> = (0..5_000u64)
+        .map(|i| record(i, (i % 2) as i32, old + i as i64))
+        .collect();
+    produce(&topic, recs).await;
+    let config = tiering_config(dir.path(), &topic, &lake_cfg, "hot_retention = \"0s\"", "");
+    let cfg = load_config(&config);
+    let lake = Lake::new(&cfg.lake).unwrap();
+    let log = UnifiedLog::new(&cfg, &lake, &topic).unwrap();
+    let archived = |lake: Lake| async move {
+        let Some(t) = lake.open("archive").await.unwrap() else {
+            return (0usize, 0usize);
+        };
+        let b = sluice_lake::scan_sql(
+            "archive",
+            &t,
+            "SELECT \"partition\", \"offset\" FROM archive",
+        )
+        .await
+        .unwrap();
+        let rows = crate::support::rows(&b);
+        let mut distinct = BTreeSet::new();
+        for batch in &b {
+            let p =
+                arrow::compute::cast(batch.column(0), &arrow::datatypes::DataType::Int32).unwrap();
+            let o =
+                arrow::compute::cast(batch.column(1), &arrow::datatypes::DataType::Int64).unwrap();
+            let p = p
+                .as_any()
+                .downcast_ref::<arrow::array::Int32Array>()
+                .unwrap();
+            let o = o
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            for i in 0..batch.num_rows() {
+                distinct.insert((p.value(i), o.value(i)));
+            }
+        }
+        (rows, distinct.len())
+    };
+
+    // Killed after the files are uploaded, before the commit: nothing archived, nothing deleted.
+    let out = tier_once(&config, Some("tier_after_upload:1"));
+    assert!(!out.status.success(), "the fault point was reached");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aborting at tier_after_upload"));
+    let orphans = walk_parquet(&dir.path().join("archive"));
+    assert!(orphans > 0, "the files were uploaded before the crash");
+    assert_eq!(archived(lake.clone()).await, (0, 0));
+    for p in 0..2 {
+        assert_eq!(log.boundary(p).await.unwrap(), None);
+        assert_eq!(
+            watermarks(&topic, p).0,
+            0,
+            "nothing deleted from the broker"
+        );
+    }
+
+    // Killed after the commit, before DeleteRecords: archived once, nothing deleted yet.
+    let out = tier_once(&config, Some("tier_after_commit:1"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("aborting at tier_after_commit"));
+    assert_eq!(archived(lake.clone()).await, (5_000, 5_000));
+    for p in 0..2 {
+        assert_eq!(log.boundary(p).await.unwrap(), Some(2_500));
+        assert_eq!(watermarks(&topic, p).0, 0, "DeleteRecords never ran");
+    }
+
+    // More records, then a clean round: each record archived once, the broker trimmed to the
+    // boundary and no further.
+    let recs: Vec<TestRecord> = (5_000..6_000u64)
+        .map(|i| record(i, (i % 2) as i32, old + i as i64))
+        .collect();
+    produce(&topic, recs).await;
+    let out = tier_once(&config, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(archived(lake.clone()).await, (6_000, 6_000));
+    for p in 0..2 {
+        assert_eq!(log.boundary(p).await.unwrap(), Some(3_000));
+        assert_eq!(watermarks(&topic, p), (3_000, 3_000));
+        let (got, stats) = read_partition(&log, p, LogStart::Earliest, LogEnd::End).await;
+        let offsets: Vec<i64> = got.iter().map(|g| g.offset).collect();
+        assert_eq!(offsets, (0..3_000).collect::<Vec<_>>());
+        assert_eq!((stats.from_archive, stats.from_broker), (3_000, 0));
+    }
+}
+
+fn walk_parquet(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk_parquet(&p)
+            } else {
+                usize::from(p.extension().is_some_and(|x| x == "parquet"))
+            }
+        })
+        .sum()
+}
+
+const PIPELINE: &str = r#"
+[[pipeline]]
+name = "clicks"
+topics = ["TOPIC"]
+table = "events"
+schema = [
+  { name = "user_id", type = "string", nullable = false },
+  { name = "page", type = "string" },
+  { name = "amount", type = "double" },
+  { name = "ts", type = "timestamp" },
+]
+event_time = { field = "ts", format = "rfc3339" }
+partition_by = ["event_date"]
+flush = { max_rows = 2000, max_latency = "500ms" }
+
+[[pipeline.aggregate]]
+table = "per_minute"
+window = { kind = "tumbling", size = "1m" }
+grace = "10m"
+group_by = ["page"]
+aggregates = ["count(*) AS views", "sum(amount) AS revenue", "count_distinct(user_id) AS users"]
+"#;
+
+fn sorted_rows(batches: &[RecordBatch], skip: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in batches {
+        let keep: Vec<usize> = (0..b.num_columns())
+            .filter(|i| !skip.contains(&b.schema().field(*i).name().as_str()))
+            .collect();
+        let b = b.project(&keep).unwrap();
+        let mut cols: Vec<(String, usize)> = b
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name().clone(), i))
+            .collect();
+        cols.sort();
+        for r in 0..b.num_rows() {
+            let row: Vec<String> = cols
+                .iter()
+                .map(|(name, i)| {
+                    let v = arrow::util::display::array_value_to_string(b.column(*i), r).unwrap();
+                    format!("{name}={v}")
+                })
+                .collect();
+            out.push(row.join(","));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backfill_from_the_archive_reproduces_the_live_tables() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("tier-backfill");
+    create_topic_with(&topic, 3, &[("retention.ms", "-1")]).await;
+    // Twenty minutes of clicks per partition in offset order, some malformed; every partition
+    // ends at the same event time, so the window clock ends in the same place however the
+    // partitions interleave.
+    let mut recs = Vec::new();
+    for i in 0..6_000u64 {
+        let p = (i % 3) as i32;
+        let secs = (i / 3) as i64 * 20 * 60 / 2_000;
+        let ts = chrono::DateTime::from_timestamp(1_772_359_200 + secs, 0)
+            .unwrap()
+            .to_rfc3339();
+        let value = if i % 500 == 7 {
+            b"{not json".to_vec()
+        } else {
+            click(i, &ts)
+        };
+        recs.push(TestRecord {
+            partition: Some(p),
+            key: Some(format!("u{}", i % 50).into_bytes()),
+            value: Some(value),
+            ..Default::default()
+        });
+    }
+    for p in 0..3 {
+        recs.push(TestRecord {
+            partition: Some(p),
+            value: Some(click(99_999, "2026-03-01T10:30:00Z")),
+            ..Default::default()
+        });
+    }
+    produce(&topic, recs).await;
+    let config = tiering_config(
+        dir.path(),
+        &topic,
+        &lake_cfg,
+        "hot_retention = \"0s\"",
+        &PIPELINE.replace("TOPIC", &topic),
+    );
+    run_until_caught_up(&config);
+    let out = tier_once(&config, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for p in 0..3 {
+        let (low, high) = watermarks(&topic, p);
+        assert_eq!(
+            (low, high),
+            (2_001, 2_001),
+            "the broker dropped every record"
+        );
+        assert_offset_gone(&topic, p, 0).await;
+    }
+
+    let out = Command::new(sluice_bin())
+        .args([
+            "backfill",
+            "--pipeline",
+            "clicks",
+            "--from",
+            "earliest",
+            "--until",
+            "end",
+            "--into",
+            "bf",
+            "--config",
+        ])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("backfill read 6003 records (6003 from the archive, 0 from the broker)"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("100.0%"), "a progress bar: {stderr}");
+
+    let lake = Lake::new(&lake_cfg).unwrap();
+    for (live, backfilled, skip) in [
+        ("events", "bf", &[][..]),
+        ("per_minute", "bf_per_minute", &[][..]),
+        ("clicks_dead_letter", "bf_dead_letter", &["pipeline"][..]),
+    ] {
+        let a = sorted_rows(&read_table(&lake, live).await, skip);
+        let b = sorted_rows(&read_table(&lake, backfilled).await, skip);
+        assert!(!a.is_empty(), "{live} has rows");
+        assert_eq!(a.len(), b.len(), "{live} vs {backfilled}");
+        assert!(a == b, "{live} and {backfilled} hold the same rows");
+    }
+    // Known counts: 12 malformed records; every other record is an event.
+    assert_eq!(rows(&read_table(&lake, "bf_dead_letter").await), 12);
+    assert_eq!(rows(&read_table(&lake, "bf").await), 6_003 - 12);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_store_unreachable_nothing_is_deleted_and_the_alarm_rises() {
+    let topic = unique("tier-down");
+    create_topic_with(&topic, 1, &[("retention.ms", "-1")]).await;
+    let proxy = Proxy::start(s3_endpoint().trim_start_matches("http://")).await;
+    let mut lake_cfg = s3_lake();
+    lake_cfg
+        .options
+        .insert("aws_endpoint".into(), format!("http://{}", proxy.addr));
+    lake_cfg.options.insert("max_retries".into(), "1".into());
+    lake_cfg.options.insert("retry_timeout".into(), "2s".into());
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let config = tiering_config(
+        dir.path(),
+        &topic,
+        &lake_cfg,
+        "hot_retention = \"0s\"\ninterval = \"1s\"",
+        "",
+    );
+    let old = chrono::Utc::now().timestamp_millis() - 7_200_000;
+    let produce_n = |from: u64, n: u64| {
+        let recs: Vec<TestRecord> = (from..from + n)
+            .map(|i| record(i, 0, old + i as i64))
+            .collect();
+        let topic = topic.clone();
+        async move { produce(&topic, recs).await }
+    };
+    produce_n(0, 1_000).await;
+    let mut child = Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SLUICE__SERVER__LISTEN", &metrics_addr)
+        .env("SLUICE__MAINTENANCE__COMPACT_INTERVAL", "0s")
+        .stdout(Stdio::null())
+        .stderr(if std::env::var_os("SLUICE_TEST_SHOW_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .unwrap();
+    let alarm = format!("sluice_tiering_alarm{{topic=\"{topic}\"}}");
+    let failed = format!("sluice_tiering_rounds_total{{topic=\"{topic}\",result=\"failed\"}}");
+    let wait_for = |what: &'static str, check: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let s = scrape(&metrics_addr);
+            if check(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    // Healthy: archived and trimmed.
+    wait_for("the first round", &|_| {
+        watermarks(&topic, 0) == (1_000, 1_000)
+    });
+    let s = wait_for("alarm 0", &|s| metric(s, &alarm) == Some(0.0));
+    assert_eq!(metric(&s, &failed), None, "no failed round yet");
+
+    // The store goes away; new records are not archived and must stay in the broker.
+    eprintln!("{} cutting the store", chrono::Utc::now());
+    proxy.cut();
+    produce_n(1_000, 500).await;
+    let s = wait_for("the alarm", &|s| {
+        metric(s, &alarm) == Some(1.0) && metric(s, &failed).is_some_and(|n| n >= 2.0)
+    });
+    assert_eq!(
+        metric(
+            &s,
+            &format!("sluice_tiering_boundary{{topic=\"{topic}\",partition=\"0\"}}")
+        ),
+        Some(1_000.0)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        watermarks(&topic, 0),
+        (1_000, 1_500),
+        "nothing unarchived deleted"
+    );
+
+    // Back again: the backlog is archived, then deleted, and the alarm clears.
+    eprintln!("{} restoring the store", chrono::Utc::now());
+    proxy.restore();
+    wait_for("catch-up", &|s| {
+        metric(s, &alarm) == Some(0.0) && watermarks(&topic, 0) == (1_500, 1_500)
+    });
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let lake = Lake::new(&lake_cfg).unwrap();
+    assert_eq!(rows(&read_table(&lake, "archive").await), 1_500);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compacted_topic_is_refused_with_a_clear_message() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("tier-compacted");
+    create_topic_with(&topic, 1, &[("cleanup.policy", "compact")]).await;
+    let config = tiering_config(dir.path(), &topic, &lake_cfg, "", "");
+    let out = tier_once(&config, None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cleanup.policy is \"compact\"") && err.contains("does not tier it"),
+        "{err}"
+    );
+}

@@ -10,6 +10,7 @@ use sluice_config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 mod demo;
+mod repl;
 mod server;
 
 /// Streams Kafka topics into a Delta Lake exactly once.
@@ -51,8 +52,8 @@ enum Command {
         /// The config file.
         #[arg(long, short)]
         config: PathBuf,
-        /// The SQL statement.
-        sql: String,
+        /// The SQL statement; without one, an interactive prompt (or the statements on stdin).
+        sql: Option<String>,
         /// Output: table, csv, json (one object per line) or parquet (needs --output).
         #[arg(long, default_value = "table")]
         format: String,
@@ -240,7 +241,14 @@ fn main() -> ExitCode {
                 ),
                 (None, None) => sluice_query::AsOf::Latest,
             };
-            let session = sluice_query::QuerySession::new(&lake, &cfg.table_names(), as_of).await?;
+            let session = sluice_query::QuerySession::for_config(&cfg, &lake, as_of).await?;
+            let Some(sql) = sql else {
+                let failed = repl::run(&session, &format).await?;
+                if failed > 0 {
+                    anyhow::bail!("{failed} statement(s) failed");
+                }
+                return Ok(());
+            };
             let batches = session.sql(&sql).await?;
             write_output(&batches, &format, output.as_deref())
         }),

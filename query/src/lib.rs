@@ -1,7 +1,11 @@
 //! SQL re-queries over the lake: a DataFusion session with every table of a config registered
-//! under its name, optionally as of a version or a time.
+//! under its name, optionally as of a version or a time, and every topic as one table across
+//! both tiers (`kafka.<topic>`, see [`topic`]).
 
-use std::sync::Arc;
+pub mod topic;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 
 use sluice_lake::deltalake::DeltaTable;
 use sluice_lake::deltalake::arrow::record_batch::RecordBatch;
@@ -14,6 +18,14 @@ pub enum QueryError {
     /// A table could not be opened.
     #[error(transparent)]
     Lake(#[from] LakeError),
+    /// A broker or store behind a topic table could not be read.
+    #[error("{what}: {message}")]
+    Source {
+        /// Which topic, broker or store.
+        what: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The SQL failed; the message says where.
     #[error("{message}")]
     Sql {
@@ -41,6 +53,10 @@ pub enum AsOf {
 pub struct QuerySession {
     ctx: SessionContext,
     tables: Vec<String>,
+    /// Topic tables that can be registered on first use, and what they need.
+    topics: BTreeMap<String, topic::TopicSpec>,
+    source: Option<(sluice_config::Config, Lake)>,
+    registered_topics: Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for QuerySession {
@@ -80,7 +96,77 @@ impl QuerySession {
             register(&ctx, name, &table).await?;
             tables.push(name.clone());
         }
-        Ok(Self { ctx, tables })
+        Ok(Self {
+            ctx,
+            tables,
+            topics: BTreeMap::new(),
+            source: None,
+            registered_topics: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Every table of `config`, plus a topic table `kafka.<topic>` for every tiered topic and
+    /// every topic a pipeline reads (registered when a statement first uses it).
+    pub async fn for_config(
+        config: &sluice_config::Config,
+        lake: &Lake,
+        as_of: AsOf,
+    ) -> Result<Self> {
+        let mut s = Self::new(lake, &config.table_names(), as_of).await?;
+        s.topics = topic::topics_of(config);
+        s.source = Some((config.clone(), lake.clone()));
+        Ok(s)
+    }
+
+    /// The names a statement can use: tables, then topic tables.
+    pub fn known_names(&self) -> Vec<String> {
+        let mut out = self.tables.clone();
+        out.extend(
+            self.topics
+                .keys()
+                .map(|t| format!("{}.{t}", topic::TOPIC_SCHEMA)),
+        );
+        out
+    }
+
+    /// Registers the topic tables `sql` refers to that are not registered yet.
+    async fn register_topics_of(&self, sql: &str) -> Result<()> {
+        let Some((config, lake)) = &self.source else {
+            return Ok(());
+        };
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        // A statement that does not parse fails below with DataFusion's own message.
+        let Ok(statement) = state.sql_to_statement(sql, &dialect) else {
+            return Ok(());
+        };
+        let Ok(refs) = state.resolve_table_references(&statement) else {
+            return Ok(());
+        };
+        for r in refs {
+            if r.schema() != Some(topic::TOPIC_SCHEMA) {
+                continue;
+            }
+            let name = r.table().to_string();
+            let Some(spec) = self.topics.get(&name) else {
+                return Err(QueryError::Sql {
+                    message: format!(
+                        "no topic table {}.{name}: known tables: {}",
+                        topic::TOPIC_SCHEMA,
+                        self.known_names().join(", ")
+                    ),
+                });
+            };
+            let fresh = self
+                .registered_topics
+                .lock()
+                .map(|mut s| s.insert(name.clone()))
+                .unwrap_or(false);
+            if fresh {
+                topic::register_topic(&self.ctx, config, lake, spec, &self.tables).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The registered table names.
@@ -93,16 +179,20 @@ impl QuerySession {
         let err = |e: sluice_lake::deltalake::datafusion::error::DataFusionError| {
             let mut message = e.to_string();
             if message.contains("not found") {
-                message.push_str(&format!("; known tables: {}", self.tables.join(", ")));
+                message.push_str(&format!(
+                    "; known tables: {}",
+                    self.known_names().join(", ")
+                ));
             }
             QueryError::Sql { message }
         };
+        self.register_topics_of(sql).await?;
         let df = self.ctx.sql(sql).await.map_err(err)?;
         df.collect().await.map_err(err)
     }
 }
 
-async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> Result<()> {
+pub(crate) async fn register(ctx: &SessionContext, name: &str, table: &DeltaTable) -> Result<()> {
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| LakeError::delta(name, e))?;

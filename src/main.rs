@@ -417,7 +417,7 @@ fn main() -> ExitCode {
         } => with_config(&config, |cfg| async move {
             run(cfg, until_caught_up)
                 .await
-                .inspect_err(|e| tracing::error!("{e:#}"))
+                .inspect_err(|e| tracing::error!("{}", error_chain(e)))
         }),
     }
 }
@@ -504,25 +504,43 @@ fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitC
     match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sluice: {e:#}");
+            eprintln!("sluice: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
 }
 
+/// An error and its causes on one line, leaving out a cause whose text the message before it
+/// already holds (library errors often print their source themselves).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // The Delta and query libraries log every snapshot load at info: keep them quiet.
+    // The Delta and query libraries log every snapshot load at info, and the Delta kernel logs
+    // at error what sluice reports itself (with the table): keep them quiet.
     let filter = [
-        "deltalake",
-        "deltalake_core",
-        "buoyant_kernel",
-        "buoyant_kernel_engine",
-        "datafusion",
+        ("deltalake", "warn"),
+        ("deltalake_core", "warn"),
+        ("buoyant_kernel", "off"),
+        ("buoyant_kernel_engine", "off"),
+        ("datafusion", "warn"),
     ]
     .iter()
-    .filter_map(|m| format!("{m}=warn").parse().ok())
+    .filter_map(|(m, level)| format!("{m}={level}").parse().ok())
     .fold(filter, |f, d| f.add_directive(d));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -227,4 +227,63 @@ os._exit(0)
         text.contains("views 900\n"),
         "the closed windows hold the 900 clicks: {text}"
     );
+
+    // EXPLAIN shows the files a query reads: an event-date predicate prunes the other
+    // date's partition, and the count still matches.
+    let files_read = |sql: &str| {
+        let (ok, out, err) = query(&config, &format!("EXPLAIN {sql}"), &["--format", "csv"]);
+        assert!(ok, "{err}");
+        out.matches(".parquet").count()
+    };
+    let all = files_read("SELECT page, count(*) FROM events GROUP BY page");
+    let one_day = files_read(
+        "SELECT page, count(*) FROM events WHERE event_date = '2026-03-02' GROUP BY page",
+    );
+    assert!(
+        one_day > 0 && one_day < all,
+        "partition pruning: {one_day} of {all} files"
+    );
+    let (ok, out, err) = query(
+        &config,
+        "SELECT count(*) AS n FROM events WHERE event_date = '2026-03-02'",
+        &["--format", "csv"],
+    );
+    assert!(ok, "{err}");
+    // The odd clicks (450) and the three closing clicks are on 2026-03-02.
+    assert_eq!(csv_numbers(&out), vec![vec!["453".to_string()]]);
+    // A SQL error points at its position.
+    let (ok, _, err) = query(&config, "SELECT count(*) FROM events WHER x = 1", &[]);
+    assert!(!ok);
+    assert!(err.contains("Line: 1, Column"), "{err}");
+}
+
+#[test]
+fn an_unreachable_store_is_named_with_the_table_and_the_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        r#"
+[kafka]
+brokers = "127.0.0.1:9"
+[lake]
+root = "s3://nowhere/lake"
+[lake.options]
+aws_endpoint = "http://127.0.0.1:9"
+aws_region = "us-east-1"
+aws_access_key_id = "k"
+aws_secret_access_key = "s"
+aws_allow_http = "true"
+max_retries = "0"
+[[tiering]]
+topic = "clicks"
+"#,
+    )
+    .unwrap();
+    let (ok, _, err) = query(&config, "SELECT count(*) FROM archive_clicks", &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("archive_clicks") && err.contains("127.0.0.1:9"),
+        "{err}"
+    );
 }

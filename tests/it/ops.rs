@@ -312,6 +312,11 @@ fn the_demo_runs_end_to_end_and_its_numbers_add_up() {
         "late rows {late} of {late_sent} sent late"
     );
     assert!(num("clicks_per_minute", 0) > 0);
+    // Every record is archived once; the topic table adds the fresh ones still in the broker.
+    assert_eq!(num("archive_clicks", 0), produced, "{text}");
+    assert_eq!(num("tiered topic clicks", 0), produced, "{text}");
+    let fresh = num("produced 300 fresh", 0);
+    assert_eq!(num("kafka.clicks", 0), produced + fresh, "{text}");
     assert!(text.contains("SELECT window_start, page, views"), "{text}");
     assert!(
         text.contains(&lake.display().to_string()),

@@ -391,6 +391,34 @@ async fn crashes_between_upload_commit_and_delete_lose_and_double_nothing() {
         assert_eq!(offsets, (0..3_000).collect::<Vec<_>>());
         assert_eq!((stats.from_archive, stats.from_broker), (3_000, 0));
     }
+    // `sluice status` shows each partition's boundary and the broker's offsets.
+    let out = Command::new(sluice_bin())
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("tiering {topic} -> table archive")),
+        "{text}"
+    );
+    for p in 0..2 {
+        let row: Vec<&str> = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(&p.to_string()))
+            .unwrap_or_else(|| panic!("no row for partition {p}: {text}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(
+            row,
+            vec![p.to_string().as_str(), "3000", "3000", "3000", "0"]
+        );
+    }
 }
 
 fn walk_parquet(dir: &std::path::Path) -> usize {

@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_config::KafkaConfig;
 
@@ -84,9 +86,9 @@ impl Broker {
     }
 
     /// A fresh consumer for reading assigned partitions.
-    pub fn reader(&self) -> Result<BaseConsumer> {
+    pub fn reader(&self) -> Result<BaseConsumer<ReaderContext>> {
         Self::config(&self.kafka, &self.group)
-            .create()
+            .create_with_context(ReaderContext)
             .map_err(|e| kafka_err(format!("cannot create a consumer: {e}")))
     }
 
@@ -160,6 +162,21 @@ impl Broker {
         Ok(out)
     }
 }
+
+/// The context of reading consumers: reaching the end of a partition is how a read learns
+/// it is done, not an error worth a log line.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// Options an admin client understands (connection and security), not consumer tuning.
 fn is_client_option(k: &str) -> bool {

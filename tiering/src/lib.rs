@@ -18,7 +18,7 @@ pub mod tier;
 pub use archive::{archive_app_id, archive_schema};
 pub use backfill::{BackfillOptions, BackfillSummary, backfill};
 pub use reader::{LogEnd, LogStart, UnifiedLog};
-pub use tier::{RoundReport, Tierer};
+pub use tier::{RoundReport, TierOptions, Tierer};
 
 /// Everything that can stop tiering, a unified read or a backfill.
 #[derive(Debug, thiserror::Error)]

@@ -449,7 +449,7 @@ enum BrokerStop {
 
 #[allow(clippy::too_many_arguments)]
 fn read_broker_blocking(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<crate::broker::ReaderContext>,
     topic: &Arc<str>,
     partition: i32,
     start: i64,
@@ -548,6 +548,44 @@ pub async fn boundaries(log: &UnifiedLog) -> Result<BTreeMap<i32, i64>> {
         if let Some(b) = log.boundary_in(&table, p).await? {
             out.insert(p, b);
         }
+    }
+    Ok(out)
+}
+
+/// Where tiering of one topic stands.
+#[derive(Clone, Debug)]
+pub struct TopicStatus {
+    /// The topic.
+    pub topic: String,
+    /// Its archive table.
+    pub table: String,
+    /// The archive table's version (None before the first round).
+    pub version: Option<i64>,
+    /// Per partition: (partition, boundary, broker log start, broker end).
+    pub partitions: Vec<(i32, Option<i64>, i64, i64)>,
+}
+
+/// Where tiering of every `[[tiering]]` topic of `config` stands.
+pub async fn tiering_status(config: &Config, lake: &Lake) -> Result<Vec<TopicStatus>> {
+    let mut out = Vec::new();
+    for t in &config.tiering {
+        let log = UnifiedLog::new(config, lake, &t.topic)?;
+        let table = log.snapshot().await?;
+        let mut partitions = Vec::new();
+        for p in log.partitions().await? {
+            let boundary = match &table {
+                Some(tb) => log.boundary_in(tb, p).await?,
+                None => None,
+            };
+            let (low, high) = log.watermarks(p).await?;
+            partitions.push((p, boundary, low, high));
+        }
+        out.push(TopicStatus {
+            topic: t.topic.clone(),
+            table: log.table().to_string(),
+            version: table.as_ref().and_then(|x| x.version()).map(|v| v as i64),
+            partitions,
+        });
     }
     Ok(out)
 }

@@ -84,8 +84,28 @@ impl std::fmt::Display for RoundReport {
     }
 }
 
+/// How a [`Tierer`] treats the broker.
+#[derive(Clone, Copy, Debug)]
+pub struct TierOptions {
+    /// Read the topic's settings at start: refuse compacted topics, warn on risky retention.
+    pub check_topic_settings: bool,
+    /// Delete archived records from the broker (the retention interlock). Off only for
+    /// brokers without DeleteRecords, such as librdkafka's mock cluster in the demo.
+    pub delete_records: bool,
+}
+
+impl Default for TierOptions {
+    fn default() -> Self {
+        Self {
+            check_topic_settings: true,
+            delete_records: true,
+        }
+    }
+}
+
 /// Tiers one topic.
 pub struct Tierer {
+    opts: TierOptions,
     cfg: TieringConfig,
     table: String,
     topic: Arc<str>,
@@ -110,8 +130,23 @@ fn alarm_slack(cfg: &TieringConfig) -> Duration {
 impl Tierer {
     /// Checks the topic, opens (creating when missing) its archive table.
     pub async fn open(config: &Config, cfg: &TieringConfig, lake: &Lake) -> Result<Self> {
+        Self::open_with(config, cfg, lake, TierOptions::default()).await
+    }
+
+    /// [`Tierer::open`] with options.
+    pub async fn open_with(
+        config: &Config,
+        cfg: &TieringConfig,
+        lake: &Lake,
+        opts: TierOptions,
+    ) -> Result<Self> {
         let broker = Broker::new(&config.kafka, "tiering")?;
-        check_topic(&broker, cfg).await?;
+        if opts.check_topic_settings {
+            check_topic(&broker, cfg).await?;
+        } else {
+            let (b, t) = (broker.clone(), cfg.topic.clone());
+            blocking(move || b.partitions(&t)).await?;
+        }
         let table = cfg.archive_table();
         let spec = TableSpec {
             partition_columns: vec![PARTITION_COLUMN.into()],
@@ -132,6 +167,7 @@ impl Tierer {
         };
         let writer = TableWriter::new(&table, delta, options)?;
         Ok(Self {
+            opts,
             cfg: cfg.clone(),
             table,
             topic: Arc::from(cfg.topic.as_str()),
@@ -362,7 +398,7 @@ impl Tierer {
                 upto.insert(p, target);
             }
         }
-        if upto.is_empty() {
+        if upto.is_empty() || !self.opts.delete_records {
             return Ok(());
         }
         let starts = self.broker.delete_records(&self.topic, &upto).await?;
@@ -435,7 +471,14 @@ async fn check_topic(broker: &Broker, cfg: &TieringConfig) -> Result<()> {
     let b = broker.clone();
     let t = cfg.topic.clone();
     blocking(move || b.partitions(&t)).await?;
-    let settings = broker.topic_config(&cfg.topic).await?;
+    let settings = match broker.topic_config(&cfg.topic).await {
+        Ok(s) => s,
+        Err(e) => {
+            // Some clusters (or ACLs) do not answer DescribeConfigs: say what is not checked.
+            tracing::warn!(topic = %cfg.topic, "cannot read the topic's settings, so cleanup.policy and retention are not checked: {e}");
+            return Ok(());
+        }
+    };
     let policy = settings.get("cleanup.policy").cloned().unwrap_or_default();
     if policy.split(',').any(|p| p.trim() == "compact") {
         return Err(TieringError::Topic {
@@ -481,7 +524,7 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 /// the next offset reached in each partition. Stops early when the broker has nothing more
 /// (end of partition), after a minute without progress, or when `stop` is set.
 fn consume_ranges(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<crate::broker::ReaderContext>,
     topic: &Arc<str>,
     ranges: &[(i32, i64, i64)],
     tx: &mpsc::Sender<RawBatch>,

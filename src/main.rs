@@ -595,7 +595,9 @@ async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
         let name = format!("pipeline {}", p.name);
         let token = cancel.child_token();
         tasks.spawn(async move {
+            let pipeline_name = name.trim_start_matches("pipeline ").to_string();
             let outcome = pipeline.run(opts, token).await.map(|s| {
+                tracing::info!(pipeline = %pipeline_name, records = s.records, events = s.events, dead_letters = s.dead_letters, commits = s.commits, "pipeline finished");
                 format!(
                     "{} records, {} events, {} dead letters, {} commits",
                     s.records, s.events, s.dead_letters, s.commits
@@ -633,7 +635,7 @@ async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
             done = tasks.join_next() => match done {
                 None => break,
                 Some(Ok((name, Ok(summary)))) => {
-                    tracing::info!("{name} finished: {summary}");
+                    tracing::debug!("{name} finished: {summary}");
                 }
                 Some(Ok((name, Err(e)))) => {
                     tracing::error!("{name} failed: {e:#}");

@@ -1,0 +1,151 @@
+//! Shared pieces of sluice's benchmarks: the generated events and the pipeline they run
+//! through, so that the end-to-end harness and the criterion stage benchmarks measure the same
+//! data.
+
+use std::sync::Arc;
+
+use sluice_ingest::raw::{RawBatch, RawBatchBuilder};
+
+const PAGES: [&str; 8] = [
+    "/",
+    "/search",
+    "/item/17",
+    "/item/42",
+    "/cart",
+    "/checkout",
+    "/help",
+    "/account",
+];
+const COUNTRIES: [&str; 6] = ["DE", "US", "FR", "JP", "BR", "IN"];
+const REFERRERS: [&str; 4] = [
+    "https://www.example.com/",
+    "https://news.example.org/today",
+    "https://search.example.net/?q=shoes",
+    "",
+];
+
+/// A cheap deterministic mixer (splitmix64).
+pub fn mix(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Event `i` as JSON: 10 fields of mixed types, about 250 bytes.
+pub fn event_json(i: u64, ts_ms: i64) -> Vec<u8> {
+    let r = mix(i);
+    let ts = chrono::DateTime::from_timestamp_millis(ts_ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    format!(
+        r#"{{"event_id":"ev-{i:012}-{:08x}","user_id":"user-{:06}","session_id":"s-{:016x}","page":"{}","referrer":"{}","amount":{}.{:02},"quantity":{},"is_mobile":{},"country":"{}","ts":"{ts}"}}"#,
+        r as u32,
+        r % 250_000,
+        r.rotate_left(17),
+        PAGES[(r % 8) as usize],
+        REFERRERS[((r >> 8) % 4) as usize],
+        (r >> 16) % 500,
+        (r >> 24) % 100,
+        (r >> 32) % 9 + 1,
+        (r >> 40).is_multiple_of(3),
+        COUNTRIES[((r >> 44) % 6) as usize],
+    )
+    .into_bytes()
+}
+
+/// The `[[pipeline]]` schema of the generated events.
+pub const SCHEMA: &str = r#"schema = [
+  { name = "event_id", type = "string", nullable = false },
+  { name = "user_id", type = "string" },
+  { name = "session_id", type = "string" },
+  { name = "page", type = "string" },
+  { name = "referrer", type = "string" },
+  { name = "amount", type = "double" },
+  { name = "quantity", type = "integer" },
+  { name = "is_mobile", type = "boolean" },
+  { name = "country", type = "string" },
+  { name = "ts", type = "timestamp" },
+]
+event_time = { field = "ts", format = "rfc3339" }
+partition_by = ["event_date"]"#;
+
+/// A config for one pipeline `bench` reading `topic` into table `events` under `root`.
+pub fn config_text(brokers: &str, group: &str, root: &str, topic: &str, extra: &str) -> String {
+    format!(
+        r#"[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+
+[lake]
+root = "{root}"
+
+[server]
+listen = ""
+
+[maintenance]
+compact_interval = "0s"
+
+[[pipeline]]
+name = "bench"
+topics = ["{topic}"]
+table = "events"
+{SCHEMA}
+{extra}
+"#
+    )
+}
+
+/// The parsed pipeline config of [`config_text`] (for the stage benchmarks).
+pub fn pipeline_config() -> anyhow::Result<sluice_config::Config> {
+    let text = config_text("127.0.0.1:9092", "bench", "/tmp/sluice-bench", "bench", "");
+    Ok(sluice_config::Config::from_toml_with_env(
+        &text,
+        std::path::Path::new("bench.toml"),
+        Vec::<(String, String)>::new(),
+    )?)
+}
+
+/// `n` generated records as one raw batch, as the Kafka source would hand them over.
+pub fn raw_batch(n: usize, start: u64) -> RawBatch {
+    let topic: Arc<str> = Arc::from("bench");
+    let mut b = RawBatchBuilder::new(n, false);
+    let base = 1_772_359_200_000i64;
+    for i in 0..n as u64 {
+        let id = start + i;
+        let ts = base + id as i64 * 7;
+        let v = event_json(id, ts);
+        b.push(
+            &topic,
+            (id % 3) as i32,
+            id as i64,
+            Some(ts),
+            0,
+            None,
+            Some(&v),
+            Vec::new,
+        );
+    }
+    b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_about_250_bytes_of_valid_json_that_decodes_without_dead_letters() {
+        let sizes: Vec<usize> = (0..1000)
+            .map(|i| event_json(i, 1_772_359_200_000).len())
+            .collect();
+        let mean = sizes.iter().sum::<usize>() / sizes.len();
+        assert!((200..=300).contains(&mean), "mean size {mean}");
+        let cfg = pipeline_config().expect("config");
+        let p = &cfg.pipelines[0];
+        let schema = sluice_ingest::schema::events_schema(p);
+        let decoder = sluice_ingest::decode::JsonDecoder::new(p, schema).expect("decoder");
+        let decoded = decoder.decode(&raw_batch(1000, 0)).expect("decode");
+        assert!(decoded.dead.is_empty());
+        assert_eq!(decoded.events.map(|e| e.num_rows()), Some(1000));
+    }
+}

@@ -1,0 +1,767 @@
+//! `sluice-bench`: sluice end to end against a real broker, next to the limits of its stages.
+//!
+//! `throughput` produces N events, then times a consume-only loop, JSON-to-Arrow decoding
+//! alone, Parquet encoding alone, `sluice run --until-caught-up`, archiving (`sluice tier
+//! --once`) and replaying the archive through the unified log. `freshness` produces at a fixed
+//! rate and measures produce-to-queryable latency. `soak` produces at a fixed rate for minutes
+//! and samples the process's memory. Every run writes JSON and markdown under `--out`, with
+//! the machine, the commit and the exact command.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde_json::{Value, json};
+use sluice_bench::{config_text, event_json, raw_batch};
+
+#[derive(Parser)]
+#[command(name = "sluice-bench", about = "sluice's benchmark harness")]
+struct Cli {
+    /// Bootstrap servers of the broker to use.
+    #[arg(long, default_value = "127.0.0.1:19092", global = true)]
+    brokers: String,
+    /// The sluice binary to measure (build it with --release).
+    #[arg(long, global = true)]
+    sluice: Option<PathBuf>,
+    /// Where results go.
+    #[arg(long, default_value = "bench/results", global = true)]
+    out: PathBuf,
+    /// Where the lake goes (cleared first).
+    #[arg(long, default_value = "/tmp/sluice-bench-lake", global = true)]
+    lake: PathBuf,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// End-to-end throughput and the stage limits, then archive and replay.
+    Throughput {
+        /// Events to produce.
+        #[arg(long, default_value_t = 5_000_000)]
+        events: u64,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
+    /// Produce-to-queryable latency at a fixed rate.
+    Freshness {
+        /// Events per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// How long to produce.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
+    /// Memory over a long run at a fixed rate.
+    Soak {
+        /// Events per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// How long to produce.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let sluice = match &cli.sluice {
+        Some(p) => p.clone(),
+        None => default_sluice()?,
+    };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    std::fs::create_dir_all(&cli.out)?;
+    let (name, results) = match cli.command {
+        Cmd::Throughput { events, partitions } => (
+            "throughput",
+            throughput(&cli.brokers, &sluice, &cli.lake, events, partitions).await?,
+        ),
+        Cmd::Freshness { rate, seconds } => (
+            "freshness",
+            freshness(&cli.brokers, &sluice, &cli.lake, rate, seconds).await?,
+        ),
+        Cmd::Soak { rate, minutes } => (
+            "soak",
+            soak(&cli.brokers, &sluice, &cli.lake, rate, minutes).await?,
+        ),
+    };
+    write_results(&cli.out, name, &command, &sluice, results)
+}
+
+fn default_sluice() -> anyhow::Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let p = target.join("release/sluice");
+    if !p.exists() {
+        bail!(
+            "{} does not exist: build it with `cargo build --release` or pass --sluice",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))
+}
+
+async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let t = NewTopic::new(topic, partitions, TopicReplication::Fixed(1))
+        .set("retention.ms", "-1")
+        .set("retention.bytes", "-1");
+    for r in admin.create_topics([&t], &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "2000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()?)
+}
+
+/// Sends one record, waiting while the producer queue is full; returns the delivery future.
+fn send(
+    p: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    value: &[u8],
+    ts: i64,
+) -> rdkafka::producer::DeliveryFuture {
+    let mut rec = FutureRecord::<(), [u8]>::to(topic)
+        .partition(partition)
+        .payload(value)
+        .timestamp(ts);
+    loop {
+        match p.send_result(rec) {
+            Ok(f) => return f,
+            Err((_, back)) => {
+                p.poll(Duration::from_millis(5));
+                rec = back;
+            }
+        }
+    }
+}
+
+/// Produces `n` events as fast as the producer allows; returns (seconds, JSON bytes).
+async fn produce_all(
+    brokers: &str,
+    topic: &str,
+    n: u64,
+    partitions: i32,
+) -> anyhow::Result<(f64, u64)> {
+    let p = producer(brokers)?;
+    let started = Instant::now();
+    let base = chrono::Utc::now().timestamp_millis() - 86_400_000;
+    let step = (86_400_000 / n.max(1) as i64).max(1);
+    let mut bytes = 0u64;
+    let mut pending = Vec::with_capacity(100_000);
+    for i in 0..n {
+        let ts = base + i as i64 * step;
+        let v = event_json(i, ts);
+        bytes += v.len() as u64;
+        pending.push(send(&p, topic, (i % partitions as u64) as i32, &v, ts));
+        if pending.len() == 100_000 {
+            for f in pending.drain(..) {
+                f.await?
+                    .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+            }
+            eprint!("\rproduced {}/{n}", i + 1);
+        }
+    }
+    for f in pending.drain(..) {
+        f.await?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+    }
+    p.flush(Duration::from_secs(30))?;
+    eprintln!("\rproduced {n}/{n}");
+    Ok((started.elapsed().as_secs_f64(), bytes))
+}
+
+/// Consumes every partition from 0 to its end and drops the records; returns seconds.
+fn consume_only(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<(f64, u64)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("bench-consume"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("queued.max.messages.kbytes", "65536")
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+        ends.insert(p, c.fetch_watermarks(topic, p, Duration::from_secs(10))?.1);
+    }
+    c.assign(&tpl)?;
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut bytes = 0u64;
+    while !ends.is_empty() {
+        if let Some(m) = c.poll(Duration::from_millis(500)) {
+            use rdkafka::Message as _;
+            let m = m?;
+            n += 1;
+            bytes += m.payload().map_or(0, |p| p.len()) as u64;
+            if let Some(end) = ends.get(&m.partition())
+                && m.offset() + 1 >= *end
+            {
+                ends.remove(&m.partition());
+            }
+        }
+    }
+    tracing_bytes(bytes);
+    Ok((started.elapsed().as_secs_f64(), n))
+}
+
+fn tracing_bytes(bytes: u64) {
+    eprintln!("consume-only read {:.1} MB of values", bytes as f64 / 1e6);
+}
+
+/// Peak and current RSS of a process in bytes (VmHWM, VmRSS).
+fn memory_of(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        s.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmHWM:")?, field("VmRSS:")?))
+}
+
+fn spawn_sluice(sluice: &Path, args: &[&str], config: &Path) -> anyhow::Result<Child> {
+    Command::new(sluice)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", sluice.display()))
+}
+
+/// Waits for a child, sampling its memory; returns (seconds, peak RSS, RSS samples).
+fn wait_sampling(child: &mut Child, every: Duration) -> anyhow::Result<(f64, u64, Vec<u64>)> {
+    let started = Instant::now();
+    let mut peak = 0;
+    let mut samples = Vec::new();
+    loop {
+        if let Some((hwm, rss)) = memory_of(child.id()) {
+            peak = peak.max(hwm);
+            samples.push(rss);
+        }
+        if let Some(status) = child.try_wait()? {
+            if !status.success() {
+                bail!("sluice exited with {status}");
+            }
+            return Ok((started.elapsed().as_secs_f64(), peak, samples));
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn fresh_lake(lake: &Path) -> anyhow::Result<()> {
+    if lake.exists() {
+        std::fs::remove_dir_all(lake)?;
+    }
+    std::fs::create_dir_all(lake)?;
+    Ok(())
+}
+
+async fn throughput(
+    brokers: &str,
+    sluice: &Path,
+    lake: &Path,
+    events: u64,
+    partitions: i32,
+) -> anyhow::Result<Value> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    fresh_lake(lake)?;
+    let topic = unique("bench");
+    create_topic(brokers, &topic, partitions).await?;
+    eprintln!("producing {events} events into {topic} ...");
+    let (produce_s, json_bytes) = produce_all(brokers, &topic, events, partitions).await?;
+    let mb = json_bytes as f64 / 1e6;
+
+    eprintln!("consume-only ...");
+    let (b, t) = (brokers.to_string(), topic.clone());
+    let (consume_s, consumed) =
+        tokio::task::spawn_blocking(move || consume_only(&b, &t, partitions)).await??;
+    if consumed != events {
+        bail!("the consume-only loop read {consumed} records, not {events}");
+    }
+
+    eprintln!("decode alone and encode alone ...");
+    let stage_n = events.min(1_000_000) as usize;
+    let (decode_s, encode_s, encoded_bytes) =
+        tokio::task::spawn_blocking(move || stages(stage_n)).await??;
+
+    eprintln!("sluice run --until-caught-up ...");
+    let config = lake.join("bench.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            brokers,
+            &unique("bench-group"),
+            &lake.display().to_string(),
+            &topic,
+            "flush = { max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"10s\" }",
+        ),
+    )?;
+    let mut child = spawn_sluice(sluice, &["run", "--until-caught-up"], &config)?;
+    let (e2e_s, peak_rss, _) = wait_sampling(&mut child, Duration::from_millis(100))?;
+    let cfg = sluice_config::Config::load(&config)?;
+    let lake_h = sluice_lake::Lake::new(&cfg.lake)?;
+    let table = lake_h.open("events").await?.context("no events table")?;
+    let rows = sluice_lake::table_row_count("events", &table).await?;
+    if rows != events {
+        bail!("the events table has {rows} rows, not {events}");
+    }
+    let files = sluice_compaction::file_stats("events", &table)?;
+
+    eprintln!("sluice tier --once, then a replay of the archive ...");
+    let tier_config = lake.join("tier.toml");
+    let mut text = std::fs::read_to_string(&config)?;
+    text.push_str(&format!(
+        "\n[[tiering]]\ntopic = \"{topic}\"\narchive_table = \"archive\"\nhot_retention = \"3650d\"\n"
+    ));
+    std::fs::write(&tier_config, text)?;
+    let mut child = spawn_sluice(sluice, &["tier", "--once"], &tier_config)?;
+    let (tier_s, tier_rss, _) = wait_sampling(&mut child, Duration::from_millis(100))?;
+    let tcfg = sluice_config::Config::load(&tier_config)?;
+    let log = sluice_tiering::UnifiedLog::new(&tcfg, &lake_h, &topic)?.with_headers(false);
+    let started = Instant::now();
+    let mut replayed = 0u64;
+    let mut from_archive = 0u64;
+    for p in 0..partitions {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let counter = tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Some(b) = rx.recv().await {
+                let b: sluice_ingest::raw::RawBatch = b;
+                n += b.len() as u64;
+            }
+            n
+        });
+        let stats = log
+            .read(
+                p,
+                sluice_tiering::LogStart::Offset(0),
+                sluice_tiering::LogEnd::End,
+                &tx,
+                &tokio_util::sync::CancellationToken::new(),
+            )
+            .await?;
+        drop(tx);
+        replayed += counter.await?;
+        from_archive += stats.from_archive;
+    }
+    let replay_s = started.elapsed().as_secs_f64();
+    if replayed != events || from_archive != events {
+        bail!("the replay read {replayed} records ({from_archive} from the archive), not {events}");
+    }
+
+    let rate = |s: f64| events as f64 / s;
+    Ok(json!({
+        "events": events,
+        "partitions": partitions,
+        "json_bytes": json_bytes,
+        "cores": cores,
+        "produce": { "seconds": produce_s, "records_per_s": rate(produce_s) },
+        "consume_only": { "seconds": consume_s, "records_per_s": rate(consume_s), "mb_per_s": mb / consume_s },
+        "decode_only": { "records": stage_n, "seconds": decode_s, "records_per_s": stage_n as f64 / decode_s, "mb_per_s": (mb * stage_n as f64 / events as f64) / decode_s },
+        "parquet_encode_only": { "records": stage_n, "seconds": encode_s, "records_per_s": stage_n as f64 / encode_s, "compressed_bytes": encoded_bytes },
+        "end_to_end": {
+            "seconds": e2e_s,
+            "records_per_s": rate(e2e_s),
+            "mb_per_s": mb / e2e_s,
+            "records_per_s_per_core": rate(e2e_s) / cores,
+            "share_of_consume_only": consume_s / e2e_s,
+            "peak_rss_mb": peak_rss as f64 / 1e6,
+            "files": files.files,
+            "bytes": files.bytes,
+            "rows": rows,
+        },
+        "archive": { "seconds": tier_s, "records_per_s": rate(tier_s), "peak_rss_mb": tier_rss as f64 / 1e6 },
+        "replay_from_archive": { "seconds": replay_s, "records_per_s": rate(replay_s), "vs_broker_consume": consume_s / replay_s },
+    }))
+}
+
+/// Decode alone and Parquet encode alone over `n` generated records (one thread each).
+fn stages(n: usize) -> anyhow::Result<(f64, f64, u64)> {
+    let cfg = sluice_bench::pipeline_config()?;
+    let p = &cfg.pipelines[0];
+    let schema = sluice_ingest::schema::events_schema(p);
+    let decoder = sluice_ingest::decode::JsonDecoder::new(p, schema.clone())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let batches: Vec<_> = (0..n.div_ceil(10_000))
+        .map(|i| raw_batch(10_000.min(n - i * 10_000), (i * 10_000) as u64))
+        .collect();
+    let started = Instant::now();
+    let mut decoded = Vec::with_capacity(batches.len());
+    for b in &batches {
+        let d = decoder.decode(b).map_err(|e| anyhow::anyhow!(e))?;
+        decoded.extend(d.events);
+    }
+    let decode_s = started.elapsed().as_secs_f64();
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(
+            parquet::basic::ZstdLevel::try_new(3)?,
+        ))
+        .build();
+    let started = Instant::now();
+    let mut sink = Vec::new();
+    {
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut sink, schema, Some(props))?;
+        for b in &decoded {
+            w.write(b)?;
+        }
+        w.close()?;
+    }
+    Ok((decode_s, started.elapsed().as_secs_f64(), sink.len() as u64))
+}
+
+/// Committed next offset per partition of the events table (its `txn` versions).
+async fn committed(
+    lake: &sluice_lake::Lake,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<Vec<i64>> {
+    let mut out = vec![0; partitions as usize];
+    if let Some(t) = lake.open("events").await? {
+        for p in 0..partitions {
+            let app = sluice_lake::progress_app_id("bench", topic, p);
+            out[p as usize] = sluice_lake::committed_progress("events", &t, &app)
+                .await?
+                .unwrap_or(0);
+        }
+    }
+    Ok(out)
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Produces at `rate` per second for `seconds`, paced in 10 ms steps; returns the
+/// (partition, offset, send time in ms) of every record.
+async fn produce_paced(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let p = Arc::new(producer(brokers)?);
+    let total = rate * seconds;
+    let started = Instant::now();
+    let mut futs = Vec::new();
+    let mut i = 0u64;
+    while i < total {
+        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+        while i < due.min(total) {
+            let now = chrono::Utc::now().timestamp_millis();
+            let v = event_json(i, now);
+            let part = (i % partitions as u64) as i32;
+            futs.push((now, send(&p, topic, part, &v, now)));
+            i += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut out = Vec::with_capacity(futs.len());
+    for (sent, f) in futs {
+        let d = f
+            .await?
+            .map_err(|(e, _)| anyhow::anyhow!("delivery: {e}"))?;
+        out.push((d.partition, d.offset, sent));
+    }
+    Ok(out)
+}
+
+async fn freshness(
+    brokers: &str,
+    sluice: &Path,
+    lake: &Path,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let partitions = 3;
+    fresh_lake(lake)?;
+    let topic = unique("fresh");
+    create_topic(brokers, &topic, partitions).await?;
+    let config = lake.join("bench.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            brokers,
+            &unique("fresh-group"),
+            &lake.display().to_string(),
+            &topic,
+            "flush = { max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"1s\" }",
+        ),
+    )?;
+    let mut child = spawn_sluice(sluice, &["run"], &config)?;
+    let cfg = sluice_config::Config::load(&config)?;
+    let lake_h = sluice_lake::Lake::new(&cfg.lake)?;
+    // Wait until the pipeline has created its table and joined the group.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Poll the committed offsets every 100 ms: a record is queryable from the first poll
+    // that sees a committed offset above it.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let poller = {
+        let lake_h = lake_h.clone();
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            let mut seen: Vec<(i64, Vec<i64>)> = Vec::new();
+            loop {
+                let now = chrono::Utc::now().timestamp_millis();
+                if let Ok(c) = committed(&lake_h, &topic, partitions).await {
+                    seen.push((now, c));
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = stop_rx.changed() => break,
+                }
+            }
+            seen
+        })
+    };
+    eprintln!("producing {rate}/s for {seconds}s ...");
+    let sent = produce_paced(brokers, &topic, partitions, rate, seconds).await?;
+    // Let the last flush land.
+    let last: Vec<i64> = {
+        let mut ends = vec![0i64; partitions as usize];
+        for (p, o, _) in &sent {
+            ends[*p as usize] = ends[*p as usize].max(o + 1);
+        }
+        ends
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed(&lake_h, &topic, partitions).await? != last {
+        if Instant::now() > deadline {
+            bail!("sluice did not commit everything within a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = stop_tx.send(true);
+    let seen = poller.await?;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let mut lat: Vec<f64> = Vec::with_capacity(sent.len());
+    for (p, o, t) in &sent {
+        if let Some((when, _)) = seen.iter().find(|(_, c)| c[*p as usize] > *o) {
+            lat.push((when - t) as f64 / 1000.0);
+        }
+    }
+    if lat.len() != sent.len() {
+        bail!(
+            "{} of {} records were never seen committed",
+            sent.len() - lat.len(),
+            sent.len()
+        );
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    Ok(json!({
+        "rate": rate,
+        "seconds": seconds,
+        "records": sent.len(),
+        "max_latency_setting": "1s",
+        "poll_interval_ms": 100,
+        "latency_s": {
+            "p50": percentile(&lat, 0.50),
+            "p90": percentile(&lat, 0.90),
+            "p99": percentile(&lat, 0.99),
+            "max": lat.last().copied().unwrap_or(f64::NAN),
+        },
+    }))
+}
+
+async fn soak(
+    brokers: &str,
+    sluice: &Path,
+    lake: &Path,
+    rate: u64,
+    minutes: u64,
+) -> anyhow::Result<Value> {
+    let partitions = 3;
+    fresh_lake(lake)?;
+    let topic = unique("soak");
+    create_topic(brokers, &topic, partitions).await?;
+    let config = lake.join("bench.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            brokers,
+            &unique("soak-group"),
+            &lake.display().to_string(),
+            &topic,
+            "flush = { max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"2s\" }",
+        ),
+    )?;
+    let child = spawn_sluice(sluice, &["run"], &config)?;
+    let pid = child.id();
+    let sampler = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        let started = Instant::now();
+        while let Some((_, rss)) = memory_of(pid) {
+            samples.push((started.elapsed().as_secs_f64(), rss));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        samples
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    eprintln!("producing {rate}/s for {minutes} minutes ...");
+    let sent = produce_paced(brokers, &topic, partitions, rate, minutes * 60).await?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let mut child = child;
+    let _ = child.wait();
+    let samples = sampler.await?;
+    let window = |from: f64, to: f64| -> f64 {
+        let v: Vec<f64> = samples
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, r)| *r as f64 / 1e6)
+            .collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    // The first minute of producing (after 5 s of start-up) against the last one.
+    let produce_end = 5.0 + (minutes * 60) as f64;
+    let first = window(5.0, 65.0);
+    let last = window(produce_end - 60.0, produce_end);
+    let peak = samples.iter().map(|(_, r)| *r).max().unwrap_or(0) as f64 / 1e6;
+    Ok(json!({
+        "rate": rate,
+        "minutes": minutes,
+        "records": sent.len(),
+        "rss_mb": {
+            "first_minute_mean": first,
+            "last_minute_mean": last,
+            "change_percent": (last - first) / first * 100.0,
+            "peak": peak,
+        },
+        "samples_mb": samples.iter().step_by(10).map(|(t, r)| json!([t.round(), (*r as f64 / 1e6).round()])).collect::<Vec<_>>(),
+    }))
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.to_string()))
+        .unwrap_or_default();
+    json!({
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpu": cpu,
+        "memory": mem,
+        "os": std::env::consts::OS,
+    })
+}
+
+fn git_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn write_results(
+    out: &Path,
+    name: &str,
+    command: &str,
+    sluice: &Path,
+    results: Value,
+) -> anyhow::Result<()> {
+    let doc = json!({
+        "benchmark": name,
+        "date": chrono::Utc::now().to_rfc3339(),
+        "commit": git_commit(),
+        "command": command,
+        "sluice": sluice.display().to_string(),
+        "machine": machine(),
+        "results": results,
+    });
+    let json_path = out.join(format!("{name}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
+    let mut md = format!(
+        "# {name}\n\n- date: {}\n- commit: `{}`\n- command: `{command}`\n- machine: {}\n\n| measure | value |\n| --- | --- |\n",
+        doc["date"].as_str().unwrap_or_default(),
+        doc["commit"].as_str().unwrap_or_default(),
+        doc["machine"],
+    );
+    flatten("", &doc["results"], &mut md);
+    let md_path = out.join(format!("{name}.md"));
+    std::fs::write(&md_path, &md)?;
+    println!("{md}");
+    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    Ok(())
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        Value::Array(_) => {}
+        Value::Number(n) => {
+            let text = n
+                .as_f64()
+                .filter(|f| f.fract() != 0.0)
+                .map_or(n.to_string(), |f| format!("{f:.3}"));
+            out.push_str(&format!("| {prefix} | {text} |\n"));
+        }
+        other => out.push_str(&format!("| {prefix} | {other} |\n")),
+    }
+}

@@ -707,6 +707,21 @@ async fn a_compacted_topic_is_refused_with_a_clear_message() {
         err.contains("cleanup.policy is \"compact\"") && err.contains("does not tier it"),
         "{err}"
     );
+    // A topic whose own retention can drop records before they are archived gets a warning.
+    let risky = unique("tier-risky");
+    create_topic_with(&risky, 1, &[("retention.ms", "600000")]).await;
+    let config = tiering_config(dir.path(), &risky, &lake_cfg, "", "");
+    let out = tier_once(&config, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("retention_ms=600000") && err.contains("set retention.ms=-1"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -807,5 +822,78 @@ async fn a_topic_table_counts_every_record_once_across_both_tiers() {
     assert!(
         err.contains("no topic table kafka.nope") && err.contains(&format!("kafka.{topic}")),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_survives_the_log_start_moving_past_it() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("tier-moving");
+    create_topic_with(&topic, 1, &[("retention.ms", "-1")]).await;
+    let old = chrono::Utc::now().timestamp_millis() - 7_200_000;
+    // 20,000 records of about 1 KB, read through a small fetch window, slowly.
+    let recs: Vec<TestRecord> = (0..20_000u64)
+        .map(|i| TestRecord {
+            partition: Some(0),
+            key: Some(i.to_be_bytes().to_vec()),
+            value: Some(vec![(i % 251) as u8; 1000]),
+            timestamp: Some(old + i as i64),
+            ..Default::default()
+        })
+        .collect();
+    produce(&topic, recs).await;
+    let config = tiering_config(dir.path(), &topic, &lake_cfg, "hot_retention = \"0s\"", "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text = text.replace(
+        "[lake]",
+        "[kafka.options]\n\"queued.max.messages.kbytes\" = \"64\"\n\"fetch.max.bytes\" = \"1048576\"\n\"message.max.bytes\" = \"1000000\"\n\"max.partition.fetch.bytes\" = \"65536\"\n\n[lake]",
+    );
+    std::fs::write(&config, text).unwrap();
+    let cfg = load_config(&config);
+    let lake = Lake::new(&cfg.lake).unwrap();
+    let log = UnifiedLog::new(&cfg, &lake, &topic).unwrap();
+    assert_eq!(log.boundary(0).await.unwrap(), None, "nothing archived yet");
+
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let reader = {
+        let log = log.clone();
+        tokio::spawn(async move {
+            log.read(
+                0,
+                LogStart::Offset(0),
+                LogEnd::End,
+                &tx,
+                &CancellationToken::new(),
+            )
+            .await
+        })
+    };
+    let mut offsets = Vec::new();
+    let mut tiered = false;
+    while let Some(raw) = rx.recv().await {
+        offsets.extend(raw.offsets.iter().copied());
+        if !tiered && offsets.len() > 500 {
+            // Archive everything and delete it from the broker while the read is at ~500.
+            let out = tier_once(&config, None);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(watermarks(&topic, 0), (20_000, 20_000));
+            tiered = true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = reader.await.unwrap().unwrap();
+    assert!(tiered);
+    assert_eq!(
+        offsets,
+        (0..20_000).collect::<Vec<i64>>(),
+        "no gap, no duplicate"
+    );
+    assert!(
+        stats.from_broker > 0 && stats.from_archive > 0 && stats.from_broker < 20_000,
+        "the read moved from the broker to the archive: {stats:?}"
     );
 }

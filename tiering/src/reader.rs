@@ -131,6 +131,7 @@ pub struct UnifiedLog {
     broker: Broker,
     with_headers: bool,
     chunk: i64,
+    batch_records: usize,
 }
 
 const ARCHIVE_ALIAS: &str = "archive";
@@ -158,12 +159,20 @@ impl UnifiedLog {
             broker: Broker::new(&config.kafka, "replay")?,
             with_headers: true,
             chunk: 250_000,
+            batch_records: 10_000,
         })
     }
 
     /// Whether records carry their headers (on by default; off saves work when not needed).
     pub fn with_headers(mut self, yes: bool) -> Self {
         self.with_headers = yes;
+        self
+    }
+
+    /// Most records per batch read from the broker (10,000 by default): with the channel's
+    /// capacity, this bounds how far a read runs ahead of its consumer.
+    pub fn with_batch_records(mut self, n: usize) -> Self {
+        self.batch_records = n.max(1);
         self
     }
 
@@ -413,6 +422,7 @@ impl UnifiedLog {
         let topic = self.topic.clone();
         let tx = tx.clone();
         let with_headers = self.with_headers;
+        let batch_records = self.batch_records;
         let s2 = stop.clone();
         let task = tokio::task::spawn_blocking(move || {
             read_broker_blocking(
@@ -421,7 +431,7 @@ impl UnifiedLog {
                 partition,
                 start,
                 end,
-                with_headers,
+                (with_headers, batch_records),
                 &tx,
                 &s2,
             )
@@ -454,7 +464,7 @@ fn read_broker_blocking(
     partition: i32,
     start: i64,
     end: Option<i64>,
-    with_headers: bool,
+    (with_headers, batch_records): (bool, usize),
     tx: &mpsc::Sender<RawBatch>,
     stop: &AtomicBool,
 ) -> Result<(u64, BrokerStop)> {
@@ -470,9 +480,9 @@ fn read_broker_blocking(
         if stop.load(Ordering::SeqCst) || end.is_some_and(|e| next >= e) {
             return Ok((n, BrokerStop::Done(next)));
         }
-        let mut batch = RawBatchBuilder::new(4096, with_headers);
+        let mut batch = RawBatchBuilder::new(batch_records.min(4096), with_headers);
         let mut out_of_range = false;
-        for _ in 0..10_000 {
+        for _ in 0..batch_records {
             match consumer.poll(Duration::from_millis(100)) {
                 None => break,
                 Some(Err(KafkaError::PartitionEOF(_))) => {

@@ -678,6 +678,15 @@ async fn with_the_store_unreachable_nothing_is_deleted_and_the_alarm_rises() {
         (1_000, 1_500),
         "nothing unarchived deleted"
     );
+    let s = scrape(&metrics_addr);
+    assert_eq!(
+        metric(
+            &s,
+            &format!("sluice_tiering_broker_backlog_records{{topic=\"{topic}\",partition=\"0\"}}")
+        ),
+        Some(500.0),
+        "the backlog grows while the store is down:\n{s}"
+    );
 
     // Back again: the backlog is archived, then deleted, and the alarm clears.
     eprintln!("{} restoring the store", chrono::Utc::now());

@@ -184,8 +184,6 @@ impl Tierer {
     /// Archives what the broker has beyond the boundary, commits, then deletes below it.
     pub async fn round(&mut self) -> Result<RoundReport> {
         let topic = self.topic.to_string();
-        // Another instance may have tiered since: start from the table's latest boundaries.
-        self.writer.refresh().await?;
         let broker = self.broker.clone();
         let t = topic.clone();
         let marks = blocking(move || {
@@ -196,6 +194,26 @@ impl Tierer {
             Ok(out)
         })
         .await?;
+        // The backlog against the last boundary this tierer knows, published before the
+        // store is touched, so that it keeps growing in the metrics while the store is down.
+        for (&p, &(low, high)) in &marks {
+            let known = self
+                .writer
+                .progress(&archive_app_id(&topic, p))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(low)
+                .max(low);
+            let part = p.to_string();
+            metrics::set(
+                "sluice_tiering_broker_backlog_records",
+                &[("topic", topic.as_str()), ("partition", part.as_str())],
+                (high - known).max(0) as f64,
+            );
+        }
+        // Another instance may have tiered since: start from the table's latest boundaries.
+        self.writer.refresh().await?;
         let mut report = RoundReport {
             topic: topic.clone(),
             table: self.table.clone(),

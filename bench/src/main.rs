@@ -508,6 +508,34 @@ async fn produce_paced(
     Ok(out)
 }
 
+/// A fresh lake and a 3-partition topic, and `sluice run` reading it with `max_latency`.
+async fn start_service(
+    brokers: &str,
+    sluice: &Path,
+    lake: &Path,
+    name: &str,
+    max_latency: &str,
+) -> anyhow::Result<(String, PathBuf, Child)> {
+    fresh_lake(lake)?;
+    let topic = unique(name);
+    create_topic(brokers, &topic, 3).await?;
+    let config = lake.join("bench.toml");
+    std::fs::write(
+        &config,
+        config_text(
+            brokers,
+            &unique(&format!("{name}-group")),
+            &lake.display().to_string(),
+            &topic,
+            &format!(
+                "flush = {{ max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"{max_latency}\" }}"
+            ),
+        ),
+    )?;
+    let child = spawn_sluice(sluice, &["run"], &config)?;
+    Ok((topic, config, child))
+}
+
 async fn freshness(
     brokers: &str,
     sluice: &Path,
@@ -516,21 +544,7 @@ async fn freshness(
     seconds: u64,
 ) -> anyhow::Result<Value> {
     let partitions = 3;
-    fresh_lake(lake)?;
-    let topic = unique("fresh");
-    create_topic(brokers, &topic, partitions).await?;
-    let config = lake.join("bench.toml");
-    std::fs::write(
-        &config,
-        config_text(
-            brokers,
-            &unique("fresh-group"),
-            &lake.display().to_string(),
-            &topic,
-            "flush = { max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"1s\" }",
-        ),
-    )?;
-    let mut child = spawn_sluice(sluice, &["run"], &config)?;
+    let (topic, config, mut child) = start_service(brokers, sluice, lake, "fresh", "1s").await?;
     let cfg = sluice_config::Config::load(&config)?;
     let lake_h = sluice_lake::Lake::new(&cfg.lake)?;
     // Wait until the pipeline has created its table and joined the group.
@@ -617,21 +631,7 @@ async fn soak(
     minutes: u64,
 ) -> anyhow::Result<Value> {
     let partitions = 3;
-    fresh_lake(lake)?;
-    let topic = unique("soak");
-    create_topic(brokers, &topic, partitions).await?;
-    let config = lake.join("bench.toml");
-    std::fs::write(
-        &config,
-        config_text(
-            brokers,
-            &unique("soak-group"),
-            &lake.display().to_string(),
-            &topic,
-            "flush = { max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"2s\" }",
-        ),
-    )?;
-    let child = spawn_sluice(sluice, &["run"], &config)?;
+    let (topic, _config, child) = start_service(brokers, sluice, lake, "soak", "2s").await?;
     let pid = child.id();
     let sampler = tokio::spawn(async move {
         let mut samples = Vec::new();

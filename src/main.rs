@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use sluice_config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of glibc's malloc: records are allocated on the polling thread and freed
+/// on the pipeline's, and glibc's per-arena locks made the two threads wait on each other
+/// (see bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod demo;
 mod repl;
 mod server;

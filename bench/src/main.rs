@@ -349,7 +349,7 @@ async fn throughput(
     let tier_config = lake.join("tier.toml");
     let mut text = std::fs::read_to_string(&config)?;
     text.push_str(&format!(
-        "\n[[tiering]]\ntopic = \"{topic}\"\narchive_table = \"archive\"\nhot_retention = \"3650d\"\n"
+        "\n[[tiering]]\ntopic = \"{topic}\"\narchive_table = \"archive\"\nhot_retention = \"3650d\"\nmax_records_per_round = 100000000\n"
     ));
     std::fs::write(&tier_config, text)?;
     let mut child = spawn_sluice(sluice, &["tier", "--once"], &tier_config)?;

@@ -98,6 +98,16 @@ pub struct Pipeline {
     pending: PendingCounts,
     last_lag_check: Instant,
     targets: Option<BTreeMap<TopicPartition, i64>>,
+    /// Where the time of the current flush went (logged at debug level on commit).
+    timing: StageTiming,
+}
+
+/// Time spent per stage since the last commit.
+#[derive(Debug, Default)]
+struct StageTiming {
+    waiting: Duration,
+    decode: Duration,
+    write: Duration,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -229,6 +239,7 @@ impl Pipeline {
             pending: PendingCounts::default(),
             last_lag_check: Instant::now(),
             targets: None,
+            timing: StageTiming::default(),
         })
     }
 
@@ -321,6 +332,7 @@ impl Pipeline {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.first_buffered.map(|t| t + latency);
+            let idle_since = Instant::now();
             tokio::select! {
                 _ = cancel.cancelled(), if !stopping => {
                     tracing::info!(pipeline = %self.cfg.name, "stopping: committing what is buffered");
@@ -333,7 +345,7 @@ impl Pipeline {
                 _ = ticker.tick(), if !stopping => {
                     self.tick(source).await?;
                 }
-                ev = rx.recv() => match ev {
+                ev = rx.recv() => match { self.timing.waiting += idle_since.elapsed(); ev } {
                     None | Some(SourceEvent::Ended) => {
                         *ended = true;
                         break;
@@ -343,6 +355,7 @@ impl Pipeline {
                         self.process(*raw).await?;
                         if self.events.buffered_rows() as usize >= self.cfg.flush.max_rows
                             || self.events.buffered_bytes() >= self.cfg.flush.max_bytes.bytes()
+                            || self.read_to_targets()
                         {
                             self.commit(source).await?;
                         }
@@ -371,6 +384,22 @@ impl Pipeline {
             }
         }
         self.commit(source).await
+    }
+
+    /// With `--until-caught-up`: every target offset has been read (not yet committed), so
+    /// there is no reason to wait for `max_latency` before the last commit.
+    fn read_to_targets(&self) -> bool {
+        let Some(targets) = &self.targets else {
+            return false;
+        };
+        targets
+            .iter()
+            .all(|(tp, end)| self.parts.get(tp).is_some_and(|s| s.next >= *end))
+            && targets.iter().any(|(tp, end)| {
+                self.parts
+                    .get(tp)
+                    .is_some_and(|s| s.events_committed < *end)
+            })
     }
 
     fn caught_up(&self) -> bool {
@@ -532,6 +561,7 @@ impl Pipeline {
             raw.len() as u64,
         );
         self.first_buffered.get_or_insert_with(Instant::now);
+        let t0 = Instant::now();
         let decoded = self
             .decoder
             .decode(&raw)
@@ -539,11 +569,14 @@ impl Pipeline {
                 table: self.cfg.table.clone(),
                 message,
             })?;
+        let t1 = Instant::now();
         if let Some(events) = decoded.events {
             self.feed_windows(&events).await?;
             let events = self.drop_replayed(events)?;
             self.events.write(events).await?;
         }
+        self.timing.decode += t1 - t0;
+        self.timing.write += t1.elapsed();
         let dead: Vec<_> = decoded
             .dead
             .into_iter()
@@ -678,6 +711,8 @@ impl Pipeline {
         )]);
         let started = Instant::now();
         let result = self.commit_tables(&dirty, &progress, &meta).await;
+        let timing = std::mem::take(&mut self.timing);
+        tracing::debug!(pipeline = %self.cfg.name, waiting_ms = timing.waiting.as_millis() as u64, decode_ms = timing.decode.as_millis() as u64, write_ms = timing.write.as_millis() as u64, commit_ms = started.elapsed().as_millis() as u64, "flush timing");
         let pending = std::mem::take(&mut self.pending);
         match result {
             Ok(()) => {

@@ -345,7 +345,9 @@ impl Pipeline {
                 _ = ticker.tick(), if !stopping => {
                     self.tick(source).await?;
                 }
-                ev = rx.recv() => match { self.timing.waiting += idle_since.elapsed(); ev } {
+                ev = rx.recv() => {
+                    self.timing.waiting += idle_since.elapsed();
+                    match ev {
                     None | Some(SourceEvent::Ended) => {
                         *ended = true;
                         break;
@@ -374,6 +376,7 @@ impl Pipeline {
                             // (its records now go to another instance).
                         }
                         let _ = reply.send(());
+                    }
                     }
                 },
             }

@@ -622,19 +622,21 @@ async fn with_the_store_unreachable_nothing_is_deleted_and_the_alarm_rises() {
         async move { produce(&topic, recs).await }
     };
     produce_n(0, 1_000).await;
-    let mut child = Command::new(sluice_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("SLUICE__SERVER__LISTEN", &metrics_addr)
-        .env("SLUICE__MAINTENANCE__COMPACT_INTERVAL", "0s")
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("SLUICE_TEST_SHOW_LOG").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(sluice_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("SLUICE__SERVER__LISTEN", &metrics_addr)
+            .env("SLUICE__MAINTENANCE__COMPACT_INTERVAL", "0s")
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("SLUICE_TEST_SHOW_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .unwrap(),
+    );
     let alarm = format!("sluice_tiering_alarm{{topic=\"{topic}\"}}");
     let failed = format!("sluice_tiering_rounds_total{{topic=\"{topic}\",result=\"failed\"}}");
     let wait_for = |what: &'static str, check: &dyn Fn(&str) -> bool| {
@@ -695,10 +697,10 @@ async fn with_the_store_unreachable_nothing_is_deleted_and_the_alarm_rises() {
         metric(s, &alarm) == Some(0.0) && watermarks(&topic, 0) == (1_500, 1_500)
     });
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     let lake = Lake::new(&lake_cfg).unwrap();
     assert_eq!(rows(&read_table(&lake, "archive").await), 1_500);
 }

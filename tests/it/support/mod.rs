@@ -452,3 +452,16 @@ impl Proxy {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// A child process that is killed when the guard drops, so a failing test leaves no service
+/// behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}

@@ -8,8 +8,8 @@
 //!    offset order and stream it into Parquet files (zstd, sorted by offset);
 //! 3. upload the files, then commit them with the new boundaries in one Delta commit; a
 //!    concurrent tierer's commit for the same partitions fences this one (nothing doubles);
-//! 4. DeleteRecords up to min(boundary, first offset younger than `hot_retention`), never past
-//!    the committed boundary.
+//! 4. DeleteRecords up to min(boundary, first offset younger than `hot_retention`, the lowest
+//!    offset a pipeline reading the topic has not committed), never past the boundary.
 //!
 //! A crash between 2 and 3 leaves orphan files (vacuum removes them); between 3 and 4 the next
 //! round deletes. If a round fails (store unreachable, broker errors), nothing is deleted and
@@ -106,6 +106,10 @@ impl Default for TierOptions {
 /// Tiers one topic.
 pub struct Tierer {
     opts: TierOptions,
+    /// The pipelines reading this topic and the tables holding their progress: the broker
+    /// keeps every record until each of them has committed it.
+    readers: Vec<(String, Vec<String>)>,
+    lake: Lake,
     cfg: TieringConfig,
     table: String,
     topic: Arc<str>,
@@ -166,8 +170,23 @@ impl Tierer {
             sorted_hint: vec!["offset".into()],
         };
         let writer = TableWriter::new(&table, delta, options)?;
+        let readers = config
+            .pipelines
+            .iter()
+            .filter(|p| p.topics.contains(&cfg.topic))
+            .map(|p| {
+                let mut tables = vec![p.table.clone(), p.dead_letter_table()];
+                for a in &p.aggregates {
+                    tables.push(a.table.clone());
+                    tables.push(p.late_table(a));
+                }
+                (p.name.clone(), tables)
+            })
+            .collect();
         Ok(Self {
             opts,
+            readers,
+            lake: lake.clone(),
             cfg: cfg.clone(),
             table,
             topic: Arc::from(cfg.topic.as_str()),
@@ -405,8 +424,16 @@ impl Tierer {
             Ok(out)
         })
         .await?;
+        let (lake, readers, topic) = (self.lake.clone(), self.readers.clone(), self.topic.clone());
+        let parts: Vec<i32> = boundaries.keys().copied().collect();
+        let floors = pipeline_floors(&lake, &readers, &topic, parts).await?;
         let mut upto = BTreeMap::new();
         for &(p, boundary, low, young, stale) in &lookups {
+            let young = match floors.get(&p) {
+                Some(Some(f)) => young.min(*f),
+                Some(None) => low,
+                None => young,
+            };
             if boundary < stale {
                 report.behind = true;
                 tracing::warn!(topic = %self.topic, partition = p, boundary, "records older than hot_retention are not archived yet: tiering is behind; the broker keeps them");
@@ -454,6 +481,50 @@ impl Tierer {
             record_round(&self.topic, &outcome);
         }
     }
+}
+
+/// Per partition, the lowest offset a pipeline reading the topic still needs (its
+/// committed progress, or an aggregate's replay offset); `Some(None)` when a pipeline has
+/// not committed the partition yet, so nothing may be deleted. Partitions without readers
+/// are absent.
+async fn pipeline_floors(
+    lake: &Lake,
+    readers: &[(String, Vec<String>)],
+    topic: &str,
+    partitions: Vec<i32>,
+) -> Result<BTreeMap<i32, Option<i64>>> {
+    let mut out = BTreeMap::new();
+    if readers.is_empty() {
+        return Ok(out);
+    }
+    let mut tables = BTreeMap::new();
+    for (_, names) in readers {
+        for n in names {
+            if !tables.contains_key(n) {
+                tables.insert(n.clone(), lake.open(n).await?);
+            }
+        }
+    }
+    for p in partitions {
+        let mut floor: Option<i64> = Some(i64::MAX);
+        for (pipeline, names) in readers {
+            let app = sluice_lake::progress_app_id(pipeline, topic, p);
+            for (i, n) in names.iter().enumerate() {
+                let progress = match tables.get(n).and_then(|t| t.as_ref()) {
+                    Some(t) => sluice_lake::committed_progress(n, t, &app).await?,
+                    None => None,
+                };
+                match progress {
+                    Some(v) => floor = floor.map(|f| f.min(v)),
+                    // The events table (first) without progress: not started here yet.
+                    None if i == 0 => floor = None,
+                    None => {}
+                }
+            }
+        }
+        out.insert(p, floor);
+    }
+    Ok(out)
 }
 
 /// Publishes the alarm and round counters for one round's outcome.

@@ -55,3 +55,12 @@ pub enum TieringError {
 
 /// Result alias for this crate.
 pub type Result<T, E = TieringError> = std::result::Result<T, E>;
+
+/// Runs a blocking broker call off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TieringError::Kafka(e.to_string()))?
+}

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::{archive_app_id, from_archive_batch};
 use crate::broker::Broker;
-use crate::{Result, TieringError};
+use crate::{Result, TieringError, blocking};
 
 /// Where a read starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -540,12 +540,6 @@ fn read_broker_blocking(
             return Ok((n, BrokerStop::OutOfRange(next)));
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| TieringError::Kafka(e.to_string()))?
 }
 
 /// Every partition's boundary in the archive of `log` (partitions never archived are absent).

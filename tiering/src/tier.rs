@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::{PARTITION_COLUMN, archive_app_id, archive_schema, to_archive_batch};
 use crate::broker::Broker;
-use crate::{Result, TieringError};
+use crate::{Result, TieringError, blocking};
 
 /// What one round did for one partition.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -601,12 +601,6 @@ async fn check_topic(broker: &Broker, cfg: &TieringConfig) -> Result<()> {
         if risk { 1.0 } else { 0.0 },
     );
     Ok(())
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| TieringError::Kafka(e.to_string()))?
 }
 
 /// Reads `[start, end)` of each partition in offset order into batches (blocking); returns

@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of glibc's malloc: records are allocated on the polling thread and freed
 /// on the pipeline's, and glibc's per-arena locks made the two threads wait on each other
-/// (see bench/README.md).
+/// (see bench/README.md). The `system-alloc` feature keeps glibc's malloc, for heap profilers
+/// such as heaptrack that hook it.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

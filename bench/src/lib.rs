@@ -70,8 +70,29 @@ pub const SCHEMA: &str = r#"schema = [
 event_time = { field = "ts", format = "rfc3339" }
 partition_by = ["event_date"]"#;
 
-/// A config for one pipeline `bench` reading `topic` into table `events` under `root`.
+/// A config for one pipeline `bench` reading `topic` into table `events` under `root`, with
+/// background compaction off (the throughput and freshness figures measure ingestion alone).
 pub fn config_text(brokers: &str, group: &str, root: &str, topic: &str, extra: &str) -> String {
+    config_text_with(
+        brokers,
+        group,
+        root,
+        topic,
+        extra,
+        "compact_interval = \"0s\"",
+    )
+}
+
+/// [`config_text`] with `maintenance` as the `[maintenance]` section's body (empty: the
+/// defaults, compaction every 5 minutes, as a deployment runs).
+pub fn config_text_with(
+    brokers: &str,
+    group: &str,
+    root: &str,
+    topic: &str,
+    extra: &str,
+    maintenance: &str,
+) -> String {
     format!(
         r#"[kafka]
 brokers = "{brokers}"
@@ -84,7 +105,7 @@ root = "{root}"
 listen = ""
 
 [maintenance]
-compact_interval = "0s"
+{maintenance}
 
 [[pipeline]]
 name = "bench"

@@ -21,7 +21,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
-use sluice_bench::{config_text, event_json, raw_batch};
+use sluice_bench::{config_text, config_text_with, event_json, raw_batch};
 
 #[derive(Parser)]
 #[command(name = "sluice-bench", about = "sluice's benchmark harness")]
@@ -207,6 +207,9 @@ fn consume_only(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<(
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .set("queued.max.messages.kbytes", "65536")
+        // As sluice's consumer: with librdkafka's default (1 s) a full prefetch queue pauses
+        // fetching long enough to make this bar vary by 2x between runs.
+        .set("fetch.queue.backoff.ms", "20")
         .create()?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut ends = BTreeMap::new();
@@ -255,7 +258,11 @@ fn spawn_sluice(sluice: &Path, args: &[&str], config: &Path) -> anyhow::Result<C
         .args(args)
         .arg("--config")
         .arg(config)
-        .env("SLUICE_LOG", "warn")
+        // BENCH_SLUICE_LOG=sluice_ingest::pipeline=debug shows where each flush's time goes.
+        .env(
+            "SLUICE_LOG",
+            std::env::var("BENCH_SLUICE_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -352,31 +359,40 @@ async fn throughput(
     let (tier_s, tier_rss, _) = wait_sampling(&mut child, Duration::from_millis(100))?;
     let tcfg = sluice_config::Config::load(&tier_config)?;
     let log = sluice_tiering::UnifiedLog::new(&tcfg, &lake_h, &topic)?.with_headers(false);
+    // Every partition at once, as the consume-only loop reads them (and as a backfill does).
     let started = Instant::now();
+    let mut readers = Vec::new();
+    for p in 0..partitions {
+        let log = log.clone();
+        readers.push(tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            let counter = tokio::spawn(async move {
+                let mut n = 0u64;
+                while let Some(b) = rx.recv().await {
+                    let b: sluice_ingest::raw::RawBatch = b;
+                    n += b.len() as u64;
+                }
+                n
+            });
+            let stats = log
+                .read(
+                    p,
+                    sluice_tiering::LogStart::Offset(0),
+                    sluice_tiering::LogEnd::End,
+                    &tx,
+                    &tokio_util::sync::CancellationToken::new(),
+                )
+                .await?;
+            drop(tx);
+            anyhow::Ok((counter.await?, stats.from_archive))
+        }));
+    }
     let mut replayed = 0u64;
     let mut from_archive = 0u64;
-    for p in 0..partitions {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-        let counter = tokio::spawn(async move {
-            let mut n = 0u64;
-            while let Some(b) = rx.recv().await {
-                let b: sluice_ingest::raw::RawBatch = b;
-                n += b.len() as u64;
-            }
-            n
-        });
-        let stats = log
-            .read(
-                p,
-                sluice_tiering::LogStart::Offset(0),
-                sluice_tiering::LogEnd::End,
-                &tx,
-                &tokio_util::sync::CancellationToken::new(),
-            )
-            .await?;
-        drop(tx);
-        replayed += counter.await?;
-        from_archive += stats.from_archive;
+    for r in readers {
+        let (n, a) = r.await??;
+        replayed += n;
+        from_archive += a;
     }
     let replay_s = started.elapsed().as_secs_f64();
     if replayed != events || from_archive != events {
@@ -511,6 +527,7 @@ async fn start_service(
     lake: &Path,
     name: &str,
     max_latency: &str,
+    maintenance: &str,
 ) -> anyhow::Result<(String, PathBuf, Child)> {
     fresh_lake(lake)?;
     let topic = unique(name);
@@ -518,7 +535,7 @@ async fn start_service(
     let config = lake.join("bench.toml");
     std::fs::write(
         &config,
-        config_text(
+        config_text_with(
             brokers,
             &unique(&format!("{name}-group")),
             &lake.display().to_string(),
@@ -526,6 +543,7 @@ async fn start_service(
             &format!(
                 "flush = {{ max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"{max_latency}\" }}"
             ),
+            maintenance,
         ),
     )?;
     let child = spawn_sluice(sluice, &["run"], &config)?;
@@ -540,7 +558,15 @@ async fn freshness(
     seconds: u64,
 ) -> anyhow::Result<Value> {
     let partitions = 3;
-    let (topic, config, mut child) = start_service(brokers, sluice, lake, "fresh", "1s").await?;
+    let (topic, config, mut child) = start_service(
+        brokers,
+        sluice,
+        lake,
+        "fresh",
+        "1s",
+        "compact_interval = \"0s\"",
+    )
+    .await?;
     let cfg = sluice_config::Config::load(&config)?;
     let lake_h = sluice_lake::Lake::new(&cfg.lake)?;
     // Wait until the pipeline has created its table and joined the group.
@@ -627,7 +653,8 @@ async fn soak(
     minutes: u64,
 ) -> anyhow::Result<Value> {
     let partitions = 3;
-    let (topic, _config, child) = start_service(brokers, sluice, lake, "soak", "2s").await?;
+    // The default maintenance (compaction every 5 minutes), as a long-running service runs.
+    let (topic, _config, child) = start_service(brokers, sluice, lake, "soak", "2s", "").await?;
     let pid = child.id();
     let sampler = tokio::spawn(async move {
         let mut samples = Vec::new();

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use sluice_config::{Config, PipelineConfig, StartPosition};
-use sluice_lake::{Lake, LakeError, TableSpec, TableWriter, WriterOptions, progress_app_id};
+use sluice_lake::{
+    BackgroundWriter, Lake, LakeError, TableSpec, TableWriter, WriterOptions, progress_app_id,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +85,8 @@ struct PartitionState {
 pub struct Pipeline {
     cfg: PipelineConfig,
     kafka: sluice_config::KafkaConfig,
-    events: TableWriter,
+    /// The events table's writer encodes on its own task, in parallel with decoding.
+    events: BackgroundWriter,
     dead: TableWriter,
     decoder: JsonDecoder,
     aggs: Vec<AggregateSink>,
@@ -227,7 +230,7 @@ impl Pipeline {
         Ok(Self {
             cfg: p.clone(),
             kafka: config.kafka.clone(),
-            events,
+            events: BackgroundWriter::spawn(events),
             dead,
             decoder,
             aggs,
@@ -539,15 +542,24 @@ impl Pipeline {
 
     async fn process(&mut self, raw: RawBatch) -> Result<()> {
         // Keep only records of partitions we own, at or after the next expected offset.
+        // Records come in runs of one partition: look each run's state up once.
         let mut keep = Vec::with_capacity(raw.len());
-        for i in 0..raw.len() {
-            let tp = (raw.topics[i].clone(), raw.partitions[i]);
-            if let Some(state) = self.parts.get_mut(&tp)
-                && raw.offsets[i] >= state.next
-            {
-                state.next = raw.offsets[i] + 1;
-                keep.push(i);
+        let mut i = 0;
+        while i < raw.len() {
+            let (topic, partition) = (&raw.topics[i], raw.partitions[i]);
+            let mut end = i + 1;
+            while end < raw.len() && raw.partitions[end] == partition && raw.topics[end] == *topic {
+                end += 1;
             }
+            if let Some(state) = self.parts.get_mut(&(topic.clone(), partition)) {
+                for (j, offset) in raw.offsets[i..end].iter().enumerate() {
+                    if *offset >= state.next {
+                        state.next = offset + 1;
+                        keep.push(i + j);
+                    }
+                }
+            }
+            i = end;
         }
         if keep.is_empty() {
             return Ok(());
@@ -615,12 +627,15 @@ impl Pipeline {
             return Ok(());
         };
         let mut pids = Vec::with_capacity(events.num_rows());
-        let mut offs = Vec::with_capacity(events.num_rows());
-        for i in 0..events.num_rows() {
-            let tp = (Arc::<str>::from(topics.value(i)), parts.value(i));
-            pids.push(self.pids.get(&tp).copied().unwrap_or(u32::MAX));
-            offs.push(offsets.value(i));
+        for (rows, topic, partition) in crate::windows::runs(&topics, &parts) {
+            let pid = self
+                .pids
+                .get(&(Arc::<str>::from(topic), partition))
+                .copied()
+                .unwrap_or(u32::MAX);
+            pids.extend(std::iter::repeat_n(pid, rows.len()));
         }
+        let offs = offsets.values().to_vec();
         let now = wall_ms();
         let late_schema = late_schema();
         for a in &mut self.aggs {
@@ -665,16 +680,17 @@ impl Pipeline {
         let Some((topics, parts, offsets)) = crate::windows::positions(&batch) else {
             return Ok(batch);
         };
-        let mask: BooleanArray = (0..batch.num_rows())
-            .map(|i| {
-                let key = (Arc::<str>::from(topics.value(i)), parts.value(i));
-                Some(
-                    self.parts
-                        .get(&key)
-                        .is_none_or(|s| offsets.value(i) >= s.events_committed),
-                )
-            })
-            .collect();
+        let mut mask = arrow::array::BooleanBufferBuilder::new(batch.num_rows());
+        for (rows, topic, partition) in crate::windows::runs(&topics, &parts) {
+            let committed = self
+                .parts
+                .get(&(Arc::<str>::from(topic), partition))
+                .map_or(i64::MIN, |s| s.events_committed);
+            for o in &offsets.values()[rows] {
+                mask.append(*o >= committed);
+            }
+        }
+        let mask = BooleanArray::new(mask.finish(), None);
         if mask.true_count() == batch.num_rows() {
             return Ok(batch);
         }

@@ -98,8 +98,14 @@ pub struct RawBatchBuilder {
 }
 
 impl RawBatchBuilder {
-    /// An empty builder; `with_headers` collects record headers too.
+    /// An empty builder; `with_headers` collects record headers too. Room is made for
+    /// `capacity` records of about 256 value bytes each.
     pub fn new(capacity: usize, with_headers: bool) -> Self {
+        Self::with_capacity(capacity, capacity * 256, with_headers)
+    }
+
+    /// An empty builder with room for `capacity` records and `value_bytes` of values.
+    pub fn with_capacity(capacity: usize, value_bytes: usize, with_headers: bool) -> Self {
         Self {
             topics: Vec::with_capacity(capacity),
             partitions: Vec::with_capacity(capacity),
@@ -107,7 +113,7 @@ impl RawBatchBuilder {
             timestamps: Vec::with_capacity(capacity),
             timestamp_types: Vec::with_capacity(capacity),
             keys: BinaryBuilder::with_capacity(capacity, capacity * 16),
-            values: BinaryBuilder::with_capacity(capacity, capacity * 256),
+            values: BinaryBuilder::with_capacity(capacity, value_bytes),
             headers: with_headers.then(Vec::new),
             bytes: 0,
         }

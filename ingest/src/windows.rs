@@ -116,3 +116,25 @@ pub fn positions(events: &RecordBatch) -> Option<(StringArray, Int32Array, Int64
         .clone();
     Some((t, p, o))
 }
+
+/// Runs of rows with one (topic, partition), as `(rows, topic, partition)`: records arrive
+/// grouped by partition, so per-partition lookups are done once per run, not once per row.
+pub fn runs<'a>(
+    topics: &'a StringArray,
+    parts: &Int32Array,
+) -> Vec<(std::ops::Range<usize>, &'a str, i32)> {
+    let mut out = Vec::new();
+    use arrow::array::Array as _;
+    let n = topics.len().min(parts.len());
+    let mut i = 0;
+    while i < n {
+        let (t, p) = (topics.value(i), parts.value(i));
+        let mut j = i + 1;
+        while j < n && parts.value(j) == p && topics.value(j) == t {
+            j += 1;
+        }
+        out.push((i..j, t, p));
+        i = j;
+    }
+    out
+}

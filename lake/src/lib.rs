@@ -8,6 +8,7 @@
 //! whose read snapshot is older than another writer's commit for the same app id fails with
 //! [`LakeError::Fenced`] instead of double-writing.
 
+mod background;
 mod error;
 pub mod fault;
 mod scan;
@@ -22,6 +23,7 @@ use deltalake::kernel::engine::arrow_conversion::TryIntoKernel as _;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use url::Url;
 
+pub use background::BackgroundWriter;
 pub use error::{LakeError, Result};
 pub use scan::{scan, scan_sql, table_row_count};
 pub use writer::{CommitOutcome, TableWriter, WriterOptions};

@@ -78,6 +78,8 @@ impl Broker {
             .set("enable.partition.eof", "true")
             .set("fetch.max.bytes", "52428800")
             .set("queued.max.messages.kbytes", "65536")
+            // See ingest's consumer_config: a full prefetch queue pauses fetching 1 s by default.
+            .set("fetch.queue.backoff.ms", "20")
             .set("isolation.level", "read_committed");
         for (k, v) in &kafka.options {
             c.set(k, v);

@@ -10,6 +10,7 @@
 //! [`backfill`] runs an ingest pipeline over that reader.
 
 pub mod archive;
+pub mod archive_files;
 pub mod backfill;
 pub mod broker;
 pub mod reader;

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{archive_app_id, from_archive_batch};
+use crate::archive_files;
 use crate::broker::Broker;
 use crate::{Result, TieringError, blocking};
 
@@ -372,9 +373,64 @@ impl UnifiedLog {
         }
     }
 
-    /// Sends the archive's rows with offsets in `[lo, hi)`, in order, chunk by chunk (each
-    /// chunk prunes files and row groups by offset statistics).
+    /// Sends the archive's rows with offsets in `[lo, hi)`, in order: straight from the
+    /// Parquet row groups when their offset ranges are disjoint (as the tierer writes them),
+    /// otherwise chunk by chunk through a sorted query.
     async fn read_archive(
+        &self,
+        table: &DeltaTable,
+        partition: i32,
+        lo: i64,
+        hi: i64,
+        tx: &mpsc::Sender<RawBatch>,
+    ) -> Result<u64> {
+        let archive_err = |message: String| TieringError::Archive {
+            table: self.table.clone(),
+            message,
+        };
+        let Some(plan) = archive_files::plan(table, partition, lo, hi)
+            .await
+            .map_err(archive_err)?
+        else {
+            tracing::debug!(table = %self.table, partition, "archive row groups overlap; reading through a sorted query");
+            return self.read_archive_sorted(table, partition, lo, hi, tx).await;
+        };
+        let mut n = 0u64;
+        // Read the next row group while the current one is being sent.
+        let mut next = (!plan.is_empty()).then(|| {
+            let plan = plan.clone();
+            tokio::spawn(async move { plan.read(0, partition, lo, hi).await })
+        });
+        let mut i = 0;
+        while let Some(task) = next.take() {
+            let batch = task
+                .await
+                .map_err(|e| archive_err(e.to_string()))?
+                .map_err(archive_err)?;
+            i += 1;
+            if i < plan.len() {
+                let plan = plan.clone();
+                next = Some(tokio::spawn(async move {
+                    plan.read(i, partition, lo, hi).await
+                }));
+            }
+            let mut at = 0;
+            while at < batch.num_rows() {
+                let len = self.batch_records.min(batch.num_rows() - at);
+                let raw = from_archive_batch(&batch.slice(at, len), &self.topic, self.with_headers)
+                    .map_err(archive_err)?;
+                at += len;
+                n += raw.len() as u64;
+                if tx.send(raw).await.is_err() {
+                    return Ok(n);
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// [`Self::read_archive`] through one sorted query per `chunk` offsets.
+    async fn read_archive_sorted(
         &self,
         table: &DeltaTable,
         partition: i32,

@@ -653,8 +653,12 @@ async fn soak(
     minutes: u64,
 ) -> anyhow::Result<Value> {
     let partitions = 3;
-    // The default maintenance (compaction every 5 minutes), as a long-running service runs.
-    let (topic, _config, child) = start_service(brokers, sluice, lake, "soak", "2s", "").await?;
+    // The default maintenance (compaction every 5 minutes), as a long-running service runs;
+    // BENCH_SOAK_MAINTENANCE replaces the [maintenance] section's body (e.g. compaction off:
+    // `compact_interval = "0s"`).
+    let maintenance = std::env::var("BENCH_SOAK_MAINTENANCE").unwrap_or_default();
+    let (topic, _config, child) =
+        start_service(brokers, sluice, lake, "soak", "2s", &maintenance).await?;
     let pid = child.id();
     let sampler = tokio::spawn(async move {
         let mut samples = Vec::new();

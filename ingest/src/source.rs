@@ -475,9 +475,10 @@ fn poll_loop(
                         .cloned()
                         .unwrap_or_else(|| Arc::from(m.topic()));
                     push_message(&mut batch, &topic, &m);
-                    // After the first record, take only what is already fetched.
+                    // After the first record, take only what is already fetched. (The clock
+                    // is read every 256 records: once per record it cost 3% of the profile.)
                     wait = Duration::ZERO;
-                    if started.elapsed() > Duration::from_millis(200) {
+                    if batch.len() % 256 == 0 && started.elapsed() > Duration::from_millis(200) {
                         break;
                     }
                 }

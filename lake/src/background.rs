@@ -216,3 +216,114 @@ async fn serve(mut writer: TableWriter, mut rx: mpsc::Receiver<Command>, shared:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use deltalake::arrow::array::{Int64Array, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+    fn schema() -> Arc<Schema> {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]))
+    }
+
+    fn rows(from: i64, n: i64) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(from..from + n)),
+                Arc::new(StringArray::from_iter_values(
+                    (from..from + n).map(|i| format!("n{i}")),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    async fn open(dir: &std::path::Path) -> (crate::Lake, TableWriter) {
+        let lake = crate::Lake::new(&sluice_config::LakeConfig {
+            root: dir.display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let spec = crate::TableSpec {
+            partition_columns: vec![],
+            properties: Default::default(),
+            description: None,
+        };
+        let table = lake.open_or_create("t", &schema(), &spec).await.unwrap();
+        let writer = TableWriter::new("t", table, crate::WriterOptions::default()).unwrap();
+        (lake, writer)
+    }
+
+    async fn count(lake: &crate::Lake) -> u64 {
+        let table = lake.open("t").await.unwrap().unwrap();
+        crate::table_row_count("t", &table).await.unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_holds_every_batch_queued_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lake, writer) = open(dir.path()).await;
+        let mut w = BackgroundWriter::spawn(writer);
+        for i in 0..20 {
+            w.write(rows(i * 100, 100)).await.unwrap();
+        }
+        assert_eq!(w.buffered_rows(), 2000);
+        let out = w
+            .commit(&[("app".into(), 2000)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.rows, 2000);
+        assert_eq!(w.buffered_rows(), 0);
+        assert_eq!(w.progress("app").await.unwrap(), Some(2000));
+        assert_eq!(count(&lake).await, 2000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_fails_the_next_commit_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lake, writer) = open(dir.path()).await;
+        let mut w = BackgroundWriter::spawn(writer);
+        w.write(rows(0, 10)).await.unwrap();
+        // A batch the table cannot take: its id column is text.
+        let bad_schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let bad = RecordBatch::try_new(
+            bad_schema,
+            vec![
+                Arc::new(StringArray::from(vec!["x"])),
+                Arc::new(StringArray::from(vec!["y"])),
+            ],
+        )
+        .unwrap();
+        // Queued without waiting; the failure is reported by the next call that waits.
+        let reported = match w.write(bad).await {
+            Err(e) => e,
+            Ok(()) => w
+                .commit(&[("app".into(), 11)], HashMap::new())
+                .await
+                .expect_err("the commit after a failed write fails"),
+        };
+        assert!(reported.to_string().starts_with("table t: "), "{reported}");
+        // Nothing of that flush was committed, and the writer takes the next flush.
+        assert_eq!(count(&lake).await, 0);
+        assert_eq!(w.progress("app").await.unwrap(), None);
+        w.write(rows(100, 5)).await.unwrap();
+        let out = w
+            .commit(&[("app".into(), 105)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.rows, 5);
+        assert_eq!(count(&lake).await, 5);
+    }
+}

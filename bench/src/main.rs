@@ -695,6 +695,7 @@ async fn soak(
     Ok(json!({
         "rate": rate,
         "minutes": minutes,
+        "maintenance": if maintenance.is_empty() { "defaults (compaction every 5 minutes, a checkpoint every 10 commits)".to_string() } else { maintenance.clone() },
         "records": sent.len(),
         "rss_mb": {
             "first_minute_mean": first,

@@ -478,7 +478,9 @@ fn poll_loop(
                     // After the first record, take only what is already fetched. (The clock
                     // is read every 256 records: once per record it cost 3% of the profile.)
                     wait = Duration::ZERO;
-                    if batch.len() % 256 == 0 && started.elapsed() > Duration::from_millis(200) {
+                    if batch.len().is_multiple_of(256)
+                        && started.elapsed() > Duration::from_millis(200)
+                    {
                         break;
                     }
                 }

@@ -140,6 +140,14 @@ async fn metrics_match_the_records_the_test_produced() {
             >= 1.0
     );
     assert!(text.contains("# TYPE sluice_late_records_total counter"));
+    // The service runs without transparent huge pages (they kept freed memory resident).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let thp = status.lines().find(|l| l.starts_with("THP_enabled:"));
+    assert_eq!(
+        thp.map(|l| l.split_whitespace().nth(1)),
+        Some(Some("0")),
+        "{status}"
+    );
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

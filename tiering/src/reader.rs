@@ -384,10 +384,7 @@ impl UnifiedLog {
         hi: i64,
         tx: &mpsc::Sender<RawBatch>,
     ) -> Result<u64> {
-        let archive_err = |message: String| TieringError::Archive {
-            table: self.table.clone(),
-            message,
-        };
+        let archive_err = |message| self.archive_error(message);
         let Some(plan) = archive_files::plan(table, partition, lo, hi)
             .await
             .map_err(archive_err)?
@@ -429,6 +426,14 @@ impl UnifiedLog {
         Ok(n)
     }
 
+    /// An error about this log's archive table.
+    fn archive_error(&self, message: String) -> TieringError {
+        TieringError::Archive {
+            table: self.table.clone(),
+            message,
+        }
+    }
+
     /// [`Self::read_archive`] through one sorted query per `chunk` offsets.
     async fn read_archive_sorted(
         &self,
@@ -449,12 +454,8 @@ impl UnifiedLog {
                 if batch.num_rows() == 0 {
                     continue;
                 }
-                let raw = from_archive_batch(&batch, &self.topic, self.with_headers).map_err(
-                    |message| TieringError::Archive {
-                        table: self.table.clone(),
-                        message,
-                    },
-                )?;
+                let raw = from_archive_batch(&batch, &self.topic, self.with_headers)
+                    .map_err(|message| self.archive_error(message))?;
                 n += raw.len() as u64;
                 if tx.send(raw).await.is_err() {
                     return Ok(n);

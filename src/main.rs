@@ -9,15 +9,18 @@ use clap::{Parser, Subcommand};
 use sluice_config::{Config, LogFormat};
 use tokio_util::sync::CancellationToken;
 
-/// mimalloc instead of glibc's malloc: records are allocated on the polling thread and freed
-/// on the pipeline's, and glibc's per-arena locks made the two threads wait on each other
-/// (see bench/README.md). The `system-alloc` feature keeps glibc's malloc, for heap profilers
+/// jemalloc instead of glibc's malloc: records are allocated on the polling thread and freed
+/// on the pipeline's, and glibc's per-arena locks made the two threads wait on each other.
+/// jemalloc's background threads return freed pages to the system after a few seconds, so
+/// a transient peak (a checkpoint, a compaction) does not stay resident, which mimalloc's
+/// did (bench/README.md). The `system-alloc` feature keeps glibc's malloc, for heap profilers
 /// such as heaptrack that hook it.
 #[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod demo;
+mod memory;
 mod repl;
 mod server;
 
@@ -147,11 +150,12 @@ enum Command {
     },
 }
 
-/// mimalloc asks for transparent huge pages on its arenas (`MADV_HUGEPAGE`). A 2 MiB huge page
-/// stays resident while any part of it is in use, so after a transient peak (a Delta
-/// checkpoint, a compaction) freed memory was not returned: at 10,000 events/s RSS was about
-/// 70 MB higher with huge pages than without (bench/README.md). Turned off for the process
-/// before the runtime starts.
+/// A transparent huge page (2 MiB) stays resident while any part of it is in use, so freed
+/// heap memory inside one is not returned after a transient peak (a Delta checkpoint, a
+/// compaction). With mimalloc, which asked for huge pages on its arenas, RSS at 10,000
+/// events/s was about 70 MB higher with them than without (bench/README.md); the allocator
+/// now is jemalloc, but a system set to `always` would do the same to it. Turned off for the
+/// process before the runtime starts.
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
@@ -233,6 +237,10 @@ fn main() -> ExitCode {
                         files_after += r.after.files;
                         bytes_before += r.before.bytes;
                         bytes_after += r.after.bytes;
+                        let expired = sluice_compaction::clean_expired_logs(&lake, t).await?;
+                        if expired > 0 {
+                            println!("{t}: {expired} expired log entries deleted");
+                        }
                     }
                     Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {
                         println!("{t}: no table yet")
@@ -741,6 +749,9 @@ fn spawn_maintenance(cfg: &Config, lake: &sluice_lake::Lake, token: Cancellation
                                 metrics::inc("sluice_compaction_files_removed_total", &[("table", t)], r.files_removed);
                                 metrics::inc("sluice_compaction_files_added_total", &[("table", t)], r.files_added);
                                 metrics::set("sluice_table_files", &[("table", t)], r.after.files as f64);
+                                if let Err(e) = sluice_compaction::clean_expired_logs(&lake, t).await {
+                                    tracing::warn!(table = %t, "expired log cleanup skipped: {e}");
+                                }
                             }
                             Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {}
                             // A compaction that loses to ingest is tried again next time.

@@ -53,11 +53,14 @@ async fn handle(mut stream: tokio::net::TcpStream) {
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
     let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4",
-            sluice_ingest::metrics::render(),
-        ),
+        ("GET", "/metrics") => {
+            crate::memory::refresh_metrics();
+            (
+                "200 OK",
+                "text/plain; version=0.0.4",
+                sluice_ingest::metrics::render(),
+            )
+        }
         ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_string()),
         ("GET", "/ready") if sluice_ingest::metrics::all_ready() => {
             ("200 OK", "text/plain", "ready\n".to_string())

@@ -253,6 +253,27 @@ fn memory_of(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// One gauge's value from the Prometheus text at `http://{addr}/metrics` (`None` when the
+/// service does not answer or has no such gauge).
+async fn scrape_gauge(addr: &str, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+            .await
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.ok()?;
+        Some(text)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(2), fetch)
+        .await
+        .ok()??;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 fn spawn_sluice(sluice: &Path, args: &[&str], config: &Path) -> anyhow::Result<Child> {
     Command::new(sluice)
         .args(args)
@@ -528,6 +549,7 @@ async fn start_service(
     name: &str,
     max_latency: &str,
     maintenance: &str,
+    listen: &str,
 ) -> anyhow::Result<(String, PathBuf, Child)> {
     fresh_lake(lake)?;
     let topic = unique(name);
@@ -544,7 +566,8 @@ async fn start_service(
                 "flush = {{ max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"{max_latency}\" }}"
             ),
             maintenance,
-        ),
+        )
+        .replace("listen = \"\"", &format!("listen = \"{listen}\"")),
     )?;
     let child = spawn_sluice(sluice, &["run"], &config)?;
     Ok((topic, config, child))
@@ -565,6 +588,7 @@ async fn freshness(
         "fresh",
         "1s",
         "compact_interval = \"0s\"",
+        "",
     )
     .await?;
     let cfg = sluice_config::Config::load(&config)?;
@@ -657,14 +681,18 @@ async fn soak(
     // BENCH_SOAK_MAINTENANCE replaces the [maintenance] section's body (e.g. compaction off:
     // `compact_interval = "0s"`).
     let maintenance = std::env::var("BENCH_SOAK_MAINTENANCE").unwrap_or_default();
+    // The service's /metrics gives the live heap next to RSS: growth of the program's data
+    // against memory the allocator holds.
+    let listen = "127.0.0.1:19391";
     let (topic, _config, child) =
-        start_service(brokers, sluice, lake, "soak", "2s", &maintenance).await?;
+        start_service(brokers, sluice, lake, "soak", "2s", &maintenance, listen).await?;
     let pid = child.id();
     let sampler = tokio::spawn(async move {
         let mut samples = Vec::new();
         let started = Instant::now();
         while let Some((_, rss)) = memory_of(pid) {
-            samples.push((started.elapsed().as_secs_f64(), rss));
+            let heap = scrape_gauge(listen, "sluice_heap_allocated_bytes").await;
+            samples.push((started.elapsed().as_secs_f64(), rss, heap));
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         samples
@@ -679,19 +707,22 @@ async fn soak(
     let mut child = child;
     let _ = child.wait();
     let samples = sampler.await?;
-    let window = |from: f64, to: f64| -> f64 {
+    let window = |from: f64, to: f64, heap: bool| -> f64 {
         let v: Vec<f64> = samples
             .iter()
-            .filter(|(t, _)| *t >= from && *t < to)
-            .map(|(_, r)| *r as f64 / 1e6)
+            .filter(|(t, _, _)| *t >= from && *t < to)
+            .filter_map(|(_, r, h)| if heap { *h } else { Some(*r as f64) })
+            .map(|b| b / 1e6)
             .collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
     // The first minute of producing (after 5 s of start-up) against the last one.
     let produce_end = 5.0 + (minutes * 60) as f64;
-    let first = window(5.0, 65.0);
-    let last = window(produce_end - 60.0, produce_end);
-    let peak = samples.iter().map(|(_, r)| *r).max().unwrap_or(0) as f64 / 1e6;
+    let first = window(5.0, 65.0, false);
+    let last = window(produce_end - 60.0, produce_end, false);
+    let heap_first = window(5.0, 65.0, true);
+    let heap_last = window(produce_end - 60.0, produce_end, true);
+    let peak = samples.iter().map(|(_, r, _)| *r).max().unwrap_or(0) as f64 / 1e6;
     Ok(json!({
         "rate": rate,
         "minutes": minutes,
@@ -703,7 +734,13 @@ async fn soak(
             "change_percent": (last - first) / first * 100.0,
             "peak": peak,
         },
-        "samples_mb": samples.iter().step_by(10).map(|(t, r)| json!([t.round(), (*r as f64 / 1e6).round()])).collect::<Vec<_>>(),
+        "heap_allocated_mb": {
+            "first_minute_mean": heap_first,
+            "last_minute_mean": heap_last,
+            "change_percent": (heap_last - heap_first) / heap_first * 100.0,
+        },
+        // [seconds, RSS MB, live heap MB] every 10 s.
+        "samples_mb": samples.iter().step_by(10).map(|(t, r, h)| json!([t.round(), (*r as f64 / 1e6).round(), h.map(|h| (h / 1e6).round())])).collect::<Vec<_>>(),
     }))
 }
 

@@ -248,6 +248,33 @@ async fn compact_leased(
     Ok(report)
 }
 
+/// Deletes the `_delta_log` entries older than the table's `delta.logRetentionDuration` (30 days
+/// by default) that come before a checkpoint, unless `delta.enableExpiredLogCleanup` is off.
+/// Ingest commits leave this to maintenance, which runs it after each compaction (delta-rs would
+/// otherwise list the whole log after every commit). Returns the number of entries deleted.
+pub async fn clean_expired_logs(lake: &Lake, name: &str) -> Result<usize> {
+    use sluice_lake::deltalake::table::config::TablePropertiesExt as _;
+    let table = lake
+        .open(name)
+        .await?
+        .ok_or_else(|| CompactionError::NoSuchTable(name.into()))?;
+    let enabled = table
+        .snapshot()
+        .map_err(|e| LakeError::delta(name, e))?
+        .table_config()
+        .enable_expired_log_cleanup();
+    if !enabled {
+        return Ok(0);
+    }
+    let deleted = sluice_lake::deltalake::checkpoints::cleanup_metadata(&table, None)
+        .await
+        .map_err(|e| LakeError::delta(name, e))?;
+    if deleted > 0 {
+        tracing::info!(table = name, deleted, "deleted expired log entries");
+    }
+    Ok(deleted)
+}
+
 /// Most optimize passes in one compaction.
 const MAX_PASSES: usize = 4;
 

@@ -126,6 +126,21 @@ pub const SPEC: &[(&str, &str, &str)] = &[
         "1 while tiering of a topic is failing or behind (records older than hot_retention are not archived), by topic.",
     ),
     (
+        "sluice_memory_resident_bytes",
+        "gauge",
+        "Resident set size of the process (from /proc), updated when metrics are read.",
+    ),
+    (
+        "sluice_heap_allocated_bytes",
+        "gauge",
+        "Bytes the program holds in live heap allocations (jemalloc), updated when metrics are read.",
+    ),
+    (
+        "sluice_heap_resident_bytes",
+        "gauge",
+        "Bytes of the heap resident in memory, including freed pages not yet returned (jemalloc).",
+    ),
+    (
         "sluice_tiering_retention_risk",
         "gauge",
         "1 when the topic's own retention.ms/retention.bytes may drop records before they are archived, by topic.",

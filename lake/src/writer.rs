@@ -3,15 +3,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use delta_kernel::expressions::Scalar;
 use deltalake::DeltaTable;
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
 use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::scalars::ScalarExt as _;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::{DeltaOperation, OutputMode};
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use indexmap::IndexMap;
 
 use crate::{LakeError, Result, table_arrow_schema};
 
@@ -65,6 +68,45 @@ impl WriterOptions {
     }
 }
 
+/// Rows `range` of a batch, all with these partition values.
+type PartitionRun = (std::ops::Range<usize>, IndexMap<String, Scalar>);
+
+/// Runs of consecutive rows with equal partition values, with those values, when the batch has
+/// few of them (rows arrive in offset order and event dates change rarely). `None` for an
+/// unpartitioned table, or when runs are so short that sorting the batch once is cheaper.
+fn partition_runs(
+    partition_columns: &[String],
+    batch: &RecordBatch,
+) -> Option<Vec<PartitionRun>> {
+    if partition_columns.is_empty() {
+        return None;
+    }
+    let columns = partition_columns
+        .iter()
+        .map(|n| batch.column_by_name(n).cloned())
+        .collect::<Option<Vec<_>>>()?;
+    let ranges = deltalake::arrow::compute::kernels::partition::partition(&columns)
+        .ok()?
+        .ranges();
+    if ranges.len() > MAX_PARTITION_RUNS {
+        return None;
+    }
+    ranges
+        .into_iter()
+        .map(|range| {
+            let values = partition_columns
+                .iter()
+                .zip(&columns)
+                .map(|(n, c)| Some((n.clone(), Scalar::from_array(c.as_ref(), range.start)?)))
+                .collect::<Option<IndexMap<_, _>>>()?;
+            Some((range, values))
+        })
+        .collect()
+}
+
+/// More runs of partition values than this in one batch and the batch is split by sorting.
+const MAX_PARTITION_RUNS: usize = 32;
+
 /// What a commit did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -87,6 +129,8 @@ pub struct TableWriter {
     name: String,
     table: DeltaTable,
     schema: Arc<ArrowSchema>,
+    /// The table's partition columns.
+    partition_columns: Vec<String>,
     options: WriterOptions,
     writer: Option<RecordBatchWriter>,
     /// Files uploaded by [`TableWriter::upload`] and not committed yet.
@@ -109,10 +153,17 @@ impl TableWriter {
     /// A writer for a loaded table.
     pub fn new(name: &str, table: DeltaTable, options: WriterOptions) -> Result<Self> {
         let schema = table_arrow_schema(name, &table)?;
+        let partition_columns = table
+            .snapshot()
+            .map_err(|e| LakeError::delta(name, e))?
+            .metadata()
+            .partition_columns()
+            .to_vec();
         Ok(Self {
             name: name.into(),
             table,
             schema,
+            partition_columns,
             options,
             writer: None,
             uploaded: Vec::new(),
@@ -174,7 +225,26 @@ impl TableWriter {
         let writer = self.writer.as_mut().ok_or_else(|| LakeError::Config {
             message: "writer vanished".into(),
         })?;
-        if let Err(e) = writer.write(batch).await {
+        let written = match partition_runs(&self.partition_columns, &batch) {
+            // Each run of rows with the same partition values goes to its partition's file as a
+            // zero-copy slice; delta-rs's own split sorts and copies every column of the batch.
+            Some(runs) => {
+                let mut written = Ok(());
+                for (range, values) in runs {
+                    let slice = batch.slice(range.start, range.len());
+                    if let Err(e) = writer
+                        .write_partition(slice, &values, WriteMode::Default)
+                        .await
+                    {
+                        written = Err(e);
+                        break;
+                    }
+                }
+                written
+            }
+            None => writer.write(batch).await,
+        };
+        if let Err(e) = written {
             self.abort();
             return Err(LakeError::delta(&self.name, e));
         }
@@ -251,7 +321,11 @@ impl TableWriter {
         let props = CommitProperties::default()
             .with_application_transactions(txns)
             .with_metadata(app_metadata)
-            .with_max_retries(50);
+            .with_max_retries(50)
+            // delta-rs would otherwise list the whole `_delta_log` after every commit to find
+            // expired entries: a cost (and an allocation) that grows with the log, on the ingest
+            // path. Maintenance does it instead (`sluice_compaction::clean_expired_logs`).
+            .with_cleanup_expired_logs(Some(false));
         let snapshot = self
             .table
             .snapshot()
@@ -269,5 +343,131 @@ impl TableWriter {
             rows,
             bytes,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use deltalake::arrow::array::{Array, Int64Array, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field};
+
+    fn schema() -> Arc<ArrowSchema> {
+        Arc::new(ArrowSchema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("day", DataType::Utf8, false),
+        ]))
+    }
+
+    fn batch(days: &[&str], first_id: i64) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(
+                    first_id..first_id + days.len() as i64,
+                )),
+                Arc::new(StringArray::from_iter_values(days.iter().copied())),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// (day, ids in file order) for every data file of the table, sorted by day.
+    async fn files_by_day(lake: &crate::Lake) -> Vec<(String, Vec<i64>)> {
+        let table = lake.open("t").await.unwrap().unwrap();
+        let mut out = Vec::new();
+        for f in table.snapshot().unwrap().log_data().iter() {
+            let path = f.path().to_string();
+            let day = path
+                .split('/')
+                .next()
+                .unwrap()
+                .trim_start_matches("day=")
+                .to_string();
+            let sql = format!("SELECT id FROM t WHERE day = '{day}'");
+            let batches = crate::scan_sql("t", &table, &sql).await.unwrap();
+            let mut ids: Vec<i64> = batches
+                .iter()
+                .flat_map(|b| {
+                    let c = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                    (0..c.len()).map(|i| c.value(i)).collect::<Vec<_>>()
+                })
+                .collect();
+            ids.sort_unstable();
+            out.push((day, ids));
+        }
+        out.sort();
+        out
+    }
+
+    async fn writer(dir: &std::path::Path) -> (crate::Lake, TableWriter) {
+        let lake = crate::Lake::new(&sluice_config::LakeConfig {
+            root: dir.display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let spec = crate::TableSpec {
+            partition_columns: vec!["day".into()],
+            properties: Default::default(),
+            description: None,
+        };
+        let table = lake.open_or_create("t", &schema(), &spec).await.unwrap();
+        (
+            lake,
+            TableWriter::new("t", table, WriterOptions::default()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn runs_of_partition_values_in_row_order() {
+        let cols = vec!["day".to_string()];
+        let runs = partition_runs(&cols, &batch(&["a", "a", "b", "b", "b", "a"], 0)).unwrap();
+        let got: Vec<_> = runs
+            .iter()
+            .map(|(r, v)| (r.clone(), v["day"].to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0..2, "'a'".into()),
+                (2..5, "'b'".into()),
+                (5..6, "'a'".into())
+            ]
+        );
+        assert!(partition_runs(&[], &batch(&["a"], 0)).is_none());
+        let alternating: Vec<&str> = (0..=MAX_PARTITION_RUNS)
+            .map(|i| if i % 2 == 0 { "a" } else { "b" })
+            .collect();
+        assert!(partition_runs(&cols, &batch(&alternating, 0)).is_none());
+    }
+
+    /// Runs written slice by slice and a batch too fragmented for that (split by delta-rs)
+    /// land in the same files: one per partition per commit, every row once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partition_runs_and_fragmented_batches_land_in_their_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lake, mut w) = writer(dir.path()).await;
+        w.write(batch(&["a", "a", "b", "b", "b", "a"], 0))
+            .await
+            .unwrap();
+        let alternating: Vec<&str> = (0..40)
+            .map(|i| if i % 2 == 0 { "a" } else { "c" })
+            .collect();
+        w.write(batch(&alternating, 100)).await.unwrap();
+        let out = w.commit(&[], HashMap::new()).await.unwrap().unwrap();
+        assert_eq!(out.rows, 46);
+        assert_eq!(out.files, 3);
+        let a: Vec<i64> = [0, 1, 5].into_iter().chain((100..140).step_by(2)).collect();
+        let c: Vec<i64> = (101..140).step_by(2).collect();
+        assert_eq!(
+            files_by_day(&lake).await,
+            vec![
+                ("a".into(), a),
+                ("b".into(), vec![2, 3, 4]),
+                ("c".into(), c)
+            ]
+        );
     }
 }

@@ -50,6 +50,11 @@ fn files_per_partition(
 }
 
 async fn small_commits(lake: &Lake, name: &str, commits: i64) {
+    small_commits_with(lake, name, commits, &[]).await
+}
+
+/// [`small_commits`] on a table created with extra Delta table properties.
+async fn small_commits_with(lake: &Lake, name: &str, commits: i64, properties: &[(&str, &str)]) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("payload", DataType::Utf8, true),
@@ -57,7 +62,11 @@ async fn small_commits(lake: &Lake, name: &str, commits: i64) {
     ]));
     let spec = TableSpec {
         partition_columns: vec!["day".into()],
-        properties: [("delta.checkpointInterval".to_string(), "10".to_string())].into(),
+        properties: [("delta.checkpointInterval", "10")]
+            .iter()
+            .chain(properties)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         description: None,
     };
     let table = lake.open_or_create(name, &schema, &spec).await.unwrap();
@@ -387,4 +396,91 @@ async fn z_ordered_compaction_keeps_the_rows() {
     assert!(report.after.files < report.before.files, "{report:?}");
     assert!(report.version.is_some());
     assert_eq!(ids(&lake, "z", None).await, rows);
+}
+
+/// Ingest commits do not sweep `_delta_log` (delta-rs would list all of it after every
+/// commit); maintenance deletes the expired entries before the newest old-enough checkpoint,
+/// and the table still reads every row and its progress.
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_log_entries_are_left_by_ingest_commits_and_deleted_by_maintenance() {
+    let (dir, lake_cfg) = local_lake();
+    let lake = Lake::new(&lake_cfg).unwrap();
+    let retention = [("delta.logRetentionDuration", "interval 1 second")];
+    small_commits_with(&lake, "logs", 25, &retention).await;
+    let log = dir.path().join("logs").join("_delta_log");
+    let commit = |v: i64| log.join(format!("{v:020}.json"));
+    // Versions 0 (create) to 25; checkpoints at 9 and 19.
+    assert!((0..=25).all(|v| commit(v).exists()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Another ingest commit, past the retention: still nothing deleted.
+    small_commits_more(&lake, "logs").await;
+    assert!(
+        (0..=26).all(|v| commit(v).exists()),
+        "an ingest commit deleted log entries"
+    );
+
+    let deleted = sluice_compaction::clean_expired_logs(&lake, "logs")
+        .await
+        .unwrap();
+    // Everything before the newest checkpoint (19): commits 0-18 and checkpoint 9.
+    assert_eq!(deleted, 20);
+    assert!((0..=18).all(|v| !commit(v).exists()));
+    assert!((19..=26).all(|v| commit(v).exists()));
+    assert!(!log.join(format!("{:020}.checkpoint.parquet", 9)).exists());
+    assert!(log.join(format!("{:020}.checkpoint.parquet", 19)).exists());
+
+    let table = lake.open("logs").await.unwrap().unwrap();
+    assert_eq!(table.version(), Some(26));
+    assert_eq!(ids(&lake, "logs", None).await, (0..520).collect::<Vec<_>>());
+    assert_eq!(
+        sluice_lake::committed_progress("logs", &table, "sluice:test:t:0")
+            .await
+            .unwrap(),
+        Some(26)
+    );
+
+    // With `delta.enableExpiredLogCleanup = false` nothing is deleted.
+    let keep = [
+        ("delta.logRetentionDuration", "interval 1 second"),
+        ("delta.enableExpiredLogCleanup", "false"),
+    ];
+    small_commits_with(&lake, "kept", 25, &keep).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        sluice_compaction::clean_expired_logs(&lake, "kept")
+            .await
+            .unwrap(),
+        0
+    );
+    let kept = dir.path().join("kept").join("_delta_log");
+    assert!((0..=25).all(|v| kept.join(format!("{v:020}.json")).exists()));
+}
+
+/// One more commit of 20 rows (ids continuing from the table's row count) to table `name`.
+async fn small_commits_more(lake: &Lake, name: &str) {
+    let table = lake.open(name).await.unwrap().unwrap();
+    let version = table.version().unwrap() as i64;
+    let mut w = TableWriter::new(name, table, Default::default()).unwrap();
+    let from = version * 20;
+    let ids: Vec<i64> = (from..from + 20).collect();
+    let batch = RecordBatch::try_new(
+        w.schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|i| format!("row {i}")),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter().map(|_| "2026-01-01"),
+            )),
+        ],
+    )
+    .unwrap();
+    w.write(batch).await.unwrap();
+    w.commit(
+        &[("sluice:test:t:0".into(), version + 1)],
+        Default::default(),
+    )
+    .await
+    .unwrap();
 }

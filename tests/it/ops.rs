@@ -148,6 +148,20 @@ async fn metrics_match_the_records_the_test_produced() {
         Some(Some("0")),
         "{status}"
     );
+    // Memory gauges: the process's RSS as /proc reports it, and jemalloc's live heap under it.
+    let vm_rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb * 1024.0)
+        .unwrap();
+    let rss = metric(&text, "sluice_memory_resident_bytes").unwrap();
+    let heap = metric(&text, "sluice_heap_allocated_bytes").unwrap();
+    assert!(
+        rss > vm_rss / 2.0 && rss < vm_rss * 2.0,
+        "RSS gauge {rss} against /proc's {vm_rss}"
+    );
+    assert!(heap > 1e6 && heap < rss, "live heap {heap}, RSS {rss}");
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -1,6 +1,6 @@
 //! The `sluice` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -95,6 +95,10 @@ enum Command {
         /// Z-order the rewritten files by these columns.
         #[arg(long)]
         zorder: Vec<String>,
+        /// One JSON line per table on stdout, and a failing table does not stop the others
+        /// (how `sluice run` reads its maintenance child).
+        #[arg(long, hide = true)]
+        report_json: bool,
     },
     /// Archive the cold records of the tiered topics, then delete them from the brokers
     /// (keeping the hot window). Runs every `interval` until SIGTERM, or once with --once.
@@ -193,6 +197,16 @@ fn main() -> ExitCode {
             config,
             table,
             zorder,
+            report_json: true,
+        } => with_config(&config, |cfg| async move {
+            maintenance_child(&cfg, &table, &zorder).await;
+            Ok(())
+        }),
+        Command::Compact {
+            config,
+            table,
+            zorder,
+            report_json: false,
         } => with_config(&config, |cfg| async move {
             let lake = sluice_lake::Lake::new(&cfg.lake)?;
             let tables = if table.is_empty() {
@@ -471,8 +485,8 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             until_caught_up,
-        } => with_config(&config, |cfg| async move {
-            run(cfg, until_caught_up)
+        } => with_config(&config.clone(), |cfg| async move {
+            run(cfg, &config, until_caught_up)
                 .await
                 .inspect_err(|e| tracing::error!("{}", error_chain(e)))
         }),
@@ -610,7 +624,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
+async fn run(cfg: Config, config_path: &Path, until_caught_up: bool) -> anyhow::Result<()> {
     let lake = sluice_lake::Lake::new(&cfg.lake).context("opening the lake")?;
     let cancel = CancellationToken::new();
     if !cfg.server.listen.is_empty() {
@@ -646,7 +660,7 @@ async fn run(cfg: Config, until_caught_up: bool) -> anyhow::Result<()> {
         });
     }
     if !cfg.maintenance.compact_interval.get().is_zero() {
-        spawn_maintenance(&cfg, &lake, cancel.child_token());
+        spawn_maintenance(&cfg, config_path, cancel.child_token());
     }
     let shutdown_timeout = cfg.server.shutdown_timeout.get();
     let signal = shutdown_signal();
@@ -728,40 +742,154 @@ async fn tiering_task(
 }
 
 /// Compacts every table of the config every `maintenance.compact_interval`, until cancelled.
-fn spawn_maintenance(cfg: &Config, lake: &sluice_lake::Lake, token: CancellationToken) {
-    let lake = lake.clone();
-    let tables = cfg.table_names();
-    let zorder = cfg.maintenance.zorder_by.clone();
-    let target = cfg.maintenance.target_file_size.bytes();
+///
+/// Each round runs in a child process (`sluice compact --report-json` with the same config
+/// file), so that the memory a compaction needs (it reads and rewrites whole files) goes back
+/// to the system when it exits instead of staying in the long-running service; a compaction
+/// that fails or crashes cannot take ingestion down. The child's log lines go to the
+/// service's stderr; its per-table results update the service's metrics.
+fn spawn_maintenance(cfg: &Config, config_path: &Path, token: CancellationToken) {
     let every = cfg.maintenance.compact_interval.get();
+    let config_path = config_path.to_path_buf();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
         loop {
             tokio::select! {
                 _ = token.cancelled() => break,
                 _ = interval.tick() => {
-                    for t in &tables {
-                        let cols = zorder.get(t).cloned().unwrap_or_default();
-                        match sluice_compaction::compact(&lake, t, target, &cols).await {
-                            Ok(r) => {
-                                use sluice_ingest::metrics;
-                                metrics::inc("sluice_compaction_files_removed_total", &[("table", t)], r.files_removed);
-                                metrics::inc("sluice_compaction_files_added_total", &[("table", t)], r.files_added);
-                                metrics::set("sluice_table_files", &[("table", t)], r.after.files as f64);
-                                if let Err(e) = sluice_compaction::clean_expired_logs(&lake, t).await {
-                                    tracing::warn!(table = %t, "expired log cleanup skipped: {e}");
-                                }
-                            }
-                            Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {}
-                            // A compaction that loses to ingest is tried again next time.
-                            Err(e) => tracing::warn!(table = %t, "compaction skipped: {e}"),
-                        }
+                    if let Err(e) = maintenance_round(&config_path, &token).await {
+                        tracing::warn!("compaction round skipped: {e:#}");
                     }
                 }
             }
         }
     });
+}
+
+/// One maintenance round in a child process; killed if the service shuts down meanwhile.
+async fn maintenance_round(config_path: &Path, token: &CancellationToken) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().context("locating the sluice executable")?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg("compact")
+        .arg("--config")
+        .arg(config_path)
+        .arg("--report-json")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the compaction process")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("the compaction process has no stdout")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => {
+                // Compaction commits are atomic: a killed one leaves only orphan files
+                // (vacuum removes them) and its lease, which expires.
+                let _ = child.kill().await;
+                return Ok(());
+            }
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => record_compaction(&line),
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    let status = child.wait().await?;
+    anyhow::ensure!(
+        status.success(),
+        "the compaction process exited with {status}"
+    );
+    Ok(())
+}
+
+/// Metrics (or a warning) from one `--report-json` line.
+fn record_compaction(line: &str) {
+    use sluice_ingest::metrics;
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        tracing::warn!("unexpected line from the compaction process: {line}");
+        return;
+    };
+    let table = v["table"].as_str().unwrap_or("?");
+    if let Some(error) = v["error"].as_str() {
+        // A compaction that loses to ingest is tried again next time.
+        tracing::warn!(table, "compaction skipped: {error}");
+        return;
+    }
+    let count = |k: &str| v[k].as_u64().unwrap_or(0);
+    metrics::inc(
+        "sluice_compaction_files_removed_total",
+        &[("table", table)],
+        count("files_removed"),
+    );
+    metrics::inc(
+        "sluice_compaction_files_added_total",
+        &[("table", table)],
+        count("files_added"),
+    );
+    metrics::set(
+        "sluice_table_files",
+        &[("table", table)],
+        count("files_after") as f64,
+    );
+}
+
+/// `sluice compact --report-json`: every table (or `only`), one JSON line each on stdout.
+async fn maintenance_child(cfg: &Config, only: &[String], zorder: &[String]) {
+    let report = |v: serde_json::Value| println!("{v}");
+    let lake = match sluice_lake::Lake::new(&cfg.lake) {
+        Ok(l) => l,
+        Err(e) => return report(serde_json::json!({ "table": "*", "error": e.to_string() })),
+    };
+    let tables = if only.is_empty() {
+        cfg.table_names()
+    } else {
+        only.to_vec()
+    };
+    let target = cfg.maintenance.target_file_size.bytes();
+    for t in &tables {
+        let cols = if zorder.is_empty() {
+            cfg.maintenance
+                .zorder_by
+                .get(t)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            zorder.to_vec()
+        };
+        let r = match sluice_compaction::compact(&lake, t, target, &cols).await {
+            Ok(r) => r,
+            Err(sluice_compaction::CompactionError::NoSuchTable(_)) => continue,
+            Err(e) => {
+                report(serde_json::json!({ "table": t, "error": e.to_string() }));
+                continue;
+            }
+        };
+        let expired = match sluice_compaction::clean_expired_logs(&lake, t).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(table = %t, "expired log cleanup skipped: {e}");
+                0
+            }
+        };
+        report(serde_json::json!({
+            "table": t,
+            "files_before": r.before.files,
+            "files_after": r.after.files,
+            "files_removed": r.files_removed,
+            "files_added": r.files_added,
+            "bytes_before": r.before.bytes,
+            "bytes_after": r.after.bytes,
+            "expired_log_entries": expired,
+        }));
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

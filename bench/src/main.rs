@@ -253,6 +253,17 @@ fn memory_of(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmHWM:")?, field("VmRSS:")?))
 }
 
+/// The child processes of `pid` (Linux).
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|s| {
+            s.split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// One gauge's value from the Prometheus text at `http://{addr}/metrics` (`None` when the
 /// service does not answer or has no such gauge).
 async fn scrape_gauge(addr: &str, name: &str) -> Option<f64> {
@@ -463,11 +474,12 @@ fn stages(n: usize) -> anyhow::Result<(f64, f64, u64)> {
         decoded.extend(d.events);
     }
     let decode_s = started.elapsed().as_secs_f64();
-    let props = parquet::file::properties::WriterProperties::builder()
-        .set_compression(parquet::basic::Compression::ZSTD(
-            parquet::basic::ZstdLevel::try_new(3)?,
-        ))
-        .build();
+    // The properties the events table's files are written with.
+    let props = sluice_lake::WriterOptions {
+        compression: p.compression,
+        ..Default::default()
+    }
+    .parquet_properties();
     let started = Instant::now();
     let mut sink = Vec::new();
     {
@@ -690,12 +702,19 @@ async fn soak(
     let sampler = tokio::spawn(async move {
         let mut samples = Vec::new();
         let started = Instant::now();
+        let mut children_peak = 0u64;
         while let Some((_, rss)) = memory_of(pid) {
             let heap = scrape_gauge(listen, "sluice_heap_allocated_bytes").await;
             samples.push((started.elapsed().as_secs_f64(), rss, heap));
+            // The maintenance child (`sluice compact`), while one runs.
+            let children: u64 = children_of(pid)
+                .iter()
+                .filter_map(|c| memory_of(*c).map(|(_, rss)| rss))
+                .sum();
+            children_peak = children_peak.max(children);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        samples
+        (samples, children_peak)
     });
     tokio::time::sleep(Duration::from_secs(5)).await;
     eprintln!("producing {rate}/s for {minutes} minutes ...");
@@ -706,7 +725,7 @@ async fn soak(
         .status();
     let mut child = child;
     let _ = child.wait();
-    let samples = sampler.await?;
+    let (samples, children_peak) = sampler.await?;
     let window = |from: f64, to: f64, heap: bool| -> f64 {
         let v: Vec<f64> = samples
             .iter()
@@ -733,6 +752,7 @@ async fn soak(
             "last_minute_mean": last,
             "change_percent": (last - first) / first * 100.0,
             "peak": peak,
+            "maintenance_child_peak": children_peak as f64 / 1e6,
         },
         "heap_allocated_mb": {
             "first_minute_mean": heap_first,

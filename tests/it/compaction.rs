@@ -484,3 +484,103 @@ async fn small_commits_more(lake: &Lake, name: &str) {
     .await
     .unwrap();
 }
+
+/// `sluice run` compacts on its `compact_interval` in a child process (`sluice compact
+/// --report-json`): the table ends with fewer files than commits, every record exactly once,
+/// the service's metrics count what the child rewrote, and no child outlives the service.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_compacts_in_a_child_process_while_ingesting() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("compact-child");
+    create_topic(&topic, 3).await;
+    let config = pipeline_config(
+        dir.path(),
+        &topic,
+        &lake_cfg,
+        "flush = { max_latency = \"200ms\" }",
+    );
+    let port = 20_000 + rand::random::<u16>() % 20_000;
+    let addr = format!("127.0.0.1:{port}");
+    let mut service = KillOnDrop(
+        Command::new(sluice_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("SLUICE__SERVER__LISTEN", &addr)
+            .env("SLUICE__MAINTENANCE__COMPACT_INTERVAL", "2s")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Ten rounds of 60 records a second apart: many small commits for the child to merge.
+    let mut next = 0u64;
+    for _ in 0..10 {
+        produce(
+            &topic,
+            (next..next + 60).map(|i| TestRecord {
+                value: Some(click(i, "2026-03-01T10:00:00Z")),
+                ..Default::default()
+            }),
+        )
+        .await;
+        next += 60;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let removed = loop {
+        let text = scrape(&addr);
+        let rows = metric(
+            &text,
+            "sluice_rows_out_total{pipeline=\"clicks\",destination=\"events\"}",
+        )
+        .unwrap_or(0.0);
+        let removed = metric(
+            &text,
+            "sluice_compaction_files_removed_total{table=\"events\"}",
+        )
+        .unwrap_or(0.0);
+        // Wait for a compaction after the last rows were committed.
+        if rows >= 600.0
+            && removed >= 2.0
+            && metric(&text, "sluice_table_files{table=\"events\"}") == Some(1.0)
+        {
+            break removed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no compaction of all 600 rows seen:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    Command::new("kill")
+        .args(["-TERM", &service.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(service.0.wait().unwrap().success());
+
+    let lake = Lake::new(&lake_cfg).unwrap();
+    let table = lake.open("events").await.unwrap().unwrap();
+    let files: usize = files_per_partition(&table).values().map(|v| v.0).sum();
+    let commits = table.version().unwrap();
+    assert!(
+        (files as u64) < commits,
+        "{files} files after {commits} commits ({removed} removed by compaction)"
+    );
+    let batches = read_table(&lake, "events").await;
+    let positions = positions(&batches);
+    assert_eq!(positions.len(), 600);
+    assert_eq!(
+        positions.iter().collect::<BTreeSet<_>>().len(),
+        600,
+        "a record twice"
+    );
+    // No `sluice compact` child of this service is left running.
+    let needle = config.display().to_string();
+    let children: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(" compact ") && c.contains(&needle))
+        .collect();
+    assert!(children.is_empty(), "left running: {children:?}");
+}

@@ -11,11 +11,12 @@ use tokio_util::sync::CancellationToken;
 
 /// jemalloc instead of glibc's malloc: records are allocated on the polling thread and freed
 /// on the pipeline's, and glibc's per-arena locks made the two threads wait on each other.
-/// jemalloc's background threads return freed pages to the system after a few seconds, so
-/// a transient peak (a checkpoint, a compaction) does not stay resident, which mimalloc's
-/// did (bench/README.md). The `system-alloc` feature keeps glibc's malloc, for heap profilers
-/// such as heaptrack that hook it.
-#[cfg(not(feature = "system-alloc"))]
+/// It is also the `malloc` of the C libraries (librdkafka, zstd), and it is built with two
+/// arenas and background threads that return freed pages after about a second
+/// (`.cargo/config.toml`), so RSS follows the live heap instead of the last peak (a
+/// checkpoint), as it did with mimalloc and glibc (bench/README.md). Building without the
+/// default `jemalloc` feature keeps glibc's malloc, for heap profilers such as heaptrack.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

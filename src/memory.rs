@@ -24,7 +24,7 @@ fn resident_bytes() -> Option<u64> {
 }
 
 /// jemalloc's `stats.allocated` and `stats.resident`, refreshed by advancing its epoch.
-#[cfg(not(feature = "system-alloc"))]
+#[cfg(feature = "jemalloc")]
 fn heap_bytes() -> Option<(u64, u64)> {
     use tikv_jemalloc_ctl::{epoch, stats};
     epoch::advance().ok()?;
@@ -33,7 +33,7 @@ fn heap_bytes() -> Option<(u64, u64)> {
     Some((allocated as u64, resident as u64))
 }
 
-#[cfg(feature = "system-alloc")]
+#[cfg(not(feature = "jemalloc"))]
 fn heap_bytes() -> Option<(u64, u64)> {
     None
 }

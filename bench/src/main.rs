@@ -255,13 +255,34 @@ fn memory_of(pid: u32) -> Option<(u64, u64)> {
 
 /// The child processes of `pid` (Linux).
 fn children_of(pid: u32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .map(|s| {
+    // Each thread lists the children it started.
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|s| {
             s.split_whitespace()
                 .filter_map(|c| c.parse().ok())
-                .collect()
+                .collect::<Vec<u32>>()
         })
-        .unwrap_or_default()
+        .collect()
+}
+
+/// Anonymous and file-backed resident bytes of a process (`RssAnon`, `RssFile`).
+fn rss_parts(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        let kb: u64 = s
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    };
+    Some((field("RssAnon:")?, field("RssFile:")?))
 }
 
 /// One gauge's value from the Prometheus text at `http://{addr}/metrics` (`None` when the
@@ -705,7 +726,8 @@ async fn soak(
         let mut children_peak = 0u64;
         while let Some((_, rss)) = memory_of(pid) {
             let heap = scrape_gauge(listen, "sluice_heap_allocated_bytes").await;
-            samples.push((started.elapsed().as_secs_f64(), rss, heap));
+            let (anon, _file) = rss_parts(pid).unwrap_or_default();
+            samples.push((started.elapsed().as_secs_f64(), rss, heap, anon));
             // The maintenance child (`sluice compact`), while one runs.
             let children: u64 = children_of(pid)
                 .iter()
@@ -726,22 +748,26 @@ async fn soak(
     let mut child = child;
     let _ = child.wait();
     let (samples, children_peak) = sampler.await?;
-    let window = |from: f64, to: f64, heap: bool| -> f64 {
+    // What: 0 RSS, 1 live heap, 2 anonymous RSS (the binary's mapped pages left out).
+    let window = |from: f64, to: f64, what: u8| -> f64 {
         let v: Vec<f64> = samples
             .iter()
-            .filter(|(t, _, _)| *t >= from && *t < to)
-            .filter_map(|(_, r, h)| if heap { *h } else { Some(*r as f64) })
+            .filter(|(t, _, _, _)| *t >= from && *t < to)
+            .filter_map(|(_, r, h, a)| match what {
+                0 => Some(*r as f64),
+                1 => *h,
+                _ => Some(*a as f64),
+            })
             .map(|b| b / 1e6)
             .collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
     // The first minute of producing (after 5 s of start-up) against the last one.
     let produce_end = 5.0 + (minutes * 60) as f64;
-    let first = window(5.0, 65.0, false);
-    let last = window(produce_end - 60.0, produce_end, false);
-    let heap_first = window(5.0, 65.0, true);
-    let heap_last = window(produce_end - 60.0, produce_end, true);
-    let peak = samples.iter().map(|(_, r, _)| *r).max().unwrap_or(0) as f64 / 1e6;
+    let [first, heap_first, anon_first] = [0, 1, 2].map(|w| window(5.0, 65.0, w));
+    let [last, heap_last, anon_last] =
+        [0, 1, 2].map(|w| window(produce_end - 60.0, produce_end, w));
+    let peak = samples.iter().map(|(_, r, _, _)| *r).max().unwrap_or(0) as f64 / 1e6;
     Ok(json!({
         "rate": rate,
         "minutes": minutes,
@@ -754,13 +780,18 @@ async fn soak(
             "peak": peak,
             "maintenance_child_peak": children_peak as f64 / 1e6,
         },
+        "anon_rss_mb": {
+            "first_minute_mean": anon_first,
+            "last_minute_mean": anon_last,
+            "change_percent": (anon_last - anon_first) / anon_first * 100.0,
+        },
         "heap_allocated_mb": {
             "first_minute_mean": heap_first,
             "last_minute_mean": heap_last,
             "change_percent": (heap_last - heap_first) / heap_first * 100.0,
         },
-        // [seconds, RSS MB, live heap MB] every 10 s.
-        "samples_mb": samples.iter().step_by(10).map(|(t, r, h)| json!([t.round(), (*r as f64 / 1e6).round(), h.map(|h| (h / 1e6).round())])).collect::<Vec<_>>(),
+        // [seconds, RSS MB, live heap MB, anonymous RSS MB] every 10 s.
+        "samples_mb": samples.iter().step_by(10).map(|(t, r, h, a)| json!([t.round(), (*r as f64 / 1e6).round(), h.map(|h| (h / 1e6).round()), (*a as f64 / 1e6).round()])).collect::<Vec<_>>(),
     }))
 }
 

@@ -158,9 +158,9 @@ enum Command {
 /// A transparent huge page (2 MiB) stays resident while any part of it is in use, so freed
 /// heap memory inside one is not returned after a transient peak (a Delta checkpoint, a
 /// compaction). With mimalloc, which asked for huge pages on its arenas, RSS at 10,000
-/// events/s was about 70 MB higher with them than without (bench/README.md); the allocator
-/// now is jemalloc, but a system set to `always` would do the same to it. Turned off for the
-/// process before the runtime starts.
+/// events/s was about 70 MB higher with them than without
+/// (bench/results/soak-diagnostics.md); the allocator now is jemalloc, but a system set to
+/// `always` would do the same to it. Turned off for the process before the runtime starts.
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
@@ -210,30 +210,17 @@ fn main() -> ExitCode {
             report_json: false,
         } => with_config(&config, |cfg| async move {
             let lake = sluice_lake::Lake::new(&cfg.lake)?;
-            let tables = if table.is_empty() {
-                cfg.table_names()
-            } else {
-                table
-            };
+            let tables = compaction_plan(&cfg, &table, &zorder);
             let started = std::time::Instant::now();
             let (mut files_before, mut files_after, mut bytes_before, mut bytes_after) =
                 (0, 0, 0, 0);
-            for (i, t) in tables.iter().enumerate() {
+            for (i, (t, cols)) in tables.iter().enumerate() {
                 eprintln!("[{}/{}] compacting {t} ...", i + 1, tables.len());
-                let cols = if zorder.is_empty() {
-                    cfg.maintenance
-                        .zorder_by
-                        .get(t)
-                        .cloned()
-                        .unwrap_or_default()
-                } else {
-                    zorder.clone()
-                };
                 match sluice_compaction::compact(
                     &lake,
                     t,
                     cfg.maintenance.target_file_size.bytes(),
-                    &cols,
+                    cols,
                 )
                 .await
                 {
@@ -842,6 +829,31 @@ fn record_compaction(line: &str) {
     );
 }
 
+/// The tables to compact (`only`, or every table of the config) with the columns to z-order
+/// each by (`zorder`, or the table's `maintenance.zorder_by`).
+fn compaction_plan(cfg: &Config, only: &[String], zorder: &[String]) -> Vec<(String, Vec<String>)> {
+    let tables = if only.is_empty() {
+        cfg.table_names()
+    } else {
+        only.to_vec()
+    };
+    tables
+        .into_iter()
+        .map(|t| {
+            let cols = if zorder.is_empty() {
+                cfg.maintenance
+                    .zorder_by
+                    .get(&t)
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                zorder.to_vec()
+            };
+            (t, cols)
+        })
+        .collect()
+}
+
 /// `sluice compact --report-json`: every table (or `only`), one JSON line each on stdout.
 async fn maintenance_child(cfg: &Config, only: &[String], zorder: &[String]) {
     let report = |v: serde_json::Value| println!("{v}");
@@ -849,23 +861,9 @@ async fn maintenance_child(cfg: &Config, only: &[String], zorder: &[String]) {
         Ok(l) => l,
         Err(e) => return report(serde_json::json!({ "table": "*", "error": e.to_string() })),
     };
-    let tables = if only.is_empty() {
-        cfg.table_names()
-    } else {
-        only.to_vec()
-    };
     let target = cfg.maintenance.target_file_size.bytes();
-    for t in &tables {
-        let cols = if zorder.is_empty() {
-            cfg.maintenance
-                .zorder_by
-                .get(t)
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            zorder.to_vec()
-        };
-        let r = match sluice_compaction::compact(&lake, t, target, &cols).await {
+    for (t, cols) in &compaction_plan(cfg, only, zorder) {
+        let r = match sluice_compaction::compact(&lake, t, target, cols).await {
             Ok(r) => r,
             Err(sluice_compaction::CompactionError::NoSuchTable(_)) => continue,
             Err(e) => {

@@ -240,17 +240,28 @@ fn consume_only(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<(
 
 /// Peak and current RSS of a process in bytes (VmHWM, VmRSS).
 fn memory_of(pid: u32) -> Option<(u64, u64)> {
+    let [hwm, rss] = status_bytes(pid, ["VmHWM:", "VmRSS:"])?;
+    Some((hwm, rss))
+}
+
+/// Fields of `/proc/<pid>/status` given in kB, in bytes.
+fn status_bytes<const N: usize>(pid: u32, names: [&str; N]) -> Option<[u64; N]> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
-        s.lines()
+        let kb: u64 = s
+            .lines()
             .find(|l| l.starts_with(name))?
             .split_whitespace()
             .nth(1)?
-            .parse::<u64>()
-            .ok()
-            .map(|kb| kb * 1024)
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
     };
-    Some((field("VmHWM:")?, field("VmRSS:")?))
+    let mut out = [0; N];
+    for (o, n) in out.iter_mut().zip(names) {
+        *o = field(n)?;
+    }
+    Some(out)
 }
 
 /// The child processes of `pid` (Linux).
@@ -267,22 +278,6 @@ fn children_of(pid: u32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .collect()
-}
-
-/// Anonymous and file-backed resident bytes of a process (`RssAnon`, `RssFile`).
-fn rss_parts(pid: u32) -> Option<(u64, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let kb: u64 = s
-            .lines()
-            .find(|l| l.starts_with(name))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
-    };
-    Some((field("RssAnon:")?, field("RssFile:")?))
 }
 
 /// One gauge's value from the Prometheus text at `http://{addr}/metrics` (`None` when the
@@ -726,7 +721,7 @@ async fn soak(
         let mut children_peak = 0u64;
         while let Some((_, rss)) = memory_of(pid) {
             let heap = scrape_gauge(listen, "sluice_heap_allocated_bytes").await;
-            let (anon, _file) = rss_parts(pid).unwrap_or_default();
+            let [anon] = status_bytes(pid, ["RssAnon:"]).unwrap_or_default();
             samples.push((started.elapsed().as_secs_f64(), rss, heap, anon));
             // The maintenance child (`sluice compact`), while one runs.
             let children: u64 = children_of(pid)

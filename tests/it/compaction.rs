@@ -72,30 +72,35 @@ async fn small_commits_with(lake: &Lake, name: &str, commits: i64, properties: &
     let table = lake.open_or_create(name, &schema, &spec).await.unwrap();
     let mut w = TableWriter::new(name, table, Default::default()).unwrap();
     for c in 0..commits {
-        let ids: Vec<i64> = (c * 20..c * 20 + 20).collect();
-        let batch = RecordBatch::try_new(
-            w.schema(),
-            vec![
-                Arc::new(Int64Array::from(ids.clone())),
-                Arc::new(StringArray::from_iter_values(
-                    ids.iter()
-                        .map(|i| format!("row {i} {}", "x".repeat((*i % 50) as usize))),
-                )),
-                Arc::new(StringArray::from_iter_values(ids.iter().map(|i| {
-                    if i % 2 == 0 {
-                        "2026-01-01"
-                    } else {
-                        "2026-01-02"
-                    }
-                }))),
-            ],
-        )
-        .unwrap();
-        w.write(batch).await.unwrap();
-        w.commit(&[("sluice:test:t:0".into(), c + 1)], Default::default())
-            .await
-            .unwrap();
+        commit_small(&mut w, c).await;
     }
+}
+
+/// Commit `c` of [`small_commits`]: ids `20c..20c+20` over two days, progress `c + 1`.
+async fn commit_small(w: &mut TableWriter, c: i64) {
+    let ids: Vec<i64> = (c * 20..c * 20 + 20).collect();
+    let batch = RecordBatch::try_new(
+        w.schema(),
+        vec![
+            Arc::new(Int64Array::from(ids.clone())),
+            Arc::new(StringArray::from_iter_values(
+                ids.iter()
+                    .map(|i| format!("row {i} {}", "x".repeat((*i % 50) as usize))),
+            )),
+            Arc::new(StringArray::from_iter_values(ids.iter().map(|i| {
+                if i % 2 == 0 {
+                    "2026-01-01"
+                } else {
+                    "2026-01-02"
+                }
+            }))),
+        ],
+    )
+    .unwrap();
+    w.write(batch).await.unwrap();
+    w.commit(&[("sluice:test:t:0".into(), c + 1)], Default::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -456,33 +461,12 @@ async fn expired_log_entries_are_left_by_ingest_commits_and_deleted_by_maintenan
     assert!((0..=25).all(|v| kept.join(format!("{v:020}.json")).exists()));
 }
 
-/// One more commit of 20 rows (ids continuing from the table's row count) to table `name`.
+/// One more [`commit_small`] to table `name` (the next after its current version).
 async fn small_commits_more(lake: &Lake, name: &str) {
     let table = lake.open(name).await.unwrap().unwrap();
     let version = table.version().unwrap() as i64;
     let mut w = TableWriter::new(name, table, Default::default()).unwrap();
-    let from = version * 20;
-    let ids: Vec<i64> = (from..from + 20).collect();
-    let batch = RecordBatch::try_new(
-        w.schema(),
-        vec![
-            Arc::new(Int64Array::from(ids.clone())),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter().map(|i| format!("row {i}")),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                ids.iter().map(|_| "2026-01-01"),
-            )),
-        ],
-    )
-    .unwrap();
-    w.write(batch).await.unwrap();
-    w.commit(
-        &[("sluice:test:t:0".into(), version + 1)],
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    commit_small(&mut w, version).await;
 }
 
 /// `sluice run` compacts on its `compact_interval` in a child process (`sluice compact

@@ -20,12 +20,19 @@ fn decoder() -> (
 }
 
 fn decode(c: &mut Criterion) {
-    let (decoder, _) = decoder();
+    let (decoder, _) = self::decoder();
     let raw = sluice_bench::raw_batch(10_000, 0);
     let mut g = c.benchmark_group("decode");
     g.throughput(Throughput::Elements(raw.len() as u64));
     g.bench_function("json_to_arrow_10k", |b| {
         b.iter(|| black_box(decoder.decode(black_box(&raw)).expect("decode")))
+    });
+    // The same batch through arrow-json's general decoder (what nested schemas and batches the
+    // fast path gives up on take).
+    let (mut general, _) = self::decoder();
+    general.set_fast_path(false);
+    g.bench_function("json_to_arrow_general_10k", |b| {
+        b.iter(|| black_box(general.decode(black_box(&raw)).expect("decode")))
     });
     g.finish();
 }

@@ -1,12 +1,15 @@
 //! JSON records into Arrow rows of the events table, and everything that does not fit into
 //! dead letters.
 //!
-//! The common path is vectorised: a whole poll batch goes through one arrow-json decoder
-//! straight into Arrow builders. Only when the decoder reports a problem are the offending
-//! records isolated (a syntax error is found at the record that caused it; a type error by
-//! bisecting the batch), so a bad record costs little and never stops the pipeline.
+//! The common path is one pass per batch: for a flat schema, [`crate::fast_json`] reads each
+//! record straight into the columns' Arrow builders. Whatever it does not handle (nested
+//! columns, coercions, and every malformed record) goes through one arrow-json decoder for the
+//! whole batch; only when that decoder reports a problem are the offending records isolated (a
+//! syntax error is found at the record that caused it; a type error by bisecting the batch), so
+//! a bad record costs little and never stops the pipeline.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array,
@@ -19,6 +22,7 @@ use chrono::{NaiveDate, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 use sluice_config::{PipelineConfig, TimeFormat, UnknownFields};
 
+use crate::fast_json::{FastJsonDecoder, GiveUp};
 use crate::raw::RawBatch;
 
 /// Why a record went to the dead-letter table.
@@ -85,6 +89,9 @@ pub struct JsonDecoder {
     max_record_size: usize,
     strict: bool,
     include_headers: bool,
+    /// The specialised decoder for flat schemas, tried first (see [`crate::fast_json`]).
+    fast: Option<FastJsonDecoder>,
+    fast_gate: FastGate,
 }
 
 impl std::fmt::Debug for JsonDecoder {
@@ -145,7 +152,15 @@ impl JsonDecoder {
             max_record_size: p.max_record_size.bytes() as usize,
             strict: p.unknown_fields == UnknownFields::Reject,
             include_headers: p.include_headers,
-        })
+            fast: None,
+            fast_gate: FastGate::default(),
+        }
+        .with_fast_path())
+    }
+
+    fn with_fast_path(mut self) -> Self {
+        self.set_fast_path(true);
+        self
     }
 
     /// The events table schema rows are produced in.
@@ -165,57 +180,127 @@ impl JsonDecoder {
 
     /// Decodes a batch. Never fails on record content: bad records become dead letters.
     pub fn decode(&self, raw: &RawBatch) -> Result<Decoded, String> {
+        if let Some(fast) = &self.fast
+            && self.fast_gate.should_try()
+        {
+            match self.decode_fast(fast, raw) {
+                Ok(decoded) => {
+                    self.fast_gate.succeeded();
+                    return Ok(decoded);
+                }
+                Err(why) => {
+                    self.fast_gate.gave_up();
+                    tracing::debug!(
+                        "the fast JSON decoder gave up on a batch ({why}); arrow-json decodes it"
+                    );
+                }
+            }
+        }
+        self.decode_with_tape(raw)
+    }
+
+    /// Turns the fast path on or off (it is on when the schema allows it). For tests and
+    /// benchmarks comparing the two decoders.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast = if on {
+            FastJsonDecoder::new(self.decode_schema.clone(), self.strict)
+        } else {
+            None
+        };
+    }
+
+    /// True when batches go to the specialised decoder first.
+    pub fn has_fast_path(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// The checks every record goes through before its JSON is read: a value, not blank, not
+    /// too large, UTF-8, an object.
+    fn precheck<'a>(&self, i: usize, value: Option<&'a [u8]>) -> Result<&'a str, DeadLetter> {
+        let value = match value {
+            None => {
+                return Err(dl(
+                    i,
+                    ErrorKind::EmptyValue,
+                    "the record has no value (a tombstone)",
+                ));
+            }
+            Some(v) if v.iter().all(|b| b.is_ascii_whitespace()) => {
+                return Err(dl(i, ErrorKind::EmptyValue, "the record's value is empty"));
+            }
+            Some(v) => v,
+        };
+        if value.len() > self.max_record_size {
+            return Err(dl(
+                i,
+                ErrorKind::Oversized,
+                &format!(
+                    "the value is {} bytes; max_record_size is {}",
+                    value.len(),
+                    self.max_record_size
+                ),
+            ));
+        }
+        let text = std::str::from_utf8(value).map_err(|e| {
+            dl(
+                i,
+                ErrorKind::InvalidUtf8,
+                &format!("the value is not UTF-8: {e}"),
+            )
+        })?;
+        if text
+            .trim_start_matches(|c: char| c.is_ascii_whitespace())
+            .as_bytes()
+            .first()
+            != Some(&b'{')
+        {
+            return Err(dl(
+                i,
+                ErrorKind::MalformedJson,
+                "the value is not a JSON object",
+            ));
+        }
+        Ok(text)
+    }
+
+    /// The specialised decoder: the whole batch in one pass, or it gives up.
+    fn decode_fast(&self, fast: &FastJsonDecoder, raw: &RawBatch) -> Result<Decoded, GiveUp> {
+        let mut dead = Vec::new();
+        let mut rows = Vec::with_capacity(raw.len());
+        let mut texts = Vec::with_capacity(raw.len());
+        for i in 0..raw.len() {
+            match self.precheck(i, raw.value(i)) {
+                Ok(text) => {
+                    rows.push(i);
+                    texts.push(text);
+                }
+                Err(d) => dead.push(d),
+            }
+        }
+        let parts = if rows.is_empty() {
+            Vec::new()
+        } else {
+            vec![(rows, fast.decode(texts.into_iter())?)]
+        };
+        self.finish_parts(raw, parts, dead)
+            .map_err(|_| "the rows could not be finished")
+    }
+
+    /// The general decoder: arrow-json's tape, isolating bad records.
+    fn decode_with_tape(&self, raw: &RawBatch) -> Result<Decoded, String> {
         let mut dead = Vec::new();
         // Pass 1: syntax, record by record boundaries, into one tape.
-        let mut good: Vec<usize> = Vec::with_capacity(raw.len());
         let mut parts: Vec<(Vec<usize>, RecordBatch)> = Vec::new();
         let mut pending: Vec<usize> = Vec::new();
         let mut decoder = self.new_decoder(raw.len())?;
         for i in 0..raw.len() {
-            let value = match raw.value(i) {
-                None => {
-                    dead.push(dl(
-                        i,
-                        ErrorKind::EmptyValue,
-                        "the record has no value (a tombstone)",
-                    ));
+            let value = match self.precheck(i, raw.value(i)) {
+                Ok(text) => text.as_bytes(),
+                Err(d) => {
+                    dead.push(d);
                     continue;
                 }
-                Some(v) if v.iter().all(|b| b.is_ascii_whitespace()) => {
-                    dead.push(dl(i, ErrorKind::EmptyValue, "the record's value is empty"));
-                    continue;
-                }
-                Some(v) => v,
             };
-            if value.len() > self.max_record_size {
-                dead.push(dl(
-                    i,
-                    ErrorKind::Oversized,
-                    &format!(
-                        "the value is {} bytes; max_record_size is {}",
-                        value.len(),
-                        self.max_record_size
-                    ),
-                ));
-                continue;
-            }
-            if let Err(e) = std::str::from_utf8(value) {
-                dead.push(dl(
-                    i,
-                    ErrorKind::InvalidUtf8,
-                    &format!("the value is not UTF-8: {e}"),
-                ));
-                continue;
-            }
-            let first = value.iter().find(|b| !b.is_ascii_whitespace()).copied();
-            if first != Some(b'{') {
-                dead.push(dl(
-                    i,
-                    ErrorKind::MalformedJson,
-                    "the value is not a JSON object",
-                ));
-                continue;
-            }
             let before = decoder.len();
             let problem = match decoder.decode(value) {
                 Err(e) => Some(clean(&e.to_string())),
@@ -253,7 +338,18 @@ impl JsonDecoder {
             &mut parts,
             &mut dead,
         )?;
-        // Pass 2: timestamps and the event time, row by row on the decoded columns.
+        self.finish_parts(raw, parts, dead)
+    }
+
+    /// Pass 2: timestamps and the event time, row by row on the decoded columns; then one
+    /// events batch in record order.
+    fn finish_parts(
+        &self,
+        raw: &RawBatch,
+        parts: Vec<(Vec<usize>, RecordBatch)>,
+        mut dead: Vec<DeadLetter>,
+    ) -> Result<Decoded, String> {
+        let mut good: Vec<usize> = Vec::with_capacity(raw.len());
         let mut batches = Vec::with_capacity(parts.len());
         for (indices, batch) in parts {
             let (batch, kept) = self.finish_rows(raw, batch, &indices, &mut dead)?;
@@ -263,13 +359,13 @@ impl JsonDecoder {
             }
         }
         dead.sort_by_key(|d| d.index);
-        let events = if batches.is_empty() {
-            None
-        } else {
-            Some(
+        let events = match batches.len() {
+            0 => None,
+            1 => batches.pop(),
+            _ => Some(
                 arrow::compute::concat_batches(&self.output, &batches)
                     .map_err(|e| e.to_string())?,
-            )
+            ),
         };
         let event_indices = good.into_iter().map(|i| i as u32).collect();
         Ok(Decoded {
@@ -446,6 +542,33 @@ impl JsonDecoder {
         let batch = RecordBatch::try_new(self.output.clone(), out)
             .map_err(|e| format!("building the events batch: {e}"))?;
         Ok((Some(batch), kept))
+    }
+}
+
+/// When to try the fast decoder: every batch while it succeeds; after it gives up, skip it for
+/// 1, 2, 4, ... up to 64 batches, so that a topic it cannot read costs almost nothing extra.
+#[derive(Debug, Default)]
+struct FastGate {
+    skip: AtomicU32,
+    penalty: AtomicU32,
+}
+
+impl FastGate {
+    fn should_try(&self) -> bool {
+        let skip = self.skip.load(Ordering::Relaxed);
+        if skip > 0 {
+            self.skip.store(skip - 1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+    fn succeeded(&self) {
+        self.penalty.store(0, Ordering::Relaxed);
+    }
+    fn gave_up(&self) {
+        let p = (self.penalty.load(Ordering::Relaxed) * 2).clamp(1, 64);
+        self.penalty.store(p, Ordering::Relaxed);
+        self.skip.store(p, Ordering::Relaxed);
     }
 }
 

@@ -266,3 +266,91 @@ fn parse_time_handles_epochs_and_negative_times() {
     );
     assert!(parse_time("2026-13-01T00:00:00Z", TimeFormat::Rfc3339, utc).is_err());
 }
+
+fn flat_pipeline(extra: &str) -> PipelineConfig {
+    let text = format!(
+        r#"
+[kafka]
+brokers = "x:1"
+[lake]
+root = "/tmp/x"
+[[pipeline]]
+name = "p"
+topics = ["t"]
+table = "events"
+schema = [
+  {{ name = "user_id", type = "string", nullable = false }},
+  {{ name = "amount", type = "double" }},
+  {{ name = "n", type = "long" }},
+  {{ name = "ok", type = "boolean" }},
+  {{ name = "seen", type = "timestamp", format = "epoch_millis" }},
+  {{ name = "ts", type = "timestamp" }},
+]
+event_time = {{ field = "ts", format = "rfc3339" }}
+{extra}
+"#
+    );
+    Config::from_toml_with_env(
+        &text,
+        std::path::Path::new("t.toml"),
+        Vec::<(String, String)>::new(),
+    )
+    .unwrap()
+    .pipelines
+    .remove(0)
+}
+
+/// Values for the flat pipeline: good records, records only arrow-json reads (coercions), and
+/// every kind of dead letter.
+const FLAT_VALUES: &[&[u8]] = &[
+    br#"{"user_id":"a","amount":1.5,"n":3,"ok":true,"seen":1700000000000,"ts":"2026-01-01T00:00:00Z"}"#,
+    br#"{"ts":"2026-03-29T01:30:00+01:00","user_id":"b\u00e9","extra":{"x":[1]}}"#,
+    br#"{"user_id":"c","n":null,"ts":"2026-01-01 12:00:00"}"#,
+    br#"{"user_id":"d","amount":"2.5","ts":"2026-01-01T00:00:00Z"}"#,
+    br#"{"user_id":"e","n":4.0,"ts":"2026-01-01T00:00:00Z"}"#,
+    br#"{"user_id":"f","seen":"yesterday","ts":"2026-01-01T00:00:00Z"}"#,
+    br#"{"user_id":"g","ts":"not a time"}"#,
+    br#"{"user_id":"h"}"#,
+    br#"{"n":1,"ts":"2026-01-01T00:00:00Z"}"#,
+    br#"{"user_id":"i","ts":"2026-01-01T00:00:00Z","user_id":"j"}"#,
+    br#"{"user_id":"k","ts":"2026-01-01T00:00:00Z"} x"#,
+    br#"{"user_id":"l","ts":"2026-01-01T00:00:00Z""#,
+    br#"{"user_id":"m","n":"seven","ts":"2026-01-01T00:00:00Z"}"#,
+    br#"[1]"#,
+    b"",
+    b"\xff{}",
+    br#"{"user_id":"n","ts":"2026-01-01T00:00:00Z","pad":"0123456789012345678901234567890123456789012345678901234567890123456789"}"#,
+];
+
+proptest::proptest! {
+    /// The fast path and arrow-json make the same rows and the same dead letters from any
+    /// batch, whether the fast path takes it or gives up on it.
+    #[test]
+    fn fast_and_general_decoders_agree_on_every_batch(
+        picks in proptest::collection::vec(0usize..FLAT_VALUES.len() + 1, 1..12),
+        reject in proptest::bool::ANY,
+    ) {
+        let extra = if reject {
+            "max_record_size = \"120B\"\nunknown_fields = \"reject\""
+        } else {
+            "max_record_size = \"120B\""
+        };
+        let p = flat_pipeline(extra);
+        let fast = decoder(&p);
+        proptest::prop_assert!(fast.has_fast_path());
+        let mut general = decoder(&p);
+        general.set_fast_path(false);
+        let values: Vec<Option<&[u8]>> = picks.iter().map(|&i| FLAT_VALUES.get(i).copied()).collect();
+        let batch = raw(&values);
+        let (a, b) = (fast.decode(&batch).unwrap(), general.decode(&batch).unwrap());
+        proptest::prop_assert_eq!(a.events, b.events);
+        proptest::prop_assert_eq!(a.event_indices, b.event_indices);
+        proptest::prop_assert_eq!(a.dead, b.dead);
+    }
+}
+
+#[test]
+fn only_flat_schemas_get_the_fast_path() {
+    assert!(decoder(&flat_pipeline("")).has_fast_path());
+    assert!(!decoder(&pipeline("")).has_fast_path());
+}

@@ -7,6 +7,7 @@
 
 pub mod dead_letter;
 pub mod decode;
+pub mod fast_json;
 pub use sluice_lake::fault;
 pub mod headers;
 pub mod metrics;

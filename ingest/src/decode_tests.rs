@@ -6,7 +6,10 @@ use arrow::array::{
 };
 use sluice_config::Config;
 
-fn pipeline(extra: &str) -> PipelineConfig {
+/// The test pipeline's config with these schema fields (TOML inline tables, one per line)
+/// and `extra` keys.
+fn pipeline_with(fields: &[&str], extra: &str) -> PipelineConfig {
+    let fields = fields.join(",\n  ");
     let text = format!(
         r#"
 [kafka]
@@ -18,12 +21,7 @@ name = "p"
 topics = ["t"]
 table = "events"
 schema = [
-  {{ name = "user_id", type = "string", nullable = false }},
-  {{ name = "amount", type = "double" }},
-  {{ name = "n", type = "long" }},
-  {{ name = "ts", type = "timestamp" }},
-  {{ name = "tags", type = "array<string>" }},
-  {{ name = "geo", type = "struct<lat: double, lon: double>" }},
+  {fields},
 ]
 event_time = {{ field = "ts", format = "rfc3339" }}
 {extra}
@@ -37,6 +35,20 @@ event_time = {{ field = "ts", format = "rfc3339" }}
     .unwrap()
     .pipelines
     .remove(0)
+}
+
+fn pipeline(extra: &str) -> PipelineConfig {
+    pipeline_with(
+        &[
+            r#"{ name = "user_id", type = "string", nullable = false }"#,
+            r#"{ name = "amount", type = "double" }"#,
+            r#"{ name = "n", type = "long" }"#,
+            r#"{ name = "ts", type = "timestamp" }"#,
+            r#"{ name = "tags", type = "array<string>" }"#,
+            r#"{ name = "geo", type = "struct<lat: double, lon: double>" }"#,
+        ],
+        extra,
+    )
 }
 
 fn raw(values: &[Option<&[u8]>]) -> RawBatch {
@@ -268,36 +280,17 @@ fn parse_time_handles_epochs_and_negative_times() {
 }
 
 fn flat_pipeline(extra: &str) -> PipelineConfig {
-    let text = format!(
-        r#"
-[kafka]
-brokers = "x:1"
-[lake]
-root = "/tmp/x"
-[[pipeline]]
-name = "p"
-topics = ["t"]
-table = "events"
-schema = [
-  {{ name = "user_id", type = "string", nullable = false }},
-  {{ name = "amount", type = "double" }},
-  {{ name = "n", type = "long" }},
-  {{ name = "ok", type = "boolean" }},
-  {{ name = "seen", type = "timestamp", format = "epoch_millis" }},
-  {{ name = "ts", type = "timestamp" }},
-]
-event_time = {{ field = "ts", format = "rfc3339" }}
-{extra}
-"#
-    );
-    Config::from_toml_with_env(
-        &text,
-        std::path::Path::new("t.toml"),
-        Vec::<(String, String)>::new(),
+    pipeline_with(
+        &[
+            r#"{ name = "user_id", type = "string", nullable = false }"#,
+            r#"{ name = "amount", type = "double" }"#,
+            r#"{ name = "n", type = "long" }"#,
+            r#"{ name = "ok", type = "boolean" }"#,
+            r#"{ name = "seen", type = "timestamp", format = "epoch_millis" }"#,
+            r#"{ name = "ts", type = "timestamp" }"#,
+        ],
+        extra,
     )
-    .unwrap()
-    .pipelines
-    .remove(0)
 }
 
 /// Values for the flat pipeline: good records, records only arrow-json reads (coercions), and

@@ -550,8 +550,20 @@ where
 
 /// Runs `fut` on a multi-threaded runtime; an error becomes one message and a failing exit code.
 fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    // Threads numbered in the order they start ("sluice-rt-N"), so a thread count that climbs
+    // over a long run shows whether the blocking pool churns (bench/memory-probe.sh).
+    let started = std::sync::atomic::AtomicUsize::new(0);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // File I/O and Delta log replay run on the blocking pool; a checkpoint starts a burst
+        // of them. Idle threads leave after a second instead of tokio's ten, so the threads of
+        // a burst do not stay for the whole run, each holding a stack and an allocator cache
+        // (bench/README.md, "Memory over a long run").
+        .thread_keep_alive(std::time::Duration::from_secs(1))
+        .thread_name_fn(move || {
+            let n = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            format!("sluice-rt-{n}")
+        })
         .build()
     {
         Ok(r) => r,

@@ -9,9 +9,16 @@ pub fn refresh_metrics() {
     if let Some(rss) = resident_bytes() {
         metrics::set("sluice_memory_resident_bytes", &[], rss as f64);
     }
-    if let Some((allocated, resident)) = heap_bytes() {
-        metrics::set("sluice_heap_allocated_bytes", &[], allocated as f64);
-        metrics::set("sluice_heap_resident_bytes", &[], resident as f64);
+    if let Some(heap) = heap_stats() {
+        metrics::set("sluice_heap_allocated_bytes", &[], heap.allocated as f64);
+        metrics::set("sluice_heap_resident_bytes", &[], heap.resident as f64);
+        metrics::set("sluice_heap_metadata_bytes", &[], heap.metadata as f64);
+        metrics::set(
+            "sluice_heap_thread_cache_bytes",
+            &[],
+            heap.thread_caches as f64,
+        );
+        metrics::set("sluice_heap_dirty_bytes", &[], heap.dirty as f64);
     }
 }
 
@@ -23,17 +30,45 @@ fn resident_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// jemalloc's `stats.allocated` and `stats.resident`, refreshed by advancing its epoch.
+/// What jemalloc holds, in bytes: see [`heap_stats`].
+#[cfg_attr(not(feature = "jemalloc"), allow(dead_code))]
+struct HeapStats {
+    /// Live allocations of the program (`stats.allocated`).
+    allocated: u64,
+    /// Pages of the heap resident in memory (`stats.resident`).
+    resident: u64,
+    /// The allocator's own bookkeeping (`stats.metadata`).
+    metadata: u64,
+    /// Freed blocks kept in the threads' caches, over all arenas.
+    thread_caches: u64,
+    /// Freed pages not yet returned to the system (decaying), over all arenas.
+    dirty: u64,
+}
+
+/// jemalloc's statistics, refreshed by advancing its epoch. The per-arena ones are read
+/// merged over all arenas (`stats.arenas.4096.*`, jemalloc's `MALLCTL_ARENAS_ALL`).
 #[cfg(feature = "jemalloc")]
-fn heap_bytes() -> Option<(u64, u64)> {
-    use tikv_jemalloc_ctl::{epoch, stats};
+fn heap_stats() -> Option<HeapStats> {
+    use tikv_jemalloc_ctl::{Access, AsName, epoch, stats};
     epoch::advance().ok()?;
-    let allocated = stats::allocated::read().ok()?;
-    let resident = stats::resident::read().ok()?;
-    Some((allocated as u64, resident as u64))
+    let merged = |key: &'static [u8]| -> u64 {
+        let value: Result<usize, _> = key.name().read();
+        value.map(|v| v as u64).unwrap_or(0)
+    };
+    let page = {
+        let value: Result<usize, _> = b"arenas.page\0".name().read();
+        value.unwrap_or(4096) as u64
+    };
+    Some(HeapStats {
+        allocated: stats::allocated::read().ok()? as u64,
+        resident: stats::resident::read().ok()? as u64,
+        metadata: stats::metadata::read().ok()? as u64,
+        thread_caches: merged(b"stats.arenas.4096.tcache_bytes\0"),
+        dirty: merged(b"stats.arenas.4096.pdirty\0") * page,
+    })
 }
 
 #[cfg(not(feature = "jemalloc"))]
-fn heap_bytes() -> Option<(u64, u64)> {
+fn heap_stats() -> Option<HeapStats> {
     None
 }

@@ -141,6 +141,21 @@ pub const SPEC: &[(&str, &str, &str)] = &[
         "Bytes of the heap resident in memory, including freed pages not yet returned (jemalloc).",
     ),
     (
+        "sluice_heap_metadata_bytes",
+        "gauge",
+        "Bytes jemalloc uses for its own bookkeeping.",
+    ),
+    (
+        "sluice_heap_thread_cache_bytes",
+        "gauge",
+        "Bytes of freed blocks held in jemalloc's per-thread caches.",
+    ),
+    (
+        "sluice_heap_dirty_bytes",
+        "gauge",
+        "Bytes of freed heap pages jemalloc has not yet returned to the system.",
+    ),
+    (
         "sluice_tiering_retention_risk",
         "gauge",
         "1 when the topic's own retention.ms/retention.bytes may drop records before they are archived, by topic.",

@@ -4,9 +4,10 @@
 //!
 //! Progress is recorded the Delta way: one application transaction (`txn`) per source
 //! topic-partition in the same commit as the data, so data files and progress become visible
-//! together or not at all. A writer never refreshes its snapshot behind its own back: a commit
-//! whose read snapshot is older than another writer's commit for the same app id fails with
-//! [`LakeError::Fenced`] instead of double-writing.
+//! together or not at all. A commit whose read snapshot is older than another writer's commit
+//! for the same app id fails with [`LakeError::Fenced`] instead of double-writing; a writer
+//! moves its snapshot over other writers' commits only when they leave its app ids alone (a
+//! compaction, say).
 
 mod background;
 mod error;

@@ -15,6 +15,7 @@ use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use indexmap::IndexMap;
+use object_store::ObjectStoreExt as _;
 
 use crate::{LakeError, Result, table_arrow_schema};
 
@@ -118,13 +119,17 @@ pub struct CommitOutcome {
     pub rows: u64,
     /// Bytes added (compressed).
     pub bytes: u64,
+    /// Whether the writer first moved its snapshot over other writers' commits.
+    pub caught_up: bool,
 }
 
 /// Buffers rows for one table and commits them, with progress, in one Delta commit.
 ///
 /// Rows stream into Parquet files as they are written; nothing is visible until
-/// [`TableWriter::commit`]. The writer's snapshot only moves forward through its own commits
-/// or an explicit [`TableWriter::refresh`], which is what makes commits fence zombies.
+/// [`TableWriter::commit`]. The writer's snapshot moves forward through its own commits, an
+/// explicit [`TableWriter::refresh`], or, just before a commit, over other writers' commits that
+/// left the progress of its app ids untouched; a commit after another writer's progress for
+/// the same app id is refused, which is what makes commits fence zombies.
 pub struct TableWriter {
     name: String,
     table: DeltaTable,
@@ -277,6 +282,64 @@ impl TableWriter {
             .map_err(|e| LakeError::delta(&self.name, e))
     }
 
+    /// Before a commit: if another writer (a compaction, `sluice compact`, a tiering round) has
+    /// committed since this writer's snapshot, moves the snapshot to the latest version, so the
+    /// commit is written on top of it instead of going through delta-rs's conflict resolution.
+    /// That resolution builds a whole DataFusion session on every conflict, which pages in some
+    /// 15 MB of code and data the service otherwise never runs (bench/README.md, "Memory over a
+    /// long run").
+    ///
+    /// The fence stays: if the progress of any app id in `progress` differs between the two
+    /// snapshots, another writer consumed the same partitions and this commit is refused with
+    /// [`LakeError::Fenced`] (its files dropped), as the conflict checker would refuse it. If
+    /// the newer commits changed the table's metadata or protocol, the writer keeps its
+    /// snapshot and leaves the decision to the conflict checker. A commit that lands between
+    /// this check and the commit is still caught by that checker.
+    /// Returns whether it moved.
+    async fn catch_up(&mut self, progress: &[(String, i64)]) -> Result<bool> {
+        let Some(version) = self.version() else {
+            return Ok(false);
+        };
+        let next = object_store::path::Path::from(format!("_delta_log/{:020}.json", version + 1));
+        let store = self.table.log_store().object_store(None);
+        if store.head(&next).await.is_err() {
+            // Not there (the common case), or unknown: the commit's own checks cover both.
+            return Ok(false);
+        }
+        let mut latest = self.table.clone();
+        latest
+            .update_state()
+            .await
+            .map_err(|e| LakeError::delta(&self.name, e))?;
+        {
+            let old = self
+                .table
+                .snapshot()
+                .map_err(|e| LakeError::delta(&self.name, e))?;
+            let new = latest
+                .snapshot()
+                .map_err(|e| LakeError::delta(&self.name, e))?;
+            if old.metadata() != new.metadata() || old.protocol() != new.protocol() {
+                return Ok(false);
+            }
+        }
+        for (app_id, _) in progress {
+            let was = crate::committed_progress(&self.name, &self.table, app_id).await?;
+            let now = crate::committed_progress(&self.name, &latest, app_id).await?;
+            if was != now {
+                self.abort();
+                return Err(LakeError::Fenced {
+                    table: self.name.clone(),
+                    detail: format!(
+                        "progress of {app_id} moved from {was:?} to {now:?} after version {version}"
+                    ),
+                });
+            }
+        }
+        self.table = latest;
+        Ok(true)
+    }
+
     /// Finishes and uploads the files of the buffered rows without committing them; returns
     /// how many files are waiting for [`TableWriter::commit`]. Until then they are orphans.
     pub async fn upload(&mut self) -> Result<usize> {
@@ -304,6 +367,7 @@ impl TableWriter {
         if adds.is_empty() && progress.is_empty() {
             return Ok(None);
         }
+        let caught_up = self.catch_up(progress).await?;
         let files = adds.len();
         let bytes: u64 = adds.iter().map(|a| a.size.max(0) as u64).sum();
         let now = chrono::Utc::now().timestamp_millis();
@@ -342,6 +406,7 @@ impl TableWriter {
             files,
             rows,
             bytes,
+            caught_up,
         }))
     }
 }
@@ -441,6 +506,101 @@ mod tests {
             .map(|i| if i % 2 == 0 { "a" } else { "b" })
             .collect();
         assert!(partition_runs(&cols, &batch(&alternating, 0)).is_none());
+    }
+
+    /// Ids of every row of the table, sorted (a doubled row shows twice).
+    async fn all_ids(lake: &crate::Lake) -> Vec<i64> {
+        let table = lake.open("t").await.unwrap().unwrap();
+        let batches = crate::scan_sql("t", &table, "SELECT id FROM t ORDER BY id")
+            .await
+            .unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                (0..c.len()).map(|i| c.value(i)).collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Another writer's commit that leaves this writer's app ids alone (as a compaction's
+    /// does): the next commit moves over it instead of through conflict resolution, and
+    /// both land.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_moves_over_another_writers_commit_that_leaves_its_progress_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lake, mut a) = writer(dir.path()).await;
+        a.write(batch(&["a"; 3], 0)).await.unwrap();
+        let first = a
+            .commit(&[("p0".into(), 3)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!first.caught_up);
+        let table = lake.open("t").await.unwrap().unwrap();
+        let mut b = TableWriter::new("t", table, WriterOptions::default()).unwrap();
+        b.write(batch(&["b"; 2], 100)).await.unwrap();
+        let other = b
+            .commit(&[("other".into(), 2)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        a.write(batch(&["a"; 4], 3)).await.unwrap();
+        let next = a
+            .commit(&[("p0".into(), 7)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(next.caught_up);
+        assert_eq!(next.version, other.version + 1);
+        assert_eq!(a.progress("p0").await.unwrap(), Some(7));
+        assert_eq!(a.progress("other").await.unwrap(), Some(2));
+        assert_eq!(all_ids(&lake).await, vec![0, 1, 2, 3, 4, 5, 6, 100, 101]);
+        // Nothing new since: no catching up.
+        a.write(batch(&["a"], 7)).await.unwrap();
+        let last = a
+            .commit(&[("p0".into(), 8)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!last.caught_up);
+        assert_eq!(last.version, next.version + 1);
+    }
+
+    /// A writer behind another writer's progress for the same app id is fenced when it
+    /// commits: its rows are dropped, the other writer's stay, nothing is doubled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_behind_another_writers_progress_for_its_app_id_is_fenced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lake, mut zombie) = writer(dir.path()).await;
+        zombie.write(batch(&["a"; 2], 0)).await.unwrap();
+        zombie
+            .commit(&[("p0".into(), 2)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        let table = lake.open("t").await.unwrap().unwrap();
+        let mut owner = TableWriter::new("t", table, WriterOptions::default()).unwrap();
+        owner.write(batch(&["a"; 3], 2)).await.unwrap();
+        owner
+            .commit(&[("p0".into(), 5)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        zombie.write(batch(&["a"; 3], 2)).await.unwrap();
+        let err = zombie
+            .commit(&[("p0".into(), 5)], HashMap::new())
+            .await
+            .unwrap_err();
+        assert!(err.is_fenced(), "{err}");
+        assert_eq!(zombie.buffered_rows(), 0);
+        let table = lake.open("t").await.unwrap().unwrap();
+        assert_eq!(
+            crate::committed_progress("t", &table, "p0").await.unwrap(),
+            Some(5)
+        );
+        assert_eq!(all_ids(&lake).await, vec![0, 1, 2, 3, 4]);
+        assert_eq!(crate::table_row_count("t", &table).await.unwrap(), 5);
     }
 
     /// Runs written slice by slice and a batch too fragmented for that (split by delta-rs)

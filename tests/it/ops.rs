@@ -162,6 +162,17 @@ async fn metrics_match_the_records_the_test_produced() {
         "RSS gauge {rss} against /proc's {vm_rss}"
     );
     assert!(heap > 1e6 && heap < rss, "live heap {heap}, RSS {rss}");
+    // What jemalloc holds besides the live heap: each part below its resident heap.
+    let resident = metric(&text, "sluice_heap_resident_bytes").unwrap();
+    for part in [
+        "sluice_heap_thread_cache_bytes",
+        "sluice_heap_dirty_bytes",
+        "sluice_heap_metadata_bytes",
+    ] {
+        let v = metric(&text, part).unwrap();
+        assert!(v >= 0.0 && v < resident, "{part} {v}, resident heap {resident}");
+    }
+    assert!(metric(&text, "sluice_heap_metadata_bytes").unwrap() > 0.0);
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -170,7 +170,10 @@ async fn metrics_match_the_records_the_test_produced() {
         "sluice_heap_metadata_bytes",
     ] {
         let v = metric(&text, part).unwrap();
-        assert!(v >= 0.0 && v < resident, "{part} {v}, resident heap {resident}");
+        assert!(
+            v >= 0.0 && v < resident,
+            "{part} {v}, resident heap {resident}"
+        );
     }
     assert!(metric(&text, "sluice_heap_metadata_bytes").unwrap() > 0.0);
     Command::new("kill")

@@ -39,7 +39,10 @@ while [ -d "/proc/$pid" ]; do
       heap+=$(awk -v k="sluice_heap_${g}_bytes" '$1 == k { printf "%.1f", $2 / 1e6 }' <<<"$body")$'\t'
     done
   fi
-  names=$(cat /proc/"$pid"/task/*/comm 2>/dev/null | sort | uniq -c | awk '{ printf "%s%s=%s", sep, $2, $1; sep = "," }')
+  # Threads come and go (the blocking pool's idle ones leave after a second): a thread that
+  # exits between the glob and the read is skipped, not an error.
+  names=$( (cat /proc/"$pid"/task/*/comm 2>/dev/null || true) | sort | uniq -c |
+    awk '{ printf "%s%s=%s", sep, $2, $1; sep = "," }')
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s%s\n' "$now" "$(field VmRSS:)" "$(field RssAnon:)" \
     "$(field RssFile:)" "$threads" "$kinds" "$heap" "$names"
   sleep "$interval"

@@ -4,18 +4,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use delta_kernel::expressions::Scalar;
-use deltalake::DeltaTable;
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::scalars::ScalarExt as _;
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Transaction};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::{DeltaTable, DeltaTableError};
 use indexmap::IndexMap;
-use object_store::ObjectStoreExt as _;
 
 use crate::{LakeError, Result, table_arrow_schema};
 
@@ -108,6 +107,25 @@ fn partition_runs(partition_columns: &[String], batch: &RecordBatch) -> Option<V
 /// More runs of partition values than this in one batch and the batch is split by sorting.
 const MAX_PARTITION_RUNS: usize = 32;
 
+/// Commit attempts that catch up over other writers' commits before the last attempt goes
+/// through delta-rs's conflict checker.
+const CATCH_UP_ATTEMPTS: usize = 10;
+
+/// Commits after which a writer reloads its snapshot even if none of them wrote a checkpoint.
+const RELOAD_EVERY: u64 = 100;
+
+/// Retries the conflict checker gets on that last attempt.
+const CHECKED_RETRIES: usize = 50;
+
+/// What [`TableWriter::catch_up`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CatchUp {
+    /// The snapshot is at the latest version and no app id's progress moved.
+    Moved,
+    /// The metadata or protocol changed: the snapshot stayed, the conflict checker decides.
+    Unsure,
+}
+
 /// What a commit did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -143,6 +161,8 @@ pub struct TableWriter {
     rows: u64,
     query_id: String,
     epoch: i64,
+    /// Commits since the snapshot was last loaded afresh ([`TableWriter::reload`]).
+    commits_since_load: u64,
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -175,6 +195,7 @@ impl TableWriter {
             rows: 0,
             query_id: uuid::Uuid::new_v4().to_string(),
             epoch: 0,
+            commits_since_load: 0,
         })
     }
 
@@ -282,30 +303,21 @@ impl TableWriter {
             .map_err(|e| LakeError::delta(&self.name, e))
     }
 
-    /// Before a commit: if another writer (a compaction, `sluice compact`, a tiering round) has
-    /// committed since this writer's snapshot, moves the snapshot to the latest version, so the
-    /// commit is written on top of it instead of going through delta-rs's conflict resolution.
-    /// That resolution builds a whole DataFusion session on every conflict, which pages in some
-    /// 15 MB of code and data the service otherwise never runs (bench/README.md, "Memory over a
-    /// long run").
+    /// After a commit found that another writer (a compaction, `sluice compact`, a tiering
+    /// round) committed since this writer's snapshot: moves the snapshot to the latest
+    /// version, so the commit can be retried on top of it instead of going through delta-rs's
+    /// conflict resolution. That resolution builds a whole DataFusion session on every
+    /// conflict, which pages in some 15 MB of code and data the service otherwise never runs
+    /// (bench/README.md, "Memory over a long run").
     ///
     /// The fence stays: if the progress of any app id in `progress` differs between the two
-    /// snapshots, another writer consumed the same partitions and this commit is refused with
+    /// snapshots, another writer consumed the same partitions and the commit is refused with
     /// [`LakeError::Fenced`] (its files dropped), as the conflict checker would refuse it. If
     /// the newer commits changed the table's metadata or protocol, the writer keeps its
-    /// snapshot and leaves the decision to the conflict checker. A commit that lands between
-    /// this check and the commit is still caught by that checker.
-    /// Returns whether it moved.
-    async fn catch_up(&mut self, progress: &[(String, i64)]) -> Result<bool> {
-        let Some(version) = self.version() else {
-            return Ok(false);
-        };
-        let next = object_store::path::Path::from(format!("_delta_log/{:020}.json", version + 1));
-        let store = self.table.log_store().object_store(None);
-        if store.head(&next).await.is_err() {
-            // Not there (the common case), or unknown: the commit's own checks cover both.
-            return Ok(false);
-        }
+    /// snapshot and returns [`CatchUp::Unsure`]: the caller leaves that decision to the
+    /// conflict checker.
+    async fn catch_up(&mut self, progress: &[(String, i64)]) -> Result<CatchUp> {
+        let version = self.version();
         let mut latest = self.table.clone();
         latest
             .update_state()
@@ -320,7 +332,7 @@ impl TableWriter {
                 .snapshot()
                 .map_err(|e| LakeError::delta(&self.name, e))?;
             if old.metadata() != new.metadata() || old.protocol() != new.protocol() {
-                return Ok(false);
+                return Ok(CatchUp::Unsure);
             }
         }
         for (app_id, _) in progress {
@@ -331,13 +343,38 @@ impl TableWriter {
                 return Err(LakeError::Fenced {
                     table: self.name.clone(),
                     detail: format!(
-                        "progress of {app_id} moved from {was:?} to {now:?} after version {version}"
+                        "progress of {app_id} moved from {was:?} to {now:?} after version {version:?}"
                     ),
                 });
             }
         }
         self.table = latest;
-        Ok(true)
+        Ok(CatchUp::Moved)
+    }
+
+    /// Replaces the snapshot with one loaded afresh at its own version (from the newest
+    /// checkpoint). delta-rs moves a snapshot forward commit by commit, keeping each commit's
+    /// file actions as a batch of its own: some 20 KB a commit that only a compaction's removes
+    /// thin out, so a writer's memory grew with every commit. A snapshot loaded from a
+    /// checkpoint holds the same files in one batch (bench/README.md, "Memory over a long
+    /// run"). If the load fails the writer keeps the snapshot it has.
+    async fn reload(&mut self) {
+        let Some(version) = self.table.version() else {
+            return;
+        };
+        let mut fresh = DeltaTable::new(self.table.log_store());
+        match fresh.load_version(version).await {
+            Ok(()) => {
+                self.table = fresh;
+                self.commits_since_load = 0;
+            }
+            Err(e) => tracing::warn!(
+                table = %self.name,
+                version,
+                error = %e,
+                "reloading the writer's snapshot failed; keeping the incremental one"
+            ),
+        }
     }
 
     /// Finishes and uploads the files of the buffered rows without committing them; returns
@@ -367,7 +404,6 @@ impl TableWriter {
         if adds.is_empty() && progress.is_empty() {
             return Ok(None);
         }
-        let caught_up = self.catch_up(progress).await?;
         let files = adds.len();
         let bytes: u64 = adds.iter().map(|a| a.size.max(0) as u64).sum();
         let now = chrono::Utc::now().timestamp_millis();
@@ -377,30 +413,61 @@ impl TableWriter {
             .map(|(id, v)| Transaction::new_with_last_update(id, *v, Some(now)))
             .collect();
         self.epoch += 1;
-        let operation = DeltaOperation::StreamingUpdate {
-            output_mode: OutputMode::Append,
-            query_id: self.query_id.clone(),
-            epoch_id: self.epoch,
+        // Attempts without delta-rs's conflict checker: an attempt on a stale snapshot fails
+        // at once (`MaxCommitAttempts(0)`, before anything is written), the writer catches up
+        // and tries again. Only when the table's metadata or protocol moved, or other writers
+        // keep winning, does the last attempt go through the conflict checker.
+        let mut caught_up = false;
+        let mut checked = false;
+        let mut attempt = 0;
+        let finalized = loop {
+            attempt += 1;
+            let retries = if checked { CHECKED_RETRIES } else { 0 };
+            let operation = DeltaOperation::StreamingUpdate {
+                output_mode: OutputMode::Append,
+                query_id: self.query_id.clone(),
+                epoch_id: self.epoch,
+            };
+            let props = CommitProperties::default()
+                .with_application_transactions(txns.clone())
+                .with_metadata(app_metadata.clone())
+                .with_max_retries(retries)
+                // delta-rs would otherwise list the whole `_delta_log` after every commit to
+                // find expired entries: a cost (and an allocation) that grows with the log, on
+                // the ingest path. Maintenance does it instead
+                // (`sluice_compaction::clean_expired_logs`).
+                .with_cleanup_expired_logs(Some(false));
+            let snapshot = self
+                .table
+                .snapshot()
+                .map_err(|e| LakeError::delta(&self.name, e))?;
+            let committed = CommitBuilder::from(props)
+                .with_actions(actions.clone())
+                .build(Some(snapshot), self.table.log_store(), operation)
+                .await;
+            match committed {
+                Ok(finalized) => break finalized,
+                Err(DeltaTableError::Transaction {
+                    source: TransactionError::MaxCommitAttempts(0),
+                }) if !checked => {
+                    if attempt >= CATCH_UP_ATTEMPTS {
+                        checked = true;
+                        continue;
+                    }
+                    match self.catch_up(progress).await? {
+                        CatchUp::Moved => caught_up = true,
+                        CatchUp::Unsure => checked = true,
+                    }
+                }
+                Err(e) => return Err(LakeError::delta(&self.name, e)),
+            }
         };
-        let props = CommitProperties::default()
-            .with_application_transactions(txns)
-            .with_metadata(app_metadata)
-            .with_max_retries(50)
-            // delta-rs would otherwise list the whole `_delta_log` after every commit to find
-            // expired entries: a cost (and an allocation) that grows with the log, on the ingest
-            // path. Maintenance does it instead (`sluice_compaction::clean_expired_logs`).
-            .with_cleanup_expired_logs(Some(false));
-        let snapshot = self
-            .table
-            .snapshot()
-            .map_err(|e| LakeError::delta(&self.name, e))?;
-        let finalized = CommitBuilder::from(props)
-            .with_actions(actions)
-            .build(Some(snapshot), self.table.log_store(), operation)
-            .await
-            .map_err(|e| LakeError::delta(&self.name, e))?;
         let version = finalized.version() as i64;
         self.table.state = Some(finalized.snapshot());
+        self.commits_since_load += 1;
+        if finalized.metrics.new_checkpoint_created || self.commits_since_load >= RELOAD_EVERY {
+            self.reload().await;
+        }
         Ok(Some(CommitOutcome {
             version,
             files,
@@ -483,6 +550,62 @@ mod tests {
             lake,
             TableWriter::new("t", table, WriterOptions::default()).unwrap(),
         )
+    }
+
+    /// After a commit that wrote a checkpoint the writer holds a snapshot loaded afresh from
+    /// it (not one grown commit by commit), with the same files and progress, and its next
+    /// commits go on from there: every row once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpointing_commit_reloads_the_snapshot_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = crate::Lake::new(&sluice_config::LakeConfig {
+            root: dir.path().display().to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        let spec = crate::TableSpec {
+            partition_columns: vec!["day".into()],
+            properties: HashMap::from([("delta.checkpointInterval".into(), "3".into())]),
+            description: None,
+        };
+        let table = lake.open_or_create("t", &schema(), &spec).await.unwrap();
+        let mut w = TableWriter::new("t", table, WriterOptions::default()).unwrap();
+        let mut reloads = 0;
+        for i in 0..7i64 {
+            w.write(batch(&["a", "b"], i * 2)).await.unwrap();
+            let out = w
+                .commit(&[("p0".into(), i * 2 + 2)], HashMap::new())
+                .await
+                .unwrap()
+                .unwrap();
+            let checkpointed = (out.version + 1) % 3 == 0;
+            assert_eq!(w.commits_since_load == 0, checkpointed, "v{}", out.version);
+            reloads += usize::from(checkpointed);
+            assert_eq!(w.version(), Some(out.version));
+            let held: Vec<String> = w
+                .table()
+                .snapshot()
+                .unwrap()
+                .log_data()
+                .iter()
+                .map(|f| f.path().to_string())
+                .collect();
+            let fresh = lake.open("t").await.unwrap().unwrap();
+            let mut want: Vec<String> = fresh
+                .snapshot()
+                .unwrap()
+                .log_data()
+                .iter()
+                .map(|f| f.path().to_string())
+                .collect();
+            let mut held_sorted = held.clone();
+            held_sorted.sort();
+            want.sort();
+            assert_eq!(held_sorted, want);
+            assert_eq!(w.progress("p0").await.unwrap(), Some(i * 2 + 2));
+        }
+        assert_eq!(reloads, 2);
+        assert_eq!(all_ids(&lake).await, (0..14).collect::<Vec<i64>>());
     }
 
     #[test]
@@ -601,6 +724,46 @@ mod tests {
         );
         assert_eq!(all_ids(&lake).await, vec![0, 1, 2, 3, 4]);
         assert_eq!(crate::table_row_count("t", &table).await.unwrap(), 5);
+    }
+
+    /// Another writer's metadata change is not caught up over: the commit goes to delta-rs's
+    /// conflict checker, which refuses it (not as a fence); after a refresh the writer commits.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_after_another_writers_metadata_change_goes_to_the_conflict_checker() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lake, mut a) = writer(dir.path()).await;
+        a.write(batch(&["a"; 2], 0)).await.unwrap();
+        a.commit(&[("p0".into(), 2)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        let table = lake.open("t").await.unwrap().unwrap();
+        let changed = table
+            .set_tbl_properties()
+            .with_properties(HashMap::from([(
+                "delta.logRetentionDuration".to_string(),
+                "interval 3 days".to_string(),
+            )]))
+            .await
+            .unwrap();
+        let changed_at = changed.version().unwrap() as i64;
+        a.write(batch(&["a"; 3], 2)).await.unwrap();
+        let err = a
+            .commit(&[("p0".into(), 5)], HashMap::new())
+            .await
+            .unwrap_err();
+        assert!(!err.is_fenced(), "{err}");
+        assert!(err.to_string().contains("etadata"), "{err}");
+        assert_eq!(all_ids(&lake).await, vec![0, 1]);
+        a.refresh().await.unwrap();
+        a.write(batch(&["a"; 3], 2)).await.unwrap();
+        let out = a
+            .commit(&[("p0".into(), 5)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.version, changed_at + 1);
+        assert_eq!(all_ids(&lake).await, vec![0, 1, 2, 3, 4]);
     }
 
     /// Runs written slice by slice and a batch too fragmented for that (split by delta-rs)

@@ -145,9 +145,10 @@ pub struct CommitOutcome {
 ///
 /// Rows stream into Parquet files as they are written; nothing is visible until
 /// [`TableWriter::commit`]. The writer's snapshot moves forward through its own commits, an
-/// explicit [`TableWriter::refresh`], or, just before a commit, over other writers' commits that
-/// left the progress of its app ids untouched; a commit after another writer's progress for
-/// the same app id is refused, which is what makes commits fence zombies.
+/// explicit [`TableWriter::refresh`], or, when a commit attempt finds the table moved, over
+/// other writers' commits that left the progress of its app ids untouched; a commit after
+/// another writer's progress for the same app id is refused, which is what makes commits fence
+/// zombies. After a commit that wrote a checkpoint the snapshot is reloaded from it.
 pub struct TableWriter {
     name: String,
     table: DeltaTable,

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use serde_json::{Value, json};
+
 use sluice_ingest::raw::{RawBatch, RawBatchBuilder};
 
 const PAGES: [&str; 8] = [
@@ -148,6 +150,97 @@ pub fn raw_batch(n: usize, start: u64) -> RawBatch {
         );
     }
     b.finish()
+}
+
+/// The machine a result was measured on: cores, CPU model, memory, OS.
+pub fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().map(|l| l.to_string()))
+        .unwrap_or_default();
+    json!({
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "cpu": cpu,
+        "memory": mem,
+        "os": std::env::consts::OS,
+    })
+}
+
+/// The commit checked out where the harness runs.
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Writes `<out>/<name>.json` and `.md` with the machine, the commit and the exact command, and
+/// prints the markdown.
+pub fn write_results(
+    out: &std::path::Path,
+    name: &str,
+    command: &str,
+    sluice: &std::path::Path,
+    results: Value,
+) -> anyhow::Result<()> {
+    let doc = json!({
+        "benchmark": name,
+        "date": chrono::Utc::now().to_rfc3339(),
+        "commit": git_commit(),
+        "command": command,
+        "sluice": sluice.display().to_string(),
+        "machine": machine(),
+        "results": results,
+    });
+    let json_path = out.join(format!("{name}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
+    let mut md = format!(
+        "# {name}\n\n- date: {}\n- commit: `{}`\n- command: `{command}`\n- machine: {}\n\n| measure | value |\n| --- | --- |\n",
+        doc["date"].as_str().unwrap_or_default(),
+        doc["commit"].as_str().unwrap_or_default(),
+        doc["machine"],
+    );
+    flatten("", &doc["results"], &mut md);
+    let md_path = out.join(format!("{name}.md"));
+    std::fs::write(&md_path, &md)?;
+    println!("{md}");
+    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    Ok(())
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, x, out);
+            }
+        }
+        Value::Array(_) => {}
+        Value::Number(n) => {
+            let text = n
+                .as_f64()
+                .filter(|f| f.fract() != 0.0)
+                .map_or(n.to_string(), |f| format!("{f:.3}"));
+            out.push_str(&format!("| {prefix} | {text} |\n"));
+        }
+        other => out.push_str(&format!("| {prefix} | {other} |\n")),
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
-use sluice_bench::{config_text, config_text_with, event_json, raw_batch};
+use sluice_bench::{config_text, config_text_with, event_json, raw_batch, write_results};
 
 #[derive(Parser)]
 #[command(name = "sluice-bench", about = "sluice's benchmark harness")]
@@ -809,91 +809,4 @@ async fn soak(
         // [seconds, RSS MB, live heap MB, anonymous RSS MB] every 10 s.
         "samples_mb": samples.iter().step_by(10).map(|(t, r, h, a)| json!([t.round(), (*r as f64 / 1e6).round(), h.map(|h| (h / 1e6).round()), (*a as f64 / 1e6).round()])).collect::<Vec<_>>(),
     }))
-}
-
-fn machine() -> Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_default();
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().next().map(|l| l.to_string()))
-        .unwrap_or_default();
-    json!({
-        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
-        "cpu": cpu,
-        "memory": mem,
-        "os": std::env::consts::OS,
-    })
-}
-
-fn git_commit() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
-fn write_results(
-    out: &Path,
-    name: &str,
-    command: &str,
-    sluice: &Path,
-    results: Value,
-) -> anyhow::Result<()> {
-    let doc = json!({
-        "benchmark": name,
-        "date": chrono::Utc::now().to_rfc3339(),
-        "commit": git_commit(),
-        "command": command,
-        "sluice": sluice.display().to_string(),
-        "machine": machine(),
-        "results": results,
-    });
-    let json_path = out.join(format!("{name}.json"));
-    std::fs::write(&json_path, serde_json::to_string_pretty(&doc)?)?;
-    let mut md = format!(
-        "# {name}\n\n- date: {}\n- commit: `{}`\n- command: `{command}`\n- machine: {}\n\n| measure | value |\n| --- | --- |\n",
-        doc["date"].as_str().unwrap_or_default(),
-        doc["commit"].as_str().unwrap_or_default(),
-        doc["machine"],
-    );
-    flatten("", &doc["results"], &mut md);
-    let md_path = out.join(format!("{name}.md"));
-    std::fs::write(&md_path, &md)?;
-    println!("{md}");
-    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
-    Ok(())
-}
-
-fn flatten(prefix: &str, v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, x, out);
-            }
-        }
-        Value::Array(_) => {}
-        Value::Number(n) => {
-            let text = n
-                .as_f64()
-                .filter(|f| f.fract() != 0.0)
-                .map_or(n.to_string(), |f| format!("{f:.3}"));
-            out.push_str(&format!("| {prefix} | {text} |\n"));
-        }
-        other => out.push_str(&format!("| {prefix} | {other} |\n")),
-    }
 }

@@ -667,7 +667,7 @@ flush = { max_rows = 0 }
     );
     let ok = Command::new(sluice_bin())
         .args(["validate", "--config", "examples/sluice.toml"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(repo_root())
         .output()
         .unwrap();
     assert!(

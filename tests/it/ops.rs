@@ -258,7 +258,8 @@ async fn secrets_never_appear_in_logs_validate_or_status_output() {
 
 #[test]
 fn docker_files_are_consistent() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root_dir = repo_root();
+    let root = root_dir.as_path();
     let python =
         std::env::var("SLUICE_TEST_PYTHON").expect("SLUICE_TEST_PYTHON (set by scripts/test)");
     let check = r#"

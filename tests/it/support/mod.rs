@@ -211,6 +211,15 @@ pub fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
 
+/// The repository's root. Read from the environment cargo sets when it runs the tests, not the
+/// path compiled in: a test binary cargo reuses from another checkout sharing the target
+/// directory would name that checkout.
+pub fn repo_root() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 /// The `sluice` binary cargo built for these tests.
 pub fn sluice_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sluice")

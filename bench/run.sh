@@ -26,12 +26,23 @@ fi
 bench="$CARGO_TARGET_DIR/release/sluice-bench --brokers $brokers --sluice $CARGO_TARGET_DIR/release/sluice --out bench/results"
 
 run() { log "$*"; "$@"; }
+# The criterion stage benchmarks, as markdown with the machine, the commit and the command.
+# (-p sluice too: criterion, a dev-dependency, resolves features unlike the release build above,
+# so the first run rebuilds much of the tree, 25 minutes on 2 cores; later runs reuse it.)
+stages() {
+  local cmd=(cargo bench --locked -p sluice -p sluice-bench --bench stages -- --noplot)
+  printf '# stages (criterion)\n\n- date: %s\n- commit: `%s`\n- command: `%s`\n- machine: %s cores, %s, %s\n\n```\n' \
+    "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(git rev-parse --short HEAD)" "${cmd[*]}" "$(nproc)" \
+    "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$(head -1 /proc/meminfo | xargs)"
+  "${cmd[@]}" 2>&1 | grep -v '^Benchmarking\|^ *Compiling\|^\s*$'
+  printf '```\n'
+}
 case "$what" in
   throughput|all) run $bench throughput --events "${BENCH_EVENTS:-5000000}" ;;&
   freshness|all) run $bench freshness --rate "${FRESH_RATE:-10000}" --seconds "${FRESH_SECONDS:-60}" ;;&
   soak|all) run $bench soak --rate "${SOAK_RATE:-10000}" --minutes "${SOAK_MINUTES:-10}" ;;&
   snapshot-memory|all) run "$CARGO_TARGET_DIR/release/snapshot-memory" --commits "${SNAPSHOT_COMMITS:-600}" --out bench/results ;;&
-  stages|all) run cargo bench --locked -p sluice-bench --bench stages -- --noplot 2>&1 | tee bench/results/stages.txt ;;
+  stages|all) stages | tee bench/results/stages.md ;;
   throughput|freshness|soak|snapshot-memory) ;;
   *) die "unknown benchmark $what: use all, throughput, freshness, soak, snapshot-memory or stages" ;;
 esac

@@ -642,7 +642,7 @@ async fn run(cfg: Config, config_path: &Path, until_caught_up: bool) -> anyhow::
         tasks.spawn(async move {
             let pipeline_name = name.trim_start_matches("pipeline ").to_string();
             let outcome = pipeline.run(opts, token).await.map(|s| {
-                tracing::info!(pipeline = %pipeline_name, records = s.records, events = s.events, dead_letters = s.dead_letters, commits = s.commits, "pipeline finished");
+                tracing::info!(pipeline = %pipeline_name, records = s.records, events = s.events, dead_letters = s.dead_letters, commits = s.commits, fenced = s.fenced, conflicts = s.conflicts, "pipeline finished");
                 format!(
                     "{} records, {} events, {} dead letters, {} commits",
                     s.records, s.events, s.dead_letters, s.commits

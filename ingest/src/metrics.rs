@@ -51,6 +51,11 @@ pub const SPEC: &[(&str, &str, &str)] = &[
         "Commits lost to another writer of the same partitions, by pipeline.",
     ),
     (
+        "sluice_commit_conflicts_total",
+        "counter",
+        "Commits refused because another writer changed a table's metadata or protocol (the pipeline reloads and goes on from the tables' progress), by pipeline.",
+    ),
+    (
         "sluice_commit_duration_seconds",
         "histogram",
         "Time to commit one flush (all tables), by pipeline.",

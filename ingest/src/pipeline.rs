@@ -59,6 +59,9 @@ pub struct PipelineSummary {
     pub commits: u64,
     /// Commits that lost to another writer (fenced) and were retried from the table.
     pub fenced: u64,
+    /// Commits refused because another writer changed a table's metadata or protocol, and
+    /// retried from the tables after a reload.
+    pub conflicts: u64,
 }
 
 /// Counts waiting for their flush to commit.
@@ -786,6 +789,16 @@ impl Pipeline {
                 self.summary.fenced += 1;
                 metrics::inc(
                     "sluice_fenced_commits_total",
+                    &[("pipeline", &self.cfg.name)],
+                    1,
+                );
+                self.resync(source).await
+            }
+            Err(e) if e.is_conflict() => {
+                tracing::warn!(pipeline = %self.cfg.name, "{e}; another writer changed the table's metadata or protocol: reloading the tables and re-reading progress");
+                self.summary.conflicts += 1;
+                metrics::inc(
+                    "sluice_commit_conflicts_total",
                     &[("pipeline", &self.cfg.name)],
                     1,
                 );

@@ -68,6 +68,22 @@ impl LakeError {
     pub fn is_fenced(&self) -> bool {
         matches!(self, Self::Fenced { .. })
     }
+
+    /// True when a commit was refused because the table changed under the writer in a way
+    /// its own catch-up does not move over (another writer changed the table's metadata or
+    /// protocol: its properties, say). Nothing was committed; after a reload the writer can go
+    /// on from the table's progress.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            Self::Delta { source, .. } if matches!(
+                source.as_ref(),
+                DeltaTableError::Transaction {
+                    source: TransactionError::CommitConflict(_)
+                }
+            )
+        )
+    }
 }
 
 /// Result alias for this crate.

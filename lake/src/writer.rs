@@ -754,6 +754,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(!err.is_fenced(), "{err}");
+        assert!(err.is_conflict(), "{err}");
         assert!(err.to_string().contains("etadata"), "{err}");
         assert_eq!(all_ids(&lake).await, vec![0, 1]);
         a.refresh().await.unwrap();

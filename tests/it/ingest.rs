@@ -520,6 +520,109 @@ async fn bad_records_go_to_the_dead_letter_table_and_ingest_goes_on() {
     assert_eq!(got, expected);
 }
 
+/// Another writer changes the events table's properties while `sluice run` is running: the
+/// next commit is refused (a metadata change goes to delta-rs's conflict checker), the pipeline
+/// reloads its tables, re-reads progress and goes on; the process does not exit, and every
+/// record lands once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_property_change_by_another_writer_is_reloaded_and_ingest_goes_on() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("ing-meta");
+    create_topic(&topic, 3).await;
+    let config = pipeline_config(
+        dir.path(),
+        &topic,
+        &lake_cfg,
+        "flush = { max_latency = \"1s\" }",
+    );
+    let log_path = dir.path().join("run.log");
+    let mut child = Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    let batch = |from: u64| {
+        (from..from + 500).map(|i| TestRecord {
+            value: Some(click(i, "2026-03-01T10:00:00Z")),
+            ..Default::default()
+        })
+    };
+    let wait_for = |want: BTreeSet<(i32, i64)>| {
+        let lake = &lake;
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let got: BTreeSet<(i32, i64)> = positions(&read_table(lake, "events").await)
+                    .into_iter()
+                    .collect();
+                if want.is_subset(&got) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{} of {} records committed",
+                    want.intersection(&got).count(),
+                    want.len()
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let mut produced: BTreeSet<(i32, i64)> = produce(&topic, batch(0)).await.into_iter().collect();
+    wait_for(produced.clone()).await;
+    let table = lake.open("events").await.unwrap().unwrap();
+    let changed = table
+        .set_tbl_properties()
+        .with_properties(std::collections::HashMap::from([(
+            "delta.logRetentionDuration".to_string(),
+            "interval 60 days".to_string(),
+        )]))
+        .await
+        .unwrap();
+    let changed_at = changed.version().unwrap();
+    produced.extend(produce(&topic, batch(500)).await);
+    wait_for(produced.clone()).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "sluice run exited:\n{}",
+        std::fs::read_to_string(&log_path).unwrap()
+    );
+    let table = lake.open("events").await.unwrap().unwrap();
+    assert!(table.version().unwrap() > changed_at);
+    assert_eq!(
+        table
+            .snapshot()
+            .unwrap()
+            .metadata()
+            .configuration()
+            .get("delta.logRetentionDuration")
+            .map(String::as_str),
+        Some("interval 60 days")
+    );
+    let rows = positions(&read_table(&lake, "events").await);
+    assert_exactly_once(&rows, &produced);
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(30));
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("changed the table's metadata or protocol"),
+        "the conflict path was not taken:\n{log}"
+    );
+    let summary = log
+        .lines()
+        .find(|l| l.contains("pipeline finished"))
+        .unwrap_or_else(|| panic!("no summary in:\n{log}"));
+    assert!(
+        summary.split_whitespace().any(|f| f == "conflicts=1"),
+        "{summary}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_record_is_readable_within_seconds_and_sigterm_exits_cleanly() {
     let (dir, lake_cfg) = local_lake();

@@ -784,24 +784,25 @@ impl Pipeline {
                 source.commit_offsets(&dirty.into_iter().collect());
                 Ok(())
             }
-            Err(e) if e.is_fenced() => {
-                tracing::warn!(pipeline = %self.cfg.name, "{e}; re-reading progress from the tables");
-                self.summary.fenced += 1;
-                metrics::inc(
-                    "sluice_fenced_commits_total",
-                    &[("pipeline", &self.cfg.name)],
-                    1,
-                );
-                self.resync(source).await
-            }
-            Err(e) if e.is_conflict() => {
-                tracing::warn!(pipeline = %self.cfg.name, "{e}; another writer changed the table's metadata or protocol: reloading the tables and re-reading progress");
-                self.summary.conflicts += 1;
-                metrics::inc(
-                    "sluice_commit_conflicts_total",
-                    &[("pipeline", &self.cfg.name)],
-                    1,
-                );
+            // Fenced by another instance, or refused because another writer changed a table's
+            // metadata or protocol: nothing of this flush is committed where it was refused;
+            // reload the tables and go on from their progress.
+            Err(e) if e.is_fenced() || e.is_conflict() => {
+                let (metric, what) = if e.is_fenced() {
+                    self.summary.fenced += 1;
+                    (
+                        "sluice_fenced_commits_total",
+                        "re-reading progress from the tables",
+                    )
+                } else {
+                    self.summary.conflicts += 1;
+                    (
+                        "sluice_commit_conflicts_total",
+                        "another writer changed the table's metadata or protocol: reloading the tables and re-reading progress",
+                    )
+                };
+                tracing::warn!(pipeline = %self.cfg.name, "{e}; {what}");
+                metrics::inc(metric, &[("pipeline", &self.cfg.name)], 1);
                 self.resync(source).await
             }
             Err(e) => Err(e.into()),

@@ -535,6 +535,19 @@ mod tests {
         out
     }
 
+    /// The paths of a table's data files at its snapshot, sorted.
+    fn file_paths(table: &DeltaTable) -> Vec<String> {
+        let mut paths: Vec<String> = table
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect();
+        paths.sort();
+        paths
+    }
+
     async fn writer(dir: &std::path::Path) -> (crate::Lake, TableWriter) {
         let lake = crate::Lake::new(&sluice_config::LakeConfig {
             root: dir.display().to_string(),
@@ -583,26 +596,8 @@ mod tests {
             assert_eq!(w.commits_since_load == 0, checkpointed, "v{}", out.version);
             reloads += usize::from(checkpointed);
             assert_eq!(w.version(), Some(out.version));
-            let held: Vec<String> = w
-                .table()
-                .snapshot()
-                .unwrap()
-                .log_data()
-                .iter()
-                .map(|f| f.path().to_string())
-                .collect();
             let fresh = lake.open("t").await.unwrap().unwrap();
-            let mut want: Vec<String> = fresh
-                .snapshot()
-                .unwrap()
-                .log_data()
-                .iter()
-                .map(|f| f.path().to_string())
-                .collect();
-            let mut held_sorted = held.clone();
-            held_sorted.sort();
-            want.sort();
-            assert_eq!(held_sorted, want);
+            assert_eq!(file_paths(w.table()), file_paths(&fresh));
             assert_eq!(w.progress("p0").await.unwrap(), Some(i * 2 + 2));
         }
         assert_eq!(reloads, 2);

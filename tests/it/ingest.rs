@@ -25,6 +25,18 @@ fn spawn_run(config: &std::path::Path, env: &[(&str, &str)]) -> Child {
     cmd.spawn().expect("spawn sluice run")
 }
 
+/// `sluice run` with its log (info) going to `log`.
+fn spawn_run_logging_to(config: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("create the log file"))
+        .spawn()
+        .expect("spawn sluice run")
+}
+
 fn sigterm(child: &Child) {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -536,14 +548,7 @@ async fn a_property_change_by_another_writer_is_reloaded_and_ingest_goes_on() {
         "flush = { max_latency = \"1s\" }",
     );
     let log_path = dir.path().join("run.log");
-    let mut child = Command::new(sluice_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("SLUICE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run_logging_to(&config, &log_path);
     let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
     let batch = |from: u64| {
         (from..from + 500).map(|i| TestRecord {
@@ -635,14 +640,7 @@ async fn a_record_is_readable_within_seconds_and_sigterm_exits_cleanly() {
         "start = \"latest\"\nflush = { max_latency = \"1s\" }",
     );
     let log_path = dir.path().join("run.log");
-    let mut child = Command::new(sluice_bin())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("SLUICE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run_logging_to(&config, &log_path);
     let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
     // Wait until sluice has created its table and joined the group.
     let ready = Instant::now() + Duration::from_secs(30);

@@ -535,6 +535,20 @@ mod tests {
         out
     }
 
+    /// Writes `rows` and commits them with `app`'s progress at `next`; the commit must succeed.
+    async fn commit_rows(
+        w: &mut TableWriter,
+        rows: RecordBatch,
+        app: &str,
+        next: i64,
+    ) -> CommitOutcome {
+        w.write(rows).await.unwrap();
+        w.commit(&[(app.into(), next)], HashMap::new())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
     /// The paths of a table's data files at its snapshot, sorted.
     fn file_paths(table: &DeltaTable) -> Vec<String> {
         let mut paths: Vec<String> = table
@@ -549,6 +563,14 @@ mod tests {
     }
 
     async fn writer(dir: &std::path::Path) -> (crate::Lake, TableWriter) {
+        writer_with(dir, HashMap::new()).await
+    }
+
+    /// A writer of table `t` (partitioned by `day`) with these table properties.
+    async fn writer_with(
+        dir: &std::path::Path,
+        properties: HashMap<String, String>,
+    ) -> (crate::Lake, TableWriter) {
         let lake = crate::Lake::new(&sluice_config::LakeConfig {
             root: dir.display().to_string(),
             ..Default::default()
@@ -556,7 +578,7 @@ mod tests {
         .unwrap();
         let spec = crate::TableSpec {
             partition_columns: vec!["day".into()],
-            properties: Default::default(),
+            properties,
             description: None,
         };
         let table = lake.open_or_create("t", &schema(), &spec).await.unwrap();
@@ -572,26 +594,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_checkpointing_commit_reloads_the_snapshot_and_the_writer_goes_on() {
         let dir = tempfile::tempdir().unwrap();
-        let lake = crate::Lake::new(&sluice_config::LakeConfig {
-            root: dir.path().display().to_string(),
-            ..Default::default()
-        })
-        .unwrap();
-        let spec = crate::TableSpec {
-            partition_columns: vec!["day".into()],
-            properties: HashMap::from([("delta.checkpointInterval".into(), "3".into())]),
-            description: None,
-        };
-        let table = lake.open_or_create("t", &schema(), &spec).await.unwrap();
-        let mut w = TableWriter::new("t", table, WriterOptions::default()).unwrap();
+        let properties = HashMap::from([("delta.checkpointInterval".into(), "3".into())]);
+        let (lake, mut w) = writer_with(dir.path(), properties).await;
         let mut reloads = 0;
         for i in 0..7i64 {
-            w.write(batch(&["a", "b"], i * 2)).await.unwrap();
-            let out = w
-                .commit(&[("p0".into(), i * 2 + 2)], HashMap::new())
-                .await
-                .unwrap()
-                .unwrap();
+            let out = commit_rows(&mut w, batch(&["a", "b"], i * 2), "p0", i * 2 + 2).await;
             let checkpointed = (out.version + 1) % 3 == 0;
             assert_eq!(w.commits_since_load == 0, checkpointed, "v{}", out.version);
             reloads += usize::from(checkpointed);
@@ -649,39 +656,19 @@ mod tests {
     async fn a_commit_moves_over_another_writers_commit_that_leaves_its_progress_alone() {
         let dir = tempfile::tempdir().unwrap();
         let (lake, mut a) = writer(dir.path()).await;
-        a.write(batch(&["a"; 3], 0)).await.unwrap();
-        let first = a
-            .commit(&[("p0".into(), 3)], HashMap::new())
-            .await
-            .unwrap()
-            .unwrap();
+        let first = commit_rows(&mut a, batch(&["a"; 3], 0), "p0", 3).await;
         assert!(!first.caught_up);
         let table = lake.open("t").await.unwrap().unwrap();
         let mut b = TableWriter::new("t", table, WriterOptions::default()).unwrap();
-        b.write(batch(&["b"; 2], 100)).await.unwrap();
-        let other = b
-            .commit(&[("other".into(), 2)], HashMap::new())
-            .await
-            .unwrap()
-            .unwrap();
-        a.write(batch(&["a"; 4], 3)).await.unwrap();
-        let next = a
-            .commit(&[("p0".into(), 7)], HashMap::new())
-            .await
-            .unwrap()
-            .unwrap();
+        let other = commit_rows(&mut b, batch(&["b"; 2], 100), "other", 2).await;
+        let next = commit_rows(&mut a, batch(&["a"; 4], 3), "p0", 7).await;
         assert!(next.caught_up);
         assert_eq!(next.version, other.version + 1);
         assert_eq!(a.progress("p0").await.unwrap(), Some(7));
         assert_eq!(a.progress("other").await.unwrap(), Some(2));
         assert_eq!(all_ids(&lake).await, vec![0, 1, 2, 3, 4, 5, 6, 100, 101]);
         // Nothing new since: no catching up.
-        a.write(batch(&["a"], 7)).await.unwrap();
-        let last = a
-            .commit(&[("p0".into(), 8)], HashMap::new())
-            .await
-            .unwrap()
-            .unwrap();
+        let last = commit_rows(&mut a, batch(&["a"], 7), "p0", 8).await;
         assert!(!last.caught_up);
         assert_eq!(last.version, next.version + 1);
     }
@@ -692,20 +679,10 @@ mod tests {
     async fn a_commit_behind_another_writers_progress_for_its_app_id_is_fenced() {
         let dir = tempfile::tempdir().unwrap();
         let (lake, mut zombie) = writer(dir.path()).await;
-        zombie.write(batch(&["a"; 2], 0)).await.unwrap();
-        zombie
-            .commit(&[("p0".into(), 2)], HashMap::new())
-            .await
-            .unwrap()
-            .unwrap();
+        commit_rows(&mut zombie, batch(&["a"; 2], 0), "p0", 2).await;
         let table = lake.open("t").await.unwrap().unwrap();
         let mut owner = TableWriter::new("t", table, WriterOptions::default()).unwrap();
-        owner.write(batch(&["a"; 3], 2)).await.unwrap();
-        owner
-            .commit(&[("p0".into(), 5)], HashMap::new())
-            .await
-            .unwrap()
-            .unwrap();
+        commit_rows(&mut owner, batch(&["a"; 3], 2), "p0", 5).await;
         zombie.write(batch(&["a"; 3], 2)).await.unwrap();
         let err = zombie
             .commit(&[("p0".into(), 5)], HashMap::new())
@@ -728,11 +705,7 @@ mod tests {
     async fn a_commit_after_another_writers_metadata_change_goes_to_the_conflict_checker() {
         let dir = tempfile::tempdir().unwrap();
         let (lake, mut a) = writer(dir.path()).await;
-        a.write(batch(&["a"; 2], 0)).await.unwrap();
-        a.commit(&[("p0".into(), 2)], HashMap::new())
-            .await
-            .unwrap()
-            .unwrap();
+        commit_rows(&mut a, batch(&["a"; 2], 0), "p0", 2).await;
         let table = lake.open("t").await.unwrap().unwrap();
         let changed = table
             .set_tbl_properties()
@@ -753,12 +726,7 @@ mod tests {
         assert!(err.to_string().contains("etadata"), "{err}");
         assert_eq!(all_ids(&lake).await, vec![0, 1]);
         a.refresh().await.unwrap();
-        a.write(batch(&["a"; 3], 2)).await.unwrap();
-        let out = a
-            .commit(&[("p0".into(), 5)], HashMap::new())
-            .await
-            .unwrap()
-            .unwrap();
+        let out = commit_rows(&mut a, batch(&["a"; 3], 2), "p0", 5).await;
         assert_eq!(out.version, changed_at + 1);
         assert_eq!(all_ids(&lake).await, vec![0, 1, 2, 3, 4]);
     }

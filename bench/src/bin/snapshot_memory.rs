@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -22,7 +21,6 @@ use sluice_lake::deltalake::DeltaTable;
 use sluice_lake::deltalake::arrow::record_batch::RecordBatch;
 use sluice_lake::deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use sluice_lake::{Lake, TableSpec, TableWriter, WriterOptions};
-use tokio::sync::Mutex;
 
 #[global_allocator]
 static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
@@ -54,18 +52,68 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
-/// Generated events decoded into the events table's schema.
-fn events(rows: usize, start: u64) -> anyhow::Result<RecordBatch> {
-    let cfg = sluice_bench::pipeline_config()?;
-    let p = &cfg.pipelines[0];
-    let decoder =
-        sluice_ingest::decode::JsonDecoder::new(p, sluice_ingest::schema::events_schema(p))
-            .map_err(|e| anyhow::anyhow!(e))?;
-    decoder
-        .decode(&sluice_bench::raw_batch(rows, start))
-        .map_err(|e| anyhow::anyhow!(e))?
-        .events
-        .context("no events decoded")
+/// Generated events, decoded into the events table's schema once per commit.
+struct Events {
+    decoder: sluice_ingest::decode::JsonDecoder,
+    rows: usize,
+}
+
+impl Events {
+    fn new(rows: usize) -> anyhow::Result<Self> {
+        let cfg = sluice_bench::pipeline_config()?;
+        let p = &cfg.pipelines[0];
+        let decoder =
+            sluice_ingest::decode::JsonDecoder::new(p, sluice_ingest::schema::events_schema(p))
+                .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Self { decoder, rows })
+    }
+
+    /// The events of commit `i`.
+    fn batch(&self, i: u64) -> anyhow::Result<RecordBatch> {
+        let raw = sluice_bench::raw_batch(self.rows, i * self.rows as u64);
+        self.decoder
+            .decode(&raw)
+            .map_err(|e| anyhow::anyhow!(e))?
+            .events
+            .context("no events decoded")
+    }
+}
+
+/// Live heap above its level when the measurement started, sampled as commits go by.
+struct Growth {
+    baseline: usize,
+    started: Instant,
+    samples: serde_json::Map<String, Value>,
+}
+
+impl Growth {
+    fn start() -> Self {
+        Self {
+            baseline: ALLOCATOR.allocated(),
+            started: Instant::now(),
+            samples: serde_json::Map::new(),
+        }
+    }
+
+    fn grown(&self) -> usize {
+        ALLOCATOR.allocated().saturating_sub(self.baseline)
+    }
+
+    fn sample(&mut self, commits: u64) {
+        let grown = mib(self.grown());
+        self.samples
+            .insert(format!("after_{commits:05}_commits_mb"), json!(grown));
+    }
+
+    fn finish(self, commits: u64) -> Value {
+        let grown = self.grown();
+        json!({
+            "heap_growth_mb": mib(grown),
+            "heap_growth_per_commit_kb": grown as f64 / 1024.0 / commits as f64,
+            "seconds": self.started.elapsed().as_secs_f64(),
+            "samples": self.samples,
+        })
+    }
 }
 
 async fn new_table(cli: &Cli, dir: &std::path::Path) -> anyhow::Result<(Lake, DeltaTable)> {
@@ -88,61 +136,31 @@ async fn new_table(cli: &Cli, dir: &std::path::Path) -> anyhow::Result<(Lake, De
     Ok((lake, table))
 }
 
-/// Commits `cli.commits` files through `commit_one` and samples the live heap above its level
-/// after a first commit.
-async fn run<F, Fut>(cli: &Cli, mut commit_one: F) -> anyhow::Result<Value>
-where
-    F: FnMut(RecordBatch, u64) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    commit_one(events(cli.rows, 0)?, 0).await?;
-    let baseline = ALLOCATOR.allocated();
-    let started = Instant::now();
-    let mut samples = serde_json::Map::new();
-    for i in 1..=cli.commits {
-        let batch = events(cli.rows, i * cli.rows as u64)?;
-        commit_one(batch, i).await?;
-        if i % cli.every == 0 {
-            let grown = ALLOCATOR.allocated().saturating_sub(baseline);
-            samples.insert(format!("after_{i:05}_commits_mb"), json!(mib(grown)));
-        }
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    let grown = ALLOCATOR.allocated().saturating_sub(baseline);
-    Ok(json!({
-        "heap_growth_mb": mib(grown),
-        "heap_growth_per_commit_kb": grown as f64 / 1024.0 / cli.commits as f64,
-        "seconds": seconds,
-        "samples": samples,
-    }))
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     std::fs::create_dir_all(&cli.out)?;
 
-    // sluice's writer.
+    let events = Events::new(cli.rows)?;
+    let rows = cli.rows as i64;
+
+    // sluice's writer. The first commit's one-off allocations are not counted.
     let dir = tempfile::tempdir()?;
     let (lake, table) = new_table(&cli, dir.path()).await?;
-    let writer = Arc::new(Mutex::new(TableWriter::new(
-        "events",
-        table,
-        WriterOptions::default(),
-    )?));
-    let rows = cli.rows as i64;
-    let sluice = run(&cli, |batch, i| {
-        let writer = writer.clone();
-        async move {
-            let mut w = writer.lock().await;
-            w.write(batch).await?;
-            w.commit(&[("p0".into(), (i as i64 + 1) * rows)], HashMap::new())
-                .await?;
-            Ok(())
+    let mut writer = TableWriter::new("events", table, WriterOptions::default())?;
+    let mut growth = None;
+    for i in 0..=cli.commits {
+        writer.write(events.batch(i)?).await?;
+        writer
+            .commit(&[("p0".into(), (i as i64 + 1) * rows)], HashMap::new())
+            .await?;
+        let g = growth.get_or_insert_with(Growth::start);
+        if i > 0 && i % cli.every == 0 {
+            g.sample(i);
         }
-    })
-    .await?;
+    }
+    let sluice = growth.context("no commits")?.finish(cli.commits);
     drop(writer);
     let before = ALLOCATOR.allocated();
     let fresh = lake.open("events").await?.context("no table")?;
@@ -154,19 +172,18 @@ async fn main() -> anyhow::Result<()> {
 
     // delta-rs's own writer, on a table of its own.
     let dir = tempfile::tempdir()?;
-    let (_lake, table) = new_table(&cli, dir.path()).await?;
-    let state = Arc::new(Mutex::new(table));
-    let delta_rs = run(&cli, |batch, _| {
-        let state = state.clone();
-        async move {
-            let mut table = state.lock().await;
-            let mut w = RecordBatchWriter::for_table(&table)?;
-            w.write(batch).await?;
-            w.flush_and_commit(&mut table).await?;
-            Ok(())
+    let (_lake, mut table) = new_table(&cli, dir.path()).await?;
+    let mut growth = None;
+    for i in 0..=cli.commits {
+        let mut w = RecordBatchWriter::for_table(&table)?;
+        w.write(events.batch(i)?).await?;
+        w.flush_and_commit(&mut table).await?;
+        let g = growth.get_or_insert_with(Growth::start);
+        if i > 0 && i % cli.every == 0 {
+            g.sample(i);
         }
-    })
-    .await?;
+    }
+    let delta_rs = growth.context("no commits")?.finish(cli.commits);
 
     let results = json!({
         "commits": cli.commits,

@@ -71,6 +71,8 @@ fn operator_rows(kind: WindowKind, batch: &RecordBatch) -> Rows {
         .collect(),
         event_time_column: "t".into(),
         idle_timeout_ms: i64::MAX / 4,
+        max_future_skew_ms: None,
+        reference_time_column: None,
     };
     let mut op = WindowOperator::with_input_schema(spec, &batch.schema()).unwrap();
     op.assign(0, 0);

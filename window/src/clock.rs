@@ -9,6 +9,9 @@ pub struct Clock {
     /// partition -> (largest event time seen, wall time of the last record or the assignment)
     partitions: BTreeMap<u32, (Option<i64>, i64)>,
     value: Option<i64>,
+    /// The restored value: a partition's first record after a restart counts as at least
+    /// this, as its maximum was before the restart (see [`Clock::restore`]).
+    floor: Option<i64>,
 }
 
 impl Clock {
@@ -18,6 +21,7 @@ impl Clock {
             idle_timeout_ms,
             partitions: BTreeMap::new(),
             value: None,
+            floor: None,
         }
     }
 
@@ -27,8 +31,15 @@ impl Clock {
     }
 
     /// Restores a clock value (after a restart), never moving it back.
+    ///
+    /// Every partition that took part when the clock last advanced had a maximum of at least
+    /// the clock, and any record above the clock is held by an open window, so it is replayed.
+    /// Counting each partition's maximum from the restored value on therefore gives the clock
+    /// the replay would have had without the restart. A partition with no record since the
+    /// restart still holds the clock until it goes idle.
     pub fn restore(&mut self, value: Option<i64>) {
         self.value = self.value.max(value);
+        self.floor = self.floor.max(value);
     }
 
     /// A partition was assigned at wall time `now`: until it has a record or goes idle it holds
@@ -45,7 +56,7 @@ impl Clock {
     /// Records event time `t` from `partition` at wall time `now` and advances the clock.
     pub fn observe(&mut self, partition: u32, t: i64, now: i64) -> Option<i64> {
         let e = self.partitions.entry(partition).or_insert((None, now));
-        e.0 = Some(e.0.map_or(t, |m| m.max(t)));
+        e.0 = Some(e.0.or(self.floor).map_or(t, |m| m.max(t)));
         e.1 = now;
         self.advance(now)
     }

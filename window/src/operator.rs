@@ -40,6 +40,12 @@ pub struct WindowSpec {
     pub event_time_column: String,
     /// Idle timeout of a partition (wall ms).
     pub idle_timeout_ms: i64,
+    /// A record whose event time is more than this past its reference time (ms) is a
+    /// future record: it does not move the clock and joins no window. `None`: no bound.
+    pub max_future_skew_ms: Option<i64>,
+    /// The reference time of the future bound: a timestamp column of the input (the Kafka
+    /// timestamp in a pipeline). Rows where it is null are not checked.
+    pub reference_time_column: Option<String>,
 }
 
 /// A record whose every window had closed.
@@ -68,6 +74,9 @@ pub struct WindowOutput {
     pub skipped_assignments: u64,
     /// Records added to at least one window.
     pub accepted: u64,
+    /// Rows (indices in the input batch) whose event time is past the future bound: they
+    /// did not move the clock and joined no window.
+    pub future: Vec<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -206,6 +215,15 @@ impl WindowOperator {
         self.clock.restore(value);
     }
 
+    /// Forgets every open window, the clock and the partitions, as a freshly built operator
+    /// (after a commit was refused, before the input is replayed from the tables' progress).
+    pub fn reset(&mut self) {
+        self.clock = Clock::new(self.spec.idle_timeout_ms);
+        self.fixed.clear();
+        self.sessions.clear();
+        self.session_close.clear();
+    }
+
     /// Per partition, the lowest source offset still held by an open window: replaying from
     /// there rebuilds every open window.
     pub fn needed_offsets(&self) -> HashMap<u32, i64> {
@@ -250,6 +268,20 @@ impl WindowOperator {
         let et = arrow::compute::cast(&et, &DataType::Timestamp(TimeUnit::Microsecond, None))
             .map_err(|e| WindowError::Input(e.to_string()))?;
         let et = et.as_primitive::<TimestampMicrosecondType>().clone();
+        let reference = match (
+            &self.spec.max_future_skew_ms,
+            &self.spec.reference_time_column,
+        ) {
+            (Some(skew), Some(c)) => {
+                let r = arrow::compute::cast(
+                    &col(c)?,
+                    &DataType::Timestamp(TimeUnit::Microsecond, None),
+                )
+                .map_err(|e| WindowError::Input(e.to_string()))?;
+                Some((*skew, r.as_primitive::<TimestampMicrosecondType>().clone()))
+            }
+            _ => None,
+        };
         // Group keys as comparable rows.
         let key_cols: Vec<ArrayRef> = self
             .spec
@@ -296,6 +328,13 @@ impl WindowOperator {
                 continue; // callers only pass rows with an event time
             }
             let t = et.value(i).div_euclid(1000);
+            if let Some((skew, r)) = &reference
+                && r.is_valid(i)
+                && t > r.value(i).div_euclid(1000).saturating_add(*skew)
+            {
+                out.future.push(i);
+                continue;
+            }
             self.clock.observe(partition, t, now_ms);
             self.close_due(&mut closed);
             let line = self.grace_line().unwrap_or(i64::MIN);
@@ -353,8 +392,13 @@ impl WindowOperator {
                     let _ = offset;
                 }
                 WindowKind::Session { gap } => {
-                    // Late when even a session of this record alone would already be closed.
-                    if line > t + gap {
+                    // Every session in `sessions` is open. A record within `gap` of one joins
+                    // it; only a record that joins none is judged by a session of its own,
+                    // late when that one would already be closed.
+                    let joins = self.sessions.get(&key).is_some_and(|list| {
+                        list.iter().any(|s| t >= s.start - gap && t <= s.last + gap)
+                    });
+                    if !joins && line > t + gap {
                         out.skipped_assignments += 1;
                         out.late.push(LateRecord {
                             row: i,

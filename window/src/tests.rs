@@ -25,6 +25,8 @@ fn spec(kind: WindowKind, grace: i64) -> WindowSpec {
         ],
         event_time_column: "t".into(),
         idle_timeout_ms: 1_000_000,
+        max_future_skew_ms: None,
+        reference_time_column: None,
     }
 }
 
@@ -307,6 +309,8 @@ fn hopping_record_late_for_some_windows_only_is_not_late() {
 fn idle_and_never_seen_partitions() {
     let mut op = WindowOperator::new(WindowSpec {
         idle_timeout_ms: 100,
+        max_future_skew_ms: None,
+        reference_time_column: None,
         ..spec(
             WindowKind::Tumbling {
                 size: 10,
@@ -492,4 +496,185 @@ fn needed_offsets_track_the_oldest_record_of_open_windows() {
     assert_eq!(op.needed_offsets().get(&0), Some(&102));
     op.restore_clock(Some(5));
     assert_eq!(op.clock(), Some(12), "restoring never moves the clock back");
+}
+
+#[test]
+fn a_record_joins_its_open_session_before_it_is_judged_late() {
+    // Gap 4, grace 2, one partition: the second A@10 joins the open session [10, 14] (which
+    // closes only when the clock passes 20), though a session of its own, [10, 14), would be
+    // closed at clock 17.
+    let mut op = WindowOperator::new(spec(WindowKind::Session { gap: 4 }, 2));
+    op.assign(0, 0);
+    let (closed, late, _) = run(
+        &mut op,
+        &[
+            ("A", 10, 0),
+            ("A", 14, 0),
+            ("B", 17, 0),
+            ("A", 10, 0),
+            ("B", 100, 0),
+        ],
+    );
+    assert!(late.is_empty(), "nothing is late: {late:?}");
+    let mut all: Vec<Row> = closed.into_iter().flatten().collect();
+    all.sort();
+    assert_eq!(all, vec![row("A", 10, 18, 3), row("B", 17, 21, 1)]);
+}
+
+#[test]
+fn a_far_future_record_neither_moves_the_clock_nor_joins_a_window() {
+    let mut s = spec(
+        WindowKind::Tumbling {
+            size: 10,
+            offset: 0,
+        },
+        0,
+    );
+    s.max_future_skew_ms = Some(1_000);
+    s.reference_time_column = Some("r".into());
+    let mut op = WindowOperator::new(s);
+    op.assign(0, 0);
+    // (event time, reference time) in ms; the third is 10 years past its reference.
+    let recs = [(1, 1), (5, 3), (315_360_000_000, 6), (12, 12), (9, 13)];
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("t", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new("r", DataType::Timestamp(TimeUnit::Microsecond, None), true),
+        Field::new("v", DataType::Int64, true),
+    ]));
+    let b = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from_iter_values(recs.iter().map(|_| "A"))),
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                recs.iter().map(|r| r.0 * 1000),
+            )),
+            Arc::new(TimestampMicrosecondArray::from_iter_values(
+                recs.iter().map(|r| r.1 * 1000),
+            )),
+            Arc::new(Int64Array::from_iter_values(recs.iter().map(|r| r.0))),
+        ],
+    )
+    .unwrap();
+    let out = op.process(&b, &[0; 5], 0).unwrap();
+    assert_eq!(out.future, vec![2]);
+    assert_eq!(
+        op.clock(),
+        Some(12),
+        "the future record did not move the clock"
+    );
+    assert_eq!(
+        out.closed.map(|c| rows(&c)).unwrap_or_default(),
+        vec![row("A", 0, 10, 2)]
+    );
+    assert_eq!(
+        out.late.iter().map(|l| l.event_time_ms).collect::<Vec<_>>(),
+        vec![9]
+    );
+    assert_eq!(out.accepted, 3);
+}
+
+#[test]
+fn replay_after_a_restore_gives_the_clock_of_the_uninterrupted_run() {
+    // Two partitions. Uninterrupted: p0 reaches 50, p1 reaches 30, so the clock is 30; then
+    // p1 gets 40 and the clock goes to 40. After a restart at clock 30, only records held by
+    // open windows are replayed (p0's 50 among them, p0's 20 not): p1's 40 must still give 40.
+    let kind = WindowKind::Tumbling {
+        size: 100,
+        offset: 0,
+    };
+    let mut whole = WindowOperator::new(spec(kind, 0));
+    let mut restarted = WindowOperator::new(spec(kind, 0));
+    for op in [&mut whole, &mut restarted] {
+        op.assign(0, 0);
+        op.assign(1, 0);
+    }
+    run(
+        &mut whole,
+        &[("A", 20, 0), ("A", 50, 0), ("A", 30, 1), ("A", 40, 1)],
+    );
+    restarted.restore_clock(Some(30));
+    run(&mut restarted, &[("A", 50, 0), ("A", 40, 1)]);
+    assert_eq!(whole.clock(), Some(40));
+    assert_eq!(restarted.clock(), Some(40));
+}
+
+#[test]
+fn reset_forgets_open_windows_and_the_clock() {
+    let mut op = WindowOperator::new(spec(WindowKind::Session { gap: 5 }, 0));
+    op.assign(0, 0);
+    run(&mut op, &[("A", 1, 0), ("B", 3, 0)]);
+    assert_eq!(op.open_windows(), 2);
+    op.reset();
+    assert_eq!((op.open_windows(), op.clock()), (0, None));
+}
+
+/// An independent implementation of the session rules of docs/windows.md, record by record,
+/// with every partition in `parts` holding the clock until it has a record (no idleness).
+fn reference_sessions(
+    recs: &[(String, i64, u32)],
+    parts: u32,
+    gap: i64,
+    grace: i64,
+) -> (Vec<Row>, Vec<i64>) {
+    let mut maxes: Vec<Option<i64>> = vec![None; parts as usize];
+    let mut clock: Option<i64> = None;
+    // Open sessions: (key, first, last, count).
+    let mut open: Vec<(String, i64, i64, i64)> = Vec::new();
+    let (mut emitted, mut late) = (Vec::new(), Vec::new());
+    for (k, t, p) in recs {
+        let m = &mut maxes[*p as usize];
+        *m = Some(m.map_or(*t, |m| m.max(*t)));
+        if maxes.iter().all(Option::is_some) {
+            let min = maxes.iter().flatten().min().copied();
+            clock = clock.max(min);
+        }
+        let line = clock.map(|c| c - grace);
+        // Close: C - grace > last + gap.
+        let mut still = Vec::new();
+        for s in open {
+            if line.is_some_and(|l| l > s.2 + gap) {
+                emitted.push((s.0, s.1, s.2 + gap, s.3));
+            } else {
+                still.push(s);
+            }
+        }
+        open = still;
+        // Records at most gap apart share a session; only open sessions take records.
+        let (joined, rest): (Vec<_>, Vec<_>) = open
+            .into_iter()
+            .partition(|s| s.0 == *k && *t >= s.1 - gap && *t <= s.2 + gap);
+        open = rest;
+        if joined.is_empty() && line.is_some_and(|l| l > t + gap) {
+            late.push(*t);
+            continue;
+        }
+        let merged = joined.into_iter().fold((k.clone(), *t, *t, 1), |a, s| {
+            (a.0, a.1.min(s.1), a.2.max(s.2), a.3 + s.3)
+        });
+        open.push(merged);
+    }
+    emitted.sort();
+    late.sort();
+    (emitted, late)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Sessions over random out-of-order input equal the reference implementation above.
+    #[test]
+    fn sessions_equal_an_independent_implementation_of_the_rules(
+        recs in proptest::collection::vec(("[ABC]", 0i64..120, 0u32..2), 1..120),
+        gap in 1i64..12,
+        grace in 0i64..10,
+    ) {
+        let (mut rows_got, mut late_got) =
+            collect_all(WindowKind::Session { gap }, grace, &recs, &[]);
+        rows_got.sort();
+        late_got.sort();
+        let (rows_want, late_want) = reference_sessions(&recs, 2, gap, grace);
+        prop_assert_eq!(rows_got, rows_want);
+        prop_assert_eq!(late_got, late_want);
+    }
 }

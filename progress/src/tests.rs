@@ -1,0 +1,243 @@
+//! The ledger's rules, one by one, with plain values.
+
+use std::collections::BTreeMap;
+
+use crate::*;
+
+fn stored(events: Option<i64>, dead: Option<i64>, late: Option<i64>, agg: Option<i64>) -> Stored {
+    Stored {
+        events,
+        dead_letter: dead,
+        late: vec![late],
+        aggregates: vec![agg],
+    }
+}
+
+fn pending<'a>(
+    rows: &'a [Table],
+    needed: &'a [BTreeMap<i32, i64>],
+    clocks: &'a [Option<i64>],
+) -> Pending<'a, i32> {
+    Pending {
+        rows,
+        needed,
+        clocks,
+    }
+}
+
+#[test]
+fn a_fresh_partition_starts_at_the_start_position() {
+    let mut l = Ledger::new(1, 1);
+    assert_eq!(l.resume(0, &Stored::empty(1, 1), 42), 42);
+    for t in [
+        Table::Events,
+        Table::DeadLetter,
+        Table::Late(0),
+        Table::Aggregate(0),
+    ] {
+        assert_eq!(l.threshold(&0, t), Some(42), "{t:?}");
+    }
+}
+
+#[test]
+fn a_partition_resumes_at_the_lowest_offset_a_table_needs() {
+    let mut l = Ledger::new(1, 1);
+    // Open windows need offset 30; the events are committed to 100.
+    assert_eq!(
+        l.resume(0, &stored(Some(100), Some(120), Some(7), Some(30)), 0),
+        30
+    );
+    assert_eq!(l.threshold(&0, Table::Events), Some(100));
+    assert_eq!(l.threshold(&0, Table::DeadLetter), Some(120));
+    assert_eq!(
+        l.threshold(&0, Table::Late(0)),
+        Some(100),
+        "late at 7 is behind the events"
+    );
+    assert_eq!(l.threshold(&0, Table::Aggregate(0)), Some(30));
+    // Replayed records: fed to the windows, written nowhere else.
+    for o in 30..100 {
+        assert!(l.admit(&0, o));
+        assert!(l.wants(&0, Table::Aggregate(0), o));
+        assert!(!l.wants(&0, Table::Events, o));
+        assert!(!l.wants(&0, Table::Late(0), o));
+    }
+    assert!(l.wants(&0, Table::Events, 100));
+    assert!(!l.wants(&0, Table::DeadLetter, 119));
+    assert!(l.wants(&0, Table::DeadLetter, 120));
+}
+
+#[test]
+fn an_aggregate_without_progress_starts_with_the_events() {
+    let mut l = Ledger::new(0, 2);
+    let s = Stored {
+        events: Some(50),
+        dead_letter: None,
+        late: vec![],
+        aggregates: vec![Some(20), None],
+    };
+    assert_eq!(l.resume(0, &s, 0), 20);
+    assert_eq!(l.threshold(&0, Table::Aggregate(1)), Some(50));
+}
+
+#[test]
+fn redeliveries_and_foreign_partitions_are_not_admitted() {
+    let mut l = Ledger::new(0, 0);
+    l.resume(0, &Stored::empty(0, 0), 10);
+    assert!(!l.admit(&0, 9));
+    assert!(l.admit(&0, 10));
+    assert!(!l.admit(&0, 10), "a redelivery");
+    assert!(
+        l.admit(&0, 15),
+        "a gap (compacted or deleted records) moves on"
+    );
+    assert!(!l.admit(&1, 0), "not owned");
+    l.release(&0);
+    assert!(!l.admit(&0, 16), "released");
+}
+
+#[test]
+fn a_flush_commits_in_order_and_only_tables_with_something_to_say() {
+    let mut l = Ledger::new(2, 1);
+    l.resume(0, &Stored::empty(2, 1), 0);
+    l.resume(1, &Stored::empty(2, 1), 0);
+    for o in 0..10 {
+        l.admit(&0, o);
+    }
+    let needed = [BTreeMap::from([(0, 4)])];
+    let plan = l.plan(&pending(
+        &[Table::Late(1), Table::Events],
+        &needed,
+        &[Some(77)],
+    ));
+    let tables: Vec<Table> = plan.iter().map(|c| c.table).collect();
+    assert_eq!(
+        tables,
+        vec![
+            Table::Late(1),
+            Table::Aggregate(0),
+            Table::Events,
+            Table::Aggregate(0)
+        ]
+    );
+    assert_eq!(
+        plan[0].progress,
+        vec![(0, 10)],
+        "only partitions read past their progress"
+    );
+    assert_eq!(
+        plan[1].progress,
+        vec![(0, 0)],
+        "the anchor: where partition 0 started"
+    );
+    assert_eq!((plan[1].clock, plan[1].rows), (None, false));
+    assert_eq!(plan[2].progress, vec![(0, 10)]);
+    assert_eq!(
+        plan[3].progress,
+        vec![(0, 4), (1, 0)],
+        "every owned partition"
+    );
+    assert_eq!(plan[3].clock, Some(77));
+    for c in &plan {
+        l.record(c);
+    }
+    assert_eq!(l.committed(&0, Table::Late(1)), Some(10));
+    assert_eq!(
+        l.committed(&0, Table::Late(0)),
+        Some(i64::MIN),
+        "never committed"
+    );
+    assert_eq!(l.committed_clock(0), Some(77));
+    // Nothing new: nothing to commit.
+    assert!(l.plan(&pending(&[], &needed, &[Some(77)])).is_empty());
+    // The clock moved (an idle partition let windows close): the aggregate commits alone.
+    let plan = l.plan(&pending(&[], &needed, &[Some(90)]));
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].table, Table::Aggregate(0));
+}
+
+#[test]
+fn an_aggregate_progress_never_moves_back() {
+    // Committed by an older sluice whose aggregates committed before the events: the
+    // aggregate is ahead of the events table.
+    let mut l = Ledger::new(0, 1);
+    assert_eq!(l.resume(0, &stored(Some(40), None, None, Some(100)), 0), 40);
+    for o in 40..60 {
+        l.admit(&0, o);
+        assert!(!l.wants(&0, Table::Aggregate(0), o));
+    }
+    let plan = l.plan(&pending(&[], &[BTreeMap::new()], &[None]));
+    assert_eq!(plan.len(), 1, "events only: {plan:?}");
+    assert_eq!(plan[0].progress, vec![(0, 60)]);
+}
+
+#[test]
+fn the_retention_floor_ignores_tables_with_nothing_pending() {
+    // One old dead letter (progress 1) and one old late row (3) do not hold the floor back.
+    assert_eq!(
+        stored(Some(500), Some(1), Some(3), Some(480)).retention_floor(),
+        Some(480)
+    );
+    assert_eq!(
+        stored(Some(500), Some(1), Some(3), None).retention_floor(),
+        Some(500)
+    );
+    assert_eq!(
+        stored(None, Some(1), None, Some(480)).retention_floor(),
+        None,
+        "not started"
+    );
+    let mut l = Ledger::new(1, 1);
+    l.resume(0, &stored(Some(500), Some(1), Some(3), Some(480)), 0);
+    assert_eq!(l.stored(&0).and_then(|s| s.retention_floor()), Some(480));
+}
+
+#[test]
+fn a_first_flush_that_dies_after_the_events_commit_keeps_the_aggregate_anchored() {
+    let mut l = Ledger::new(0, 1);
+    l.resume(0, &Stored::empty(0, 1), 100);
+    for o in 100..150 {
+        l.admit(&0, o);
+    }
+    let plan = l.plan(&pending(&[], &[BTreeMap::from([(0, 120)])], &[Some(5)]));
+    let tables: Vec<Table> = plan.iter().map(|c| c.table).collect();
+    assert_eq!(
+        tables,
+        vec![Table::Aggregate(0), Table::Events, Table::Aggregate(0)]
+    );
+    // Dies after the anchor and the events commit: the tables hold events 150, aggregate 100.
+    let stored = Stored {
+        events: Some(150),
+        dead_letter: None,
+        late: vec![],
+        aggregates: vec![Some(100)],
+    };
+    let mut again = Ledger::new(0, 1);
+    assert_eq!(
+        again.resume(0, &stored, 0),
+        100,
+        "the windows of 100..150 are rebuilt"
+    );
+    assert!(again.wants(&0, Table::Aggregate(0), 100));
+    assert!(!again.wants(&0, Table::Events, 149));
+    // Dies after the anchor only: nothing was committed for the partition, start afresh.
+    let stored = Stored {
+        events: None,
+        dead_letter: None,
+        late: vec![],
+        aggregates: vec![Some(100)],
+    };
+    assert_eq!(again.resume(0, &stored, 130), 130);
+    assert_eq!(again.threshold(&0, Table::Aggregate(0)), Some(130));
+    // Once anchored, a later flush needs no anchor.
+    l.plan(&pending(&[], &[BTreeMap::from([(0, 120)])], &[Some(5)]))
+        .iter()
+        .for_each(|c| l.record(c));
+    l.admit(&0, 150);
+    let tables: Vec<Table> = l
+        .plan(&pending(&[], &[BTreeMap::from([(0, 120)])], &[Some(5)]))
+        .iter()
+        .map(|c| c.table)
+        .collect();
+    assert_eq!(tables, vec![Table::Events]);
+}

@@ -72,9 +72,13 @@ enum Command {
         /// Write the result to this file instead of standard output.
         #[arg(long)]
         output: Option<PathBuf>,
-        /// Read every table as of this version.
-        #[arg(long)]
+        /// Read the table named by --table as of this version (a version belongs to one table;
+        /// the other tables are read at their latest).
+        #[arg(long, requires = "table", conflicts_with = "at_time")]
         at_version: Option<i64>,
+        /// The table --at-version applies to.
+        #[arg(long, requires = "at_version")]
+        table: Option<String>,
         /// Read every table as of this time (RFC 3339).
         #[arg(long)]
         at_time: Option<String>,
@@ -262,11 +266,12 @@ fn main() -> ExitCode {
             format,
             output,
             at_version,
+            table,
             at_time,
         } => with_config(&config, |cfg| async move {
             let lake = sluice_lake::Lake::new(&cfg.lake)?;
-            let as_of = match (at_version, at_time) {
-                (Some(v), _) => sluice_query::AsOf::Version(v),
+            let as_of = match (at_version.zip(table), at_time) {
+                (Some((version, table)), _) => sluice_query::AsOf::TableVersion { table, version },
                 (None, Some(t)) => sluice_query::AsOf::Time(
                     chrono::DateTime::parse_from_rfc3339(&t)
                         .map_err(|e| anyhow::anyhow!("--at-time {t:?}: {e}; use RFC 3339"))?
@@ -651,6 +656,16 @@ async fn run(cfg: Config, config_path: &Path, until_caught_up: bool) -> anyhow::
             (name, outcome.map_err(anyhow::Error::from))
         });
     }
+    for p in &cfg.pipelines {
+        sluice_ingest::metrics::register_component(&sluice_ingest::metrics::pipeline_component(
+            &p.name,
+        ));
+    }
+    for t in &cfg.tiering {
+        sluice_ingest::metrics::register_component(&sluice_ingest::metrics::tiering_component(
+            &t.topic,
+        ));
+    }
     for t in &cfg.tiering {
         let name = format!("tiering of topic {}", t.topic);
         let (c, t, l, token) = (cfg.clone(), t.clone(), lake.clone(), cancel.child_token());
@@ -730,6 +745,7 @@ async fn tiering_task(
             }
         }
     };
+    sluice_ingest::metrics::mark_ready(&sluice_ingest::metrics::tiering_component(&t.topic));
     if once {
         let report = tierer.round().await;
         sluice_tiering::tier::record_round(&t.topic, &report);

@@ -1,5 +1,6 @@
 //! The HTTP endpoint of `sluice run`: `/metrics` (Prometheus text), `/health` (the process
-//! runs) and `/ready` (every pipeline has its tables open and has joined its group).
+//! runs) and `/ready` (every pipeline has its tables open and has joined its group, even with
+//! no partition assigned, and every tiered topic has its archive table open).
 
 use std::net::SocketAddr;
 

@@ -374,6 +374,10 @@ pub struct PipelineConfig {
     pub compression: Compression,
     /// Wall-clock time without records after which a partition no longer holds the clock.
     pub idle_timeout: Duration,
+    /// How far a record's event time may be ahead of its Kafka timestamp and still move the
+    /// window clock; a record further ahead joins no window and is counted
+    /// (`sluice_future_records_total`), but lands in the events table like any record.
+    pub max_future_skew: Duration,
     /// Windowed aggregates over this pipeline's records.
     #[serde(rename = "aggregate")]
     pub aggregates: Vec<AggregateConfig>,
@@ -407,6 +411,7 @@ impl Default for PipelineConfig {
             max_record_size: ByteSize::mib(1),
             compression: Compression::Zstd,
             idle_timeout: Duration::from_secs(30),
+            max_future_skew: Duration::from_secs(24 * 3600),
             aggregates: Vec::new(),
             start_position: StartPosition::Earliest,
             tz: None,

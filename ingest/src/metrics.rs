@@ -31,6 +31,11 @@ pub const SPEC: &[(&str, &str, &str)] = &[
         "Records whose every window had closed, by pipeline and aggregate table.",
     ),
     (
+        "sluice_future_records_total",
+        "counter",
+        "Records whose event time was more than max_future_skew ahead of their Kafka timestamp: they joined no window and did not move the clock (they are in the events table), by pipeline and aggregate table.",
+    ),
+    (
         "sluice_late_window_assignments_skipped_total",
         "counter",
         "Window assignments skipped because the window had closed, by pipeline and aggregate table.",
@@ -128,7 +133,7 @@ pub const SPEC: &[(&str, &str, &str)] = &[
     (
         "sluice_tiering_alarm",
         "gauge",
-        "1 while tiering of a topic is failing or behind (records older than hot_retention are not archived), by topic.",
+        "1 while tiering of a topic is failing or behind (records older than hot_retention are not archived), or a pipeline still needs records older than hot_retention, by topic.",
     ),
     (
         "sluice_memory_resident_bytes",
@@ -237,21 +242,33 @@ fn readiness() -> &'static Mutex<BTreeMap<String, bool>> {
     R.get_or_init(Default::default)
 }
 
-/// A pipeline that is starting: not ready until [`mark_ready`].
-pub fn register_pipeline(name: &str) {
+/// A component that is starting (`pipeline <name>`, `tiering <topic>`): not ready until
+/// [`mark_ready`].
+pub fn register_component(name: &str) {
     if let Ok(mut r) = readiness().lock() {
-        r.insert(name.to_string(), false);
+        r.entry(name.to_string()).or_insert(false);
     }
 }
 
-/// A pipeline has its tables open and has joined its consumer group.
+/// A component is ready: a pipeline has its tables open and has joined its consumer group
+/// (its assignment may be empty: a standby is ready), a tierer has its archive table open.
 pub fn mark_ready(name: &str) {
     if let Ok(mut r) = readiness().lock() {
         r.insert(name.to_string(), true);
     }
 }
 
-/// True when every registered pipeline is ready (and there is at least one).
+/// The readiness name of a pipeline.
+pub fn pipeline_component(pipeline: &str) -> String {
+    format!("pipeline {pipeline}")
+}
+
+/// The readiness name of a tiered topic.
+pub fn tiering_component(topic: &str) -> String {
+    format!("tiering {topic}")
+}
+
+/// True when every registered component is ready (and there is at least one).
 pub fn all_ready() -> bool {
     readiness()
         .lock()

@@ -1,20 +1,15 @@
 //! [`Pipeline`]: consumes a pipeline's topics and commits its tables exactly once.
 //!
-//! Commit protocol for one flush, in this order: the dead-letter table (when it has rows), the
-//! late table (when it has rows), every aggregate table, and the events table last. Each commit
-//! carries one `txn` per partition (`sluice:<pipeline>:<topic>:<p>`). For the events,
-//! dead-letter and late tables the version is the next offset to read; for an aggregate table it
-//! is the lowest offset an open window still needs (semantics.md section 6), and the commit's
-//! metadata holds the window clock.
+//! The pipeline is the I/O shell around a [`Ledger`] (crate `sluice-progress`), which decides
+//! everything about progress: where a partition resumes, which records a replay writes to
+//! which table, and what each commit of a flush records, in which order. A flush commits the
+//! dead-letter table (when it has rows), the late tables (when they have rows), the events
+//! table, then every aggregate table. Each commit carries one `txn` per partition
+//! (`sluice:<pipeline>:<topic>:<p>`); for an aggregate table the version is the lowest offset
+//! an open window still needs (`docs/windows.md`), and the window clock is a `txn` of its
+//! own (`sluice:<pipeline>:clock`). Offsets go to the consumer group after the flush.
 //!
-//! A partition resumes at the minimum of the events table's progress and the aggregates'
-//! versions. Records below the events table's progress were fully handled before: they are fed
-//! to the window operators only, to rebuild open windows (windows already emitted are closed
-//! under the restored clock and skip them), and never written again to any table. So a crash
-//! between any two commits neither loses nor doubles a row. Offsets go to the consumer group
-//! only after the events commit.
-
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +17,10 @@ use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use sluice_config::{Config, PipelineConfig, StartPosition};
 use sluice_lake::{
-    BackgroundWriter, Lake, LakeError, TableSpec, TableWriter, WriterOptions, progress_app_id,
+    BackgroundWriter, Lake, LakeError, TableSpec, TableWriter, WriterOptions, clock_app_id,
+    progress_app_id,
 };
+use sluice_progress::{Commit, Ledger, Pending, Stored, Table};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -70,18 +67,7 @@ struct PendingCounts {
     dead: BTreeMap<&'static str, u64>,
     late: BTreeMap<String, u64>,
     skipped: BTreeMap<String, u64>,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct PartitionState {
-    /// Next offset to accept from Kafka.
-    next: i64,
-    /// Next offset committed in the events table: records below it are replays.
-    events_committed: i64,
-    /// Next offset committed in the dead-letter table.
-    dead_committed: i64,
-    /// Next offset committed in the late table(s).
-    late_committed: i64,
+    future: BTreeMap<String, u64>,
 }
 
 /// One pipeline: its tables, decoder, window operators and partitions.
@@ -93,11 +79,16 @@ pub struct Pipeline {
     dead: TableWriter,
     decoder: JsonDecoder,
     aggs: Vec<AggregateSink>,
-    /// Late tables by name (the aggregates of a pipeline usually share one).
-    late: BTreeMap<String, TableWriter>,
-    /// Small stable ids of partitions, for the window clocks.
+    /// Late tables, indexed as [`Table::Late`] (the aggregates of a pipeline usually share one).
+    late: Vec<TableWriter>,
+    /// Small stable ids of partitions, for the window clocks, and the partition of each id.
     pids: HashMap<TopicPartition, u32>,
-    parts: HashMap<TopicPartition, PartitionState>,
+    by_pid: Vec<TopicPartition>,
+    /// What each table has committed per owned partition, and what replays skip.
+    ledger: Ledger<TopicPartition>,
+    /// Partitions sought and not yet answered ([`SourceEvent::Seeked`]): their records in
+    /// the channel are from before the seek and are dropped.
+    seeking: HashSet<TopicPartition>,
     first_buffered: Option<Instant>,
     summary: PipelineSummary,
     /// Diverted-record counts of the current flush, published when it commits.
@@ -193,7 +184,7 @@ impl Pipeline {
             })?;
         let options = writer_options(config, p);
         let mut aggs = Vec::new();
-        let mut late = BTreeMap::new();
+        let mut late: Vec<TableWriter> = Vec::new();
         for agg in &p.aggregates {
             let schema_err = |message: String| IngestError::Schema {
                 table: agg.table.clone(),
@@ -208,28 +199,30 @@ impl Pipeline {
                 .open_or_create(&agg.table, &out_schema, &table_spec(config, vec![], desc))
                 .await?;
             let late_name = p.late_table(agg);
-            if !late.contains_key(&late_name) {
-                let desc = format!("sluice late records of pipeline {}", p.name);
-                let lt = lake
-                    .open_or_create(
-                        &late_name,
-                        &late_schema(),
-                        &table_spec(config, vec![], desc),
-                    )
-                    .await?;
-                late.insert(
-                    late_name.clone(),
-                    TableWriter::new(&late_name, lt, options.clone())?,
-                );
-            }
+            let late_index = match late.iter().position(|w| w.name() == late_name) {
+                Some(i) => i,
+                None => {
+                    let desc = format!("sluice late records of pipeline {}", p.name);
+                    let lt = lake
+                        .open_or_create(
+                            &late_name,
+                            &late_schema(),
+                            &table_spec(config, vec![], desc),
+                        )
+                        .await?;
+                    late.push(TableWriter::new(&late_name, lt, options.clone())?);
+                    late.len() - 1
+                }
+            };
             let writer = TableWriter::new(&agg.table, table, options.clone())?;
             aggs.push(AggregateSink {
                 cfg: agg.clone(),
-                late_table: late_name,
+                late_index,
                 op,
                 writer,
             });
         }
+        let ledger = Ledger::new(late.len(), aggs.len());
         Ok(Self {
             cfg: p.clone(),
             kafka: config.kafka.clone(),
@@ -239,7 +232,9 @@ impl Pipeline {
             aggs,
             late,
             pids: HashMap::new(),
-            parts: HashMap::new(),
+            by_pid: Vec::new(),
+            ledger,
+            seeking: HashSet::new(),
             first_buffered: None,
             summary: PipelineSummary::default(),
             pending: PendingCounts::default(),
@@ -284,19 +279,15 @@ impl Pipeline {
         opts: RunOptions,
         cancel: CancellationToken,
     ) -> Result<PipelineSummary> {
-        metrics::register_pipeline(&self.cfg.name);
+        metrics::register_component(&metrics::pipeline_component(&self.cfg.name));
         if !self.aggs.is_empty() {
             // Every partition of the source topics holds the window clock until it is idle,
             // not only the assigned ones: after a crash the group may hand this instance a few
             // partitions first, and their records alone must not close windows.
-            let now = wall_ms();
             for tp in end_offsets(&source, &self.cfg.topics).await?.into_keys() {
-                let next_id = self.pids.len() as u32;
-                let pid = *self.pids.entry(tp).or_insert(next_id);
-                for a in &mut self.aggs {
-                    a.op.assign(pid, now);
-                }
+                self.pid(&tp);
             }
+            self.assign_clock_partitions();
         }
         if opts.until_caught_up {
             let targets = end_offsets(&source, &self.cfg.topics).await?;
@@ -315,7 +306,7 @@ impl Pipeline {
                 match ev {
                     SourceEvent::Assigned(_, reply) => drop(reply),
                     SourceEvent::Revoked(_, reply) => drop(reply),
-                    SourceEvent::Records(_) => {}
+                    SourceEvent::Records(_) | SourceEvent::Seeked(_) => {}
                     SourceEvent::Ended => break,
                 }
             }
@@ -372,16 +363,22 @@ impl Pipeline {
                         self.commit(source).await?;
                         let offsets = self.assign(source, &new).await?;
                         let _ = reply.send(offsets);
+                        self.rebuild_windows(source, &new).await?;
+                    }
+                    Some(SourceEvent::Seeked(done)) => {
+                        done.map_err(IngestError::Kafka)?;
+                        self.seeking.clear();
                     }
                     Some(SourceEvent::Revoked(gone, reply)) => {
                         self.commit(source).await?;
                         for tp in &gone {
-                            self.parts.remove(tp);
-                            metrics::set("sluice_partitions_assigned", &[("pipeline", &self.cfg.name)], self.parts.len() as f64);
+                            self.ledger.release(tp);
                             // A revoked partition keeps holding the clock until it is idle
                             // (its records now go to another instance).
                         }
+                        metrics::set("sluice_partitions_assigned", &[("pipeline", &self.cfg.name)], self.ledger.owned().count() as f64);
                         let _ = reply.send(());
+                        self.rebuild_windows(source, &[]).await?;
                     }
                     }
                 },
@@ -403,11 +400,11 @@ impl Pipeline {
         };
         targets
             .iter()
-            .all(|(tp, end)| self.parts.get(tp).is_some_and(|s| s.next >= *end))
+            .all(|(tp, end)| self.ledger.next(tp).is_some_and(|n| n >= *end))
             && targets.iter().any(|(tp, end)| {
-                self.parts
-                    .get(tp)
-                    .is_some_and(|s| s.events_committed < *end)
+                self.ledger
+                    .committed(tp, Table::Events)
+                    .is_some_and(|c| c < *end)
             })
     }
 
@@ -416,14 +413,14 @@ impl Pipeline {
             return false;
         };
         targets.iter().all(|(tp, end)| {
-            self.parts
-                .get(tp)
-                .is_some_and(|s| s.events_committed >= *end)
+            self.ledger
+                .committed(tp, Table::Events)
+                .is_some_and(|c| c >= *end)
         })
     }
 
-    /// Decides where each new partition starts: the events table's progress, or earlier when an
-    /// aggregate's open windows need older records; else the configured `start`.
+    /// Decides where each new partition starts: the lowest offset a table still needs
+    /// ([`Ledger::resume`]); the configured `start` where the events table has no progress.
     async fn assign(
         &mut self,
         source: &Arc<dyn RecordSource>,
@@ -431,92 +428,115 @@ impl Pipeline {
     ) -> Result<HashMap<TopicPartition, i64>> {
         // Another instance may have committed since our snapshot: read the latest progress.
         self.refresh_all().await?;
-        let now = wall_ms();
         let mut out = HashMap::new();
         for tp in new {
-            let state = match self.read_progress(tp).await? {
-                Some(s) => s,
-                None => {
-                    let start = resolve_start(source, &tp.0, tp.1, self.cfg.start_position).await?;
-                    PartitionState {
-                        next: start,
-                        events_committed: start,
-                        dead_committed: 0,
-                        late_committed: 0,
-                    }
-                }
-            };
-            tracing::info!(pipeline = %self.cfg.name, topic = %tp.0, partition = tp.1, start = state.next, committed = state.events_committed, "partition assigned");
-            let next_id = self.pids.len() as u32;
-            let pid = *self.pids.entry(tp.clone()).or_insert(next_id);
-            for a in &mut self.aggs {
-                a.op.assign(pid, now);
-            }
-            self.parts.insert(tp.clone(), state);
-            out.insert(tp.clone(), state.next);
+            let at = self.resume(source, tp, None).await?;
+            self.pid(tp);
+            out.insert(tp.clone(), at);
         }
         metrics::set(
             "sluice_partitions_assigned",
             &[("pipeline", &self.cfg.name)],
-            self.parts.len() as f64,
+            self.ledger.owned().count() as f64,
         );
-        metrics::mark_ready(&self.cfg.name);
+        metrics::mark_ready(&metrics::pipeline_component(&self.cfg.name));
         Ok(out)
     }
 
-    /// Moves every table's snapshot to its latest version (dropping what is buffered) and, for
-    /// a fresh window operator, restores the clock of its table's last commit.
+    /// Takes `tp` over from what the tables store and returns where to read from. `fresh`
+    /// is the start when the events table has no progress (else the configured start).
+    async fn resume(
+        &mut self,
+        source: &Arc<dyn RecordSource>,
+        tp: &TopicPartition,
+        fresh: Option<i64>,
+    ) -> Result<i64> {
+        let stored = self.stored(tp).await?;
+        let fresh = match (stored.events, fresh) {
+            (Some(e), _) => e,
+            (None, Some(f)) => f,
+            (None, None) => resolve_start(source, &tp.0, tp.1, self.cfg.start_position).await?,
+        };
+        let at = self.ledger.resume(tp.clone(), &stored, fresh);
+        tracing::info!(pipeline = %self.cfg.name, topic = %tp.0, partition = tp.1, start = at, committed = ?stored.events, "partition assigned");
+        Ok(at)
+    }
+
+    /// The small stable id of a partition (for the window clocks), given on first sight.
+    fn pid(&mut self, tp: &TopicPartition) -> u32 {
+        if let Some(p) = self.pids.get(tp) {
+            return *p;
+        }
+        let p = self.by_pid.len() as u32;
+        self.pids.insert(tp.clone(), p);
+        self.by_pid.push(tp.clone());
+        let now = wall_ms();
+        for a in &mut self.aggs {
+            a.op.assign(p, now);
+        }
+        p
+    }
+
+    /// Every partition known holds the window clocks until it is idle, not only the assigned
+    /// ones: after a crash the group may hand this instance a few partitions first, and their
+    /// records alone must not close windows.
+    fn assign_clock_partitions(&mut self) {
+        let now = wall_ms();
+        for a in &mut self.aggs {
+            for p in 0..self.by_pid.len() as u32 {
+                a.op.assign(p, now);
+            }
+        }
+    }
+
+    /// Moves every table's snapshot to its latest version (dropping what is buffered) and
+    /// reads the clocks the aggregate tables committed; a fresh window operator starts at its
+    /// table's clock.
     async fn refresh_all(&mut self) -> Result<()> {
         self.events.refresh().await?;
         self.dead.refresh().await?;
-        for w in self.late.values_mut() {
+        for w in &mut self.late {
             w.refresh().await?;
         }
+        let mut clocks = Vec::with_capacity(self.aggs.len());
         for a in &mut self.aggs {
             a.writer.refresh().await?;
+            let clock = committed_clock(&self.cfg.name, &mut a.writer).await?;
             if a.op.clock().is_none() {
-                let clock = last_clock(a.writer.table()).await;
                 a.op.restore_clock(clock);
             }
+            clocks.push(clock);
         }
+        self.ledger.restore_clocks(&clocks);
         Ok(())
     }
 
-    /// A partition's progress in every table; `None` when the events table has none.
-    async fn read_progress(&mut self, tp: &TopicPartition) -> Result<Option<PartitionState>> {
+    /// What every table holds for partition `tp`.
+    async fn stored(&mut self, tp: &TopicPartition) -> Result<Stored> {
         let app = progress_app_id(&self.cfg.name, &tp.0, tp.1);
-        let Some(events) = self.events.progress(&app).await? else {
-            return Ok(None);
-        };
-        let dead = self.dead.progress(&app).await?.unwrap_or(0);
-        let mut late: Option<i64> = None;
-        for w in self.late.values_mut() {
-            let v = w.progress(&app).await?.unwrap_or(0);
-            late = Some(late.map_or(v, |l| l.min(v)));
+        let mut stored = Stored::empty(self.late.len(), self.aggs.len());
+        stored.events = self.events.progress(&app).await?;
+        stored.dead_letter = self.dead.progress(&app).await?;
+        for (i, w) in self.late.iter_mut().enumerate() {
+            stored.late[i] = w.progress(&app).await?;
         }
-        let mut start = events;
-        for a in &mut self.aggs {
-            if let Some(needed) = a.writer.progress(&app).await? {
-                start = start.min(needed);
-            }
+        for (j, a) in self.aggs.iter_mut().enumerate() {
+            stored.aggregates[j] = a.writer.progress(&app).await?;
         }
-        Ok(Some(PartitionState {
-            next: start,
-            events_committed: events,
-            dead_committed: dead,
-            late_committed: late.unwrap_or(0),
-        }))
+        Ok(stored)
     }
 
     /// Lets the window clocks see idle partitions; buffers the windows that close.
     async fn tick(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
         let now = wall_ms();
-        if self.last_lag_check.elapsed() >= Duration::from_secs(5) && !self.parts.is_empty() {
+        if self.last_lag_check.elapsed() >= Duration::from_secs(5)
+            && self.ledger.owned().next().is_some()
+        {
             self.last_lag_check = Instant::now();
             let owned: Vec<(TopicPartition, i64)> = self
-                .parts
-                .iter()
-                .map(|(tp, s)| (tp.clone(), s.events_committed))
+                .ledger
+                .owned()
+                .filter_map(|tp| Some((tp.clone(), self.ledger.committed(tp, Table::Events)?)))
                 .collect();
             update_lag(source.clone(), owned, self.cfg.name.clone()).await;
         }
@@ -554,13 +574,10 @@ impl Pipeline {
             while end < raw.len() && raw.partitions[end] == partition && raw.topics[end] == *topic {
                 end += 1;
             }
-            if let Some(state) = self.parts.get_mut(&(topic.clone(), partition)) {
-                for (j, offset) in raw.offsets[i..end].iter().enumerate() {
-                    if *offset >= state.next {
-                        state.next = offset + 1;
-                        keep.push(i + j);
-                    }
-                }
+            let tp = (topic.clone(), partition);
+            if !self.seeking.contains(&tp) {
+                self.ledger
+                    .admit_run(&tp, &raw.offsets[i..end], i, &mut keep);
             }
             i = end;
         }
@@ -590,7 +607,7 @@ impl Pipeline {
         let t1 = Instant::now();
         if let Some(events) = decoded.events {
             self.feed_windows(&events).await?;
-            let events = self.drop_replayed(events)?;
+            let events = self.wanted_rows(events, Table::Events)?;
             self.events.write(events).await?;
         }
         self.timing.decode += t1 - t0;
@@ -600,9 +617,8 @@ impl Pipeline {
             .into_iter()
             .filter(|d| {
                 let tp = (raw.topics[d.index].clone(), raw.partitions[d.index]);
-                self.parts.get(&tp).is_none_or(|s| {
-                    raw.offsets[d.index] >= s.dead_committed.max(s.events_committed)
-                })
+                self.ledger
+                    .wants(&tp, Table::DeadLetter, raw.offsets[d.index])
             })
             .collect();
         if !dead.is_empty() {
@@ -620,30 +636,29 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Feeds decoded rows (replayed ones too) to every window operator; buffers closed windows
-    /// and, for records seen for the first time, late rows.
+    /// Feeds decoded rows to every window operator, each from its own progress on (records
+    /// below the events table's progress are replays that rebuild open windows); buffers
+    /// closed windows and, for records seen for the first time, late rows.
     async fn feed_windows(&mut self, events: &RecordBatch) -> Result<()> {
-        if self.aggs.is_empty() {
-            return Ok(());
-        }
-        let Some((topics, parts, offsets)) = crate::windows::positions(events) else {
-            return Ok(());
-        };
-        let mut pids = Vec::with_capacity(events.num_rows());
-        for (rows, topic, partition) in crate::windows::runs(&topics, &parts) {
-            let pid = self
-                .pids
-                .get(&(Arc::<str>::from(topic), partition))
-                .copied()
-                .unwrap_or(u32::MAX);
-            pids.extend(std::iter::repeat_n(pid, rows.len()));
-        }
-        let offs = offsets.values().to_vec();
-        let now = wall_ms();
         let late_schema = late_schema();
-        for a in &mut self.aggs {
+        for j in 0..self.aggs.len() {
+            let rows = self.wanted_rows(events.clone(), Table::Aggregate(j))?;
+            let Some((topics, parts, offsets)) = crate::windows::positions(&rows) else {
+                continue;
+            };
+            let mut pids = Vec::with_capacity(rows.num_rows());
+            for (range, topic, partition) in crate::windows::runs(&topics, &parts) {
+                let pid = self
+                    .pids
+                    .get(&(Arc::<str>::from(topic), partition))
+                    .copied()
+                    .unwrap_or(u32::MAX);
+                pids.extend(std::iter::repeat_n(pid, range.len()));
+            }
+            let now = wall_ms();
+            let a = &mut self.aggs[j];
             let out =
-                a.op.process_at(events, &pids, &offs, now)
+                a.op.process_at(&rows, &pids, offsets.values(), now)
                     .map_err(|e| IngestError::Schema {
                         table: a.cfg.table.clone(),
                         message: e.to_string(),
@@ -651,141 +666,136 @@ impl Pipeline {
             if let Some(closed) = out.closed {
                 a.writer.write(closed).await?;
             }
-            *self.pending.skipped.entry(a.cfg.table.clone()).or_default() +=
-                out.skipped_assignments;
+            let table = a.cfg.table.clone();
+            let late_index = a.late_index;
+            *self.pending.skipped.entry(table.clone()).or_default() += out.skipped_assignments;
+            let is_new = |row: usize| {
+                let tp = (Arc::<str>::from(topics.value(row)), parts.value(row));
+                self.ledger.wants(&tp, Table::Events, offsets.value(row))
+            };
+            let future = out.future.iter().filter(|r| is_new(**r)).count() as u64;
+            if future > 0 {
+                *self.pending.future.entry(table.clone()).or_default() += future;
+            }
             let late: Vec<_> = out
                 .late
                 .into_iter()
                 .filter(|l| {
                     let tp = (Arc::<str>::from(topics.value(l.row)), parts.value(l.row));
-                    self.parts.get(&tp).is_none_or(|s| {
-                        offsets.value(l.row) >= s.late_committed.max(s.events_committed)
-                    })
+                    self.ledger
+                        .wants(&tp, Table::Late(late_index), offsets.value(l.row))
                 })
                 .collect();
             if !late.is_empty() {
-                *self.pending.late.entry(a.cfg.table.clone()).or_default() += late.len() as u64;
-                let rows = late_rows(&late_schema, &self.cfg.name, &a.cfg.table, events, &late)
-                    .map_err(|message| IngestError::Schema {
-                        table: a.late_table.clone(),
+                *self.pending.late.entry(table.clone()).or_default() += late.len() as u64;
+                let writer = &mut self.late[late_index];
+                let rows = late_rows(&late_schema, &self.cfg.name, &table, &rows, &late).map_err(
+                    |message| IngestError::Schema {
+                        table: writer.name().to_string(),
                         message,
-                    })?;
-                if let Some(w) = self.late.get_mut(&a.late_table) {
-                    w.write(rows).await?;
-                }
+                    },
+                )?;
+                writer.write(rows).await?;
             }
         }
         Ok(())
     }
 
-    /// Drops rows whose offset is below the events table's progress (replays).
-    fn drop_replayed(&self, batch: RecordBatch) -> Result<RecordBatch> {
+    /// The rows of `batch` that go to `table` under the replay rule ([`Ledger::threshold`]).
+    fn wanted_rows(&self, batch: RecordBatch, table: Table) -> Result<RecordBatch> {
         let Some((topics, parts, offsets)) = crate::windows::positions(&batch) else {
             return Ok(batch);
         };
+        let runs = crate::windows::runs(&topics, &parts);
+        let thresholds: Vec<i64> = runs
+            .iter()
+            .map(|(_, topic, partition)| {
+                self.ledger
+                    .threshold(&(Arc::<str>::from(*topic), *partition), table)
+                    .unwrap_or(i64::MAX)
+            })
+            .collect();
+        // Offsets rise within a run: the common case, every run wanted whole, costs one look
+        // per run.
+        if runs
+            .iter()
+            .zip(&thresholds)
+            .all(|((rows, _, _), t)| offsets.value(rows.start) >= *t)
+        {
+            return Ok(batch);
+        }
         let mut mask = arrow::array::BooleanBufferBuilder::new(batch.num_rows());
-        for (rows, topic, partition) in crate::windows::runs(&topics, &parts) {
-            let committed = self
-                .parts
-                .get(&(Arc::<str>::from(topic), partition))
-                .map_or(i64::MIN, |s| s.events_committed);
-            for o in &offsets.values()[rows] {
-                mask.append(*o >= committed);
+        for ((rows, _, _), t) in runs.iter().zip(&thresholds) {
+            for o in &offsets.values()[rows.clone()] {
+                mask.append(*o >= *t);
             }
         }
         let mask = BooleanArray::new(mask.finish(), None);
-        if mask.true_count() == batch.num_rows() {
-            return Ok(batch);
-        }
         filter_record_batch(&batch, &mask).map_err(|e| IngestError::Schema {
             table: self.cfg.table.clone(),
             message: e.to_string(),
         })
     }
 
-    /// Commits everything buffered, in the order of the module docs, then group offsets.
+    /// Commits everything buffered in the ledger's order, then offsets to the group.
     async fn commit(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
         self.first_buffered = None;
-        let dirty: Vec<(TopicPartition, i64)> = self
-            .parts
-            .iter()
-            .filter(|(_, s)| s.next > s.events_committed)
-            .map(|(tp, s)| (tp.clone(), s.next))
-            .collect();
-        let buffered = self.events.buffered_rows()
-            + self.dead.buffered_rows()
-            + self.late.values().map(|w| w.buffered_rows()).sum::<u64>()
-            + self
-                .aggs
-                .iter()
-                .map(|a| a.writer.buffered_rows())
-                .sum::<u64>();
-        if dirty.is_empty() && buffered == 0 {
+        let mut rows = Vec::new();
+        if self.dead.buffered_rows() > 0 {
+            rows.push(Table::DeadLetter);
+        }
+        for (i, w) in self.late.iter().enumerate() {
+            if w.buffered_rows() > 0 {
+                rows.push(Table::Late(i));
+            }
+        }
+        if self.events.buffered_rows() > 0 {
+            rows.push(Table::Events);
+        }
+        let mut needed = Vec::with_capacity(self.aggs.len());
+        let mut clocks = Vec::with_capacity(self.aggs.len());
+        for (j, a) in self.aggs.iter().enumerate() {
+            if a.writer.buffered_rows() > 0 {
+                rows.push(Table::Aggregate(j));
+            }
+            needed.push(
+                a.op.needed_offsets()
+                    .into_iter()
+                    .filter_map(|(pid, o)| Some((self.by_pid.get(pid as usize)?.clone(), o)))
+                    .collect::<BTreeMap<_, _>>(),
+            );
+            clocks.push(a.op.clock());
+        }
+        let plan = self.ledger.plan(&Pending {
+            rows: &rows,
+            needed: &needed,
+            clocks: &clocks,
+        });
+        if plan.is_empty() {
             return Ok(());
         }
-        let progress: Vec<(String, i64)> = dirty
-            .iter()
-            .map(|((t, p), next)| (progress_app_id(&self.cfg.name, t, *p), *next))
-            .collect();
-        let meta = HashMap::from([(
-            "sluice.pipeline".to_string(),
-            serde_json::Value::from(self.cfg.name.clone()),
-        )]);
+        let dirty = self.ledger.dirty();
         let started = Instant::now();
-        let result = self.commit_tables(&dirty, &progress, &meta).await;
+        let mut result = Ok(());
+        crate::fault::point("before_commit");
+        for c in &plan {
+            result = self.commit_one(c).await;
+            if result.is_err() {
+                break;
+            }
+            self.ledger.record(c);
+        }
         let timing = std::mem::take(&mut self.timing);
         tracing::debug!(pipeline = %self.cfg.name, waiting_ms = timing.waiting.as_millis() as u64, decode_ms = timing.decode.as_millis() as u64, write_ms = timing.write.as_millis() as u64, commit_ms = started.elapsed().as_millis() as u64, "flush timing");
         let pending = std::mem::take(&mut self.pending);
         match result {
             Ok(()) => {
-                crate::fault::point("after_events_commit");
-                let name = self.cfg.name.as_str();
-                metrics::observe(
-                    "sluice_commit_duration_seconds",
-                    &[("pipeline", name)],
-                    started.elapsed().as_secs_f64(),
-                );
-                for (reason, n) in pending.dead {
-                    metrics::inc(
-                        "sluice_dead_letters_total",
-                        &[("pipeline", name), ("reason", reason)],
-                        n,
-                    );
-                }
-                for (table, n) in pending.late {
-                    metrics::inc(
-                        "sluice_late_records_total",
-                        &[("pipeline", name), ("table", &table)],
-                        n,
-                    );
-                }
-                for (table, n) in pending.skipped {
-                    metrics::inc(
-                        "sluice_late_window_assignments_skipped_total",
-                        &[("pipeline", name), ("table", &table)],
-                        n,
-                    );
-                }
-                for (tp, next) in &dirty {
-                    if let Some(s) = self.parts.get_mut(tp) {
-                        s.events_committed = *next;
-                    }
-                    let partition = tp.1.to_string();
-                    metrics::set(
-                        "sluice_committed_offset",
-                        &[
-                            ("pipeline", name),
-                            ("topic", &tp.0),
-                            ("partition", &partition),
-                        ],
-                        *next as f64,
-                    );
-                }
+                self.publish(&pending, &dirty, started.elapsed());
                 source.commit_offsets(&dirty.into_iter().collect());
                 Ok(())
             }
             // Fenced by another instance, or refused because another writer changed a table's
-            // metadata or protocol: nothing of this flush is committed where it was refused;
+            // metadata or protocol: what landed stays (the ledger says so), the rest is dropped;
             // reload the tables and go on from their progress.
             Err(e) if e.is_fenced() || e.is_conflict() => {
                 let (metric, what) = if e.is_fenced() {
@@ -809,95 +819,179 @@ impl Pipeline {
         }
     }
 
-    async fn commit_tables(
+    /// Makes one commit of a plan; a fault point follows each (for the crash tests).
+    async fn commit_one(
         &mut self,
-        dirty: &[(TopicPartition, i64)],
-        progress: &[(String, i64)],
-        meta: &HashMap<String, serde_json::Value>,
+        c: &Commit<TopicPartition>,
     ) -> std::result::Result<(), LakeError> {
-        crate::fault::point("before_commit");
-        if self.dead.buffered_rows() > 0 {
-            if let Some(out) = self.dead.commit(progress, meta.clone()).await? {
-                self.summary.dead_letters += out.rows;
-                record_commit(&self.cfg.name, self.dead.name(), "dead_letter", &out);
-                self.summary.commits += 1;
+        let name = self.cfg.name.clone();
+        let progress: Vec<(String, i64)> = c
+            .progress
+            .iter()
+            .map(|((t, p), v)| (progress_app_id(&name, t, *p), *v))
+            .collect();
+        let meta = HashMap::from([(
+            "sluice.pipeline".to_string(),
+            serde_json::Value::from(name.clone()),
+        )]);
+        let (out, destination, point) = match c.table {
+            Table::DeadLetter => (
+                self.dead.commit(&progress, meta).await?,
+                "dead_letter",
+                "after_dead_letter_commit",
+            ),
+            Table::Late(i) => {
+                let w = &mut self.late[i];
+                (
+                    w.commit(&progress, meta).await?,
+                    "late",
+                    "after_late_commit",
+                )
             }
-            for (tp, next) in dirty {
-                if let Some(s) = self.parts.get_mut(tp) {
-                    s.dead_committed = *next;
+            Table::Events => (
+                self.events.commit(&progress, meta).await?,
+                "events",
+                "after_events_commit",
+            ),
+            Table::Aggregate(j) => {
+                let w = &mut self.aggs[j].writer;
+                let mut progress = progress;
+                if let Some(clock) = c.clock {
+                    progress.push((clock_app_id(&name), clock));
+                }
+                if c.rows {
+                    (
+                        w.commit(&progress, meta).await?,
+                        "aggregate",
+                        "after_aggregate_commit",
+                    )
+                } else {
+                    (
+                        Some(w.commit_progress(&progress, meta).await?),
+                        "aggregate",
+                        "after_anchor_commit",
+                    )
                 }
             }
-        }
-        crate::fault::point("after_dead_letter_commit");
-        for w in self.late.values_mut() {
-            if w.buffered_rows() > 0 {
-                if let Some(out) = w.commit(progress, meta.clone()).await? {
-                    self.summary.late_rows += out.rows;
-                    record_commit(&self.cfg.name, w.name(), "late", &out);
-                    self.summary.commits += 1;
-                }
-                for (tp, next) in dirty {
-                    if let Some(s) = self.parts.get_mut(tp) {
-                        s.late_committed = s.late_committed.max(*next);
-                    }
-                }
-            }
-        }
-        // Aggregates: closed windows, and per partition the lowest offset open windows need.
-        for a in &mut self.aggs {
-            let needed = a.op.needed_offsets();
-            let agg_progress: Vec<(String, i64)> = self
-                .parts
-                .iter()
-                .map(|(tp, s)| {
-                    let pid = self.pids.get(tp).copied().unwrap_or(u32::MAX);
-                    let at = needed.get(&pid).map_or(s.next, |n| (*n).min(s.next));
-                    (progress_app_id(&self.cfg.name, &tp.0, tp.1), at)
-                })
-                .collect();
-            let mut agg_meta = meta.clone();
-            if let Some(c) = a.op.clock() {
-                agg_meta.insert(CLOCK_KEY.to_string(), serde_json::Value::from(c));
-            }
-            if let Some(out) = a.writer.commit(&agg_progress, agg_meta).await? {
-                self.summary.aggregate_rows += out.rows;
-                record_commit(&self.cfg.name, a.writer.name(), "aggregate", &out);
-                self.summary.commits += 1;
-            }
-            crate::fault::point("after_aggregate_commit");
-        }
-        if let Some(out) = self.events.commit(progress, meta.clone()).await? {
-            self.summary.events += out.rows;
-            record_commit(&self.cfg.name, self.events.name(), "events", &out);
+        };
+        if let Some(out) = out {
+            let table = match c.table {
+                Table::DeadLetter => self.dead.name().to_string(),
+                Table::Late(i) => self.late[i].name().to_string(),
+                Table::Events => self.events.name().to_string(),
+                Table::Aggregate(j) => self.aggs[j].writer.name().to_string(),
+            };
+            record_commit(&name, &table, destination, &out);
             self.summary.commits += 1;
-            tracing::debug!(pipeline = %self.cfg.name, version = out.version, rows = out.rows, files = out.files, "committed");
+            match c.table {
+                Table::DeadLetter => self.summary.dead_letters += out.rows,
+                Table::Late(_) => self.summary.late_rows += out.rows,
+                Table::Events => self.summary.events += out.rows,
+                Table::Aggregate(_) => self.summary.aggregate_rows += out.rows,
+            }
+            tracing::debug!(pipeline = %name, table = %table, version = out.version, rows = out.rows, files = out.files, "committed");
         }
+        crate::fault::point(point);
         Ok(())
     }
 
-    /// After losing a commit: drop buffers, re-read every partition's progress, seek there.
-    async fn resync(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
-        self.refresh_all().await?;
-        let mut seeks = HashMap::new();
-        let owned: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-        for tp in owned {
-            let current = self.parts.get(&tp).copied();
-            let state = match (self.read_progress(&tp).await?, current) {
-                (Some(s), _) => s,
-                (None, Some(c)) => PartitionState {
-                    next: c.events_committed,
-                    ..c
-                },
-                (None, None) => continue,
-            };
-            self.parts.insert(tp.clone(), state);
-            seeks.insert(tp, state.next);
+    /// Publishes the counts of a flush that committed.
+    fn publish(&self, pending: &PendingCounts, dirty: &[(TopicPartition, i64)], took: Duration) {
+        let name = self.cfg.name.as_str();
+        metrics::observe(
+            "sluice_commit_duration_seconds",
+            &[("pipeline", name)],
+            took.as_secs_f64(),
+        );
+        for (reason, n) in &pending.dead {
+            metrics::inc(
+                "sluice_dead_letters_total",
+                &[("pipeline", name), ("reason", reason)],
+                *n,
+            );
         }
-        let source = source.clone();
-        tokio::task::spawn_blocking(move || source.seek(&seeks))
-            .await
-            .map_err(|e| IngestError::Kafka(e.to_string()))?
-            .map_err(IngestError::Kafka)
+        for (metric, counts) in [
+            ("sluice_late_records_total", &pending.late),
+            (
+                "sluice_late_window_assignments_skipped_total",
+                &pending.skipped,
+            ),
+            ("sluice_future_records_total", &pending.future),
+        ] {
+            for (table, n) in counts {
+                metrics::inc(metric, &[("pipeline", name), ("table", table)], *n);
+            }
+        }
+        for (tp, next) in dirty {
+            let partition = tp.1.to_string();
+            metrics::set(
+                "sluice_committed_offset",
+                &[
+                    ("pipeline", name),
+                    ("topic", &tp.0),
+                    ("partition", &partition),
+                ],
+                *next as f64,
+            );
+        }
+    }
+
+    /// After losing a commit: drop buffers and open windows, re-read every owned partition's
+    /// progress and the clocks, and seek there. The windows are rebuilt by the replay.
+    async fn resync(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
+        for a in &mut self.aggs {
+            a.op.reset();
+        }
+        self.assign_clock_partitions();
+        self.refresh_all().await?;
+        let owned: Vec<TopicPartition> = self.ledger.owned().cloned().collect();
+        self.resume_and_seek(source, owned).await
+    }
+
+    /// A windowed pipeline whose partitions changed rebuilds its windows from the tables: the
+    /// windows of a partition it gave up must not be emitted here, and a partition it got back
+    /// is replayed into no window that already holds its records. The partitions in `fresh`
+    /// were just resumed; the others are resumed and sought.
+    async fn rebuild_windows(
+        &mut self,
+        source: &Arc<dyn RecordSource>,
+        fresh: &[TopicPartition],
+    ) -> Result<()> {
+        if self.aggs.is_empty() {
+            return Ok(());
+        }
+        for (j, a) in self.aggs.iter_mut().enumerate() {
+            a.op.reset();
+            a.op.restore_clock(self.ledger.committed_clock(j));
+        }
+        self.assign_clock_partitions();
+        let others: Vec<TopicPartition> = self
+            .ledger
+            .owned()
+            .filter(|tp| !fresh.contains(tp))
+            .cloned()
+            .collect();
+        self.resume_and_seek(source, others).await
+    }
+
+    /// Resumes `parts` from the tables and moves the source there; their records still in
+    /// the channel are dropped until the source answers.
+    async fn resume_and_seek(
+        &mut self,
+        source: &Arc<dyn RecordSource>,
+        parts: Vec<TopicPartition>,
+    ) -> Result<()> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut seeks = HashMap::new();
+        for tp in parts {
+            let fresh = self.ledger.committed(&tp, Table::Events);
+            let at = self.resume(source, &tp, fresh).await?;
+            seeks.insert(tp.clone(), at);
+            self.seeking.insert(tp);
+        }
+        source.seek(&seeks).map_err(IngestError::Kafka)
     }
 }
 
@@ -1001,12 +1095,36 @@ fn wall_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The window clock recorded in the table's latest commit, if any.
-pub async fn last_clock(table: &sluice_lake::deltalake::DeltaTable) -> Option<i64> {
+/// The window clock an aggregate table holds for a pipeline: its clock `txn`. Tables written
+/// before the clock was a `txn` hold it in commit metadata (`sluice.clock`): then the newest
+/// commit that has it, among the last [`LEGACY_CLOCK_COMMITS`].
+/// (Takes `&mut` so that the future does not need the writer to be `Sync`.)
+pub async fn committed_clock(pipeline: &str, writer: &mut TableWriter) -> Result<Option<i64>> {
+    let name = writer.name().to_string();
+    table_clock(pipeline, &name, writer.table()).await
+}
+
+/// How far back the clock of a table from before the clock `txn` is looked for.
+pub const LEGACY_CLOCK_COMMITS: usize = 1000;
+
+/// [`committed_clock`] of a loaded table.
+pub async fn table_clock(
+    pipeline: &str,
+    name: &str,
+    table: &sluice_lake::deltalake::DeltaTable,
+) -> Result<Option<i64>> {
     use futures::StreamExt;
-    let mut history = table.history(Some(1));
-    let info = history.next().await?.ok()?;
-    info.info.get(CLOCK_KEY).and_then(|v| v.as_i64())
+    if let Some(c) = sluice_lake::committed_progress(name, table, &clock_app_id(pipeline)).await? {
+        return Ok(Some(c));
+    }
+    let mut history = table.history(Some(LEGACY_CLOCK_COMMITS));
+    while let Some(info) = history.next().await {
+        let Ok(info) = info else { break };
+        if let Some(c) = info.info.get(CLOCK_KEY).and_then(|v| v.as_i64()) {
+            return Ok(Some(c));
+        }
+    }
+    Ok(None)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -19,7 +19,7 @@ pub mod columns {
     pub const KEY: &str = "_kafka_key";
     /// Kafka record headers (when configured).
     pub const HEADERS: &str = "_kafka_headers";
-    /// The event time (semantics.md section 1), µs UTC.
+    /// The event time (docs/windows.md, "Event time"), µs UTC.
     pub const EVENT_TIME: &str = "_event_time";
     /// Calendar date of the event time in the pipeline's time zone.
     pub const EVENT_DATE: &str = "event_date";

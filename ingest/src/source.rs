@@ -36,6 +36,9 @@ pub enum SourceEvent {
     ),
     /// Partitions taken away; reply once their data is committed.
     Revoked(Vec<TopicPartition>, oneshot::Sender<()>),
+    /// The seek asked for with [`RecordSource::seek`] is done (or failed): records before this
+    /// event may come from the old positions, records after it come from the new ones.
+    Seeked(Result<(), String>),
     /// The polling thread has left the group and ended; nothing follows.
     Ended,
 }
@@ -165,6 +168,10 @@ pub trait RecordSource: Send + Sync + 'static {
     /// Commits `offsets` (next offset per partition) to the consumer group, if there is one.
     fn commit_offsets(&self, offsets: &HashMap<TopicPartition, i64>);
     /// Moves partitions to new positions after a fenced commit.
+    /// Asks the source to move these partitions to these offsets. It answers with
+    /// [`SourceEvent::Seeked`] on its channel once done; records of these partitions that
+    /// arrive before that answer are from the old positions and must be dropped. An error here
+    /// means the source cannot seek at all.
     fn seek(&self, offsets: &HashMap<TopicPartition, i64>) -> Result<(), String>;
     /// Asks the source to stop; it ends by sending [`SourceEvent::Ended`].
     fn stop(&self);
@@ -187,6 +194,8 @@ pub trait RecordSource: Send + Sync + 'static {
 pub struct KafkaSource {
     consumer: Arc<BaseConsumer<SourceContext>>,
     stop: Arc<AtomicBool>,
+    /// Seeks asked for, made by the polling thread between two polls.
+    seeks: Arc<PendingSeeks>,
     thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -253,18 +262,21 @@ impl KafkaSource {
             .map_err(|e| format!("cannot subscribe to {names:?}: {e}"))?;
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
+        let seeks = Arc::new(PendingSeeks::default());
         let thread = {
             let consumer = consumer.clone();
             let stop = stop.clone();
+            let seeks = seeks.clone();
             std::thread::Builder::new()
                 .name("sluice-poll".into())
-                .spawn(move || poll_loop(&consumer, &tx, &stop, &topics, &opts))
+                .spawn(move || poll_loop(&consumer, &tx, &stop, &seeks, &topics, &opts))
                 .map_err(|e| format!("cannot start the polling thread: {e}"))?
         };
         Ok((
             Self {
                 consumer,
                 stop,
+                seeks,
                 thread: std::sync::Mutex::new(Some(thread)),
             },
             rx,
@@ -296,15 +308,8 @@ impl RecordSource for KafkaSource {
     }
 
     fn seek(&self, offsets: &HashMap<TopicPartition, i64>) -> Result<(), String> {
-        let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in offsets {
-            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
-                .map_err(|e| e.to_string())?;
-        }
-        self.consumer
-            .seek_partitions(tpl, Duration::from_secs(10))
-            .map(|_| ())
-            .map_err(|e| format!("seek failed: {e}"))
+        self.seeks.ask(offsets);
+        Ok(())
     }
 
     /// The pipeline keeps receiving until the channel closes, so that revocations during the
@@ -446,10 +451,69 @@ pub fn push_message<M: Message>(batch: &mut RawBatchBuilder, topic: &Arc<str>, m
     );
 }
 
+/// Seeks asked for by the pipeline. The polling thread makes them between two polls and then
+/// sends [`SourceEvent::Seeked`], so that the pipeline can tell records from before the seek
+/// (still in its channel) from those after.
+#[derive(Debug, Default)]
+struct PendingSeeks {
+    asked: AtomicBool,
+    offsets: std::sync::Mutex<HashMap<TopicPartition, i64>>,
+}
+
+impl PendingSeeks {
+    fn ask(&self, offsets: &HashMap<TopicPartition, i64>) {
+        if let Ok(mut o) = self.offsets.lock() {
+            o.extend(offsets.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+        self.asked.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes the seeks asked for, if any; the answer to send, if a seek was asked for.
+    fn make(&self, consumer: &BaseConsumer<SourceContext>) -> Option<Result<(), String>> {
+        if !self.asked.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        let offsets = self
+            .offsets
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default();
+        // A partition revoked since the seek was asked for is not sought (nor an error).
+        let assigned = consumer.assignment().unwrap_or_default();
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &offsets {
+            if assigned.find_partition(t, *p).is_none() {
+                continue;
+            }
+            if let Err(e) = tpl.add_partition_offset(t, *p, Offset::Offset(*o)) {
+                return Some(Err(format!("seek of {t}:{p} to {o}: {e}")));
+            }
+        }
+        if tpl.count() == 0 {
+            return Some(Ok(()));
+        }
+        let done = match consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+            Ok(done) => done,
+            Err(e) => return Some(Err(format!("seek failed: {e}"))),
+        };
+        for e in done.elements() {
+            if let Err(err) = e.error() {
+                return Some(Err(format!(
+                    "seek of {}:{} failed: {err}",
+                    e.topic(),
+                    e.partition()
+                )));
+            }
+        }
+        Some(Ok(()))
+    }
+}
+
 fn poll_loop(
     consumer: &BaseConsumer<SourceContext>,
     tx: &mpsc::Sender<SourceEvent>,
     stop: &AtomicBool,
+    seeks: &PendingSeeks,
     topics: &HashMap<String, Arc<str>>,
     opts: &SourceOptions,
 ) {
@@ -457,12 +521,20 @@ fn poll_loop(
     // at a low rate batches are small, and allocating megabytes for each one churns memory.
     let (mut last_len, mut last_bytes) = (1024usize, 256 * 1024usize);
     while !stop.load(Ordering::SeqCst) {
+        if let Some(answer) = seeks.make(consumer)
+            && tx.blocking_send(SourceEvent::Seeked(answer)).is_err()
+        {
+            break;
+        }
         let records = (last_len + last_len / 4).clamp(64, opts.max_batch_records.min(65_536));
         let mut batch =
             RawBatchBuilder::with_capacity(records, last_bytes + last_bytes / 4, opts.with_headers);
         let started = Instant::now();
         let mut wait = Duration::from_millis(100);
-        while batch.len() < opts.max_batch_records && batch.bytes() < opts.max_batch_bytes {
+        while batch.len() < opts.max_batch_records
+            && batch.bytes() < opts.max_batch_bytes
+            && !seeks.asked.load(Ordering::Relaxed)
+        {
             match consumer.poll(wait) {
                 None => break,
                 Some(Err(e)) => {

@@ -74,7 +74,7 @@ pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>>
         let mut clocks = Vec::new();
         for agg in &p.aggregates {
             let clock = match lake.open(&agg.table).await? {
-                Some(t) => crate::pipeline::last_clock(&t).await,
+                Some(t) => crate::pipeline::table_clock(&p.name, &agg.table, &t).await?,
                 None => None,
             };
             clocks.push((agg.table.clone(), clock));

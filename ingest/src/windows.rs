@@ -15,15 +15,16 @@ use sluice_window::{LateRecord, WindowOperator, WindowSpec};
 
 use crate::schema::{columns, timestamp_type};
 
-/// Commit metadata key holding the window clock (ms) at the commit.
+/// Commit metadata key that held the window clock (ms) before the clock became a `txn`
+/// (`sluice_lake::clock_app_id`); read only for tables written by older versions.
 pub const CLOCK_KEY: &str = "sluice.clock";
 
 /// One windowed aggregate: its operator and its table.
 pub struct AggregateSink {
     /// The aggregate's config.
     pub cfg: AggregateConfig,
-    /// The late table's name.
-    pub late_table: String,
+    /// The index of its late table among the pipeline's late tables.
+    pub late_index: usize,
     /// The window operator.
     pub op: WindowOperator,
     /// The aggregate table.
@@ -49,6 +50,8 @@ pub fn window_spec(p: &PipelineConfig, agg: &AggregateConfig) -> Result<WindowSp
         aggregates: agg.specs.clone(),
         event_time_column: columns::EVENT_TIME.to_string(),
         idle_timeout_ms: p.idle_timeout.as_millis_i64(),
+        max_future_skew_ms: Some(p.max_future_skew.as_millis_i64()),
+        reference_time_column: Some(columns::TIMESTAMP.to_string()),
     })
 }
 

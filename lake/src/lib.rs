@@ -291,6 +291,12 @@ pub fn progress_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
     format!("sluice:{pipeline}:{topic}:{partition}")
 }
 
+/// The app id under which a pipeline records its window clock (ms) in an aggregate table: a
+/// `txn` like the progress, so that no other writer's commit can hide it.
+pub fn clock_app_id(pipeline: &str) -> String {
+    format!("sluice:{pipeline}:clock")
+}
+
 /// The next offset recorded in `table` for an app id, if any.
 pub async fn committed_progress(
     name: &str,

@@ -405,6 +405,28 @@ impl TableWriter {
         if adds.is_empty() && progress.is_empty() {
             return Ok(None);
         }
+        self.commit_actions(adds, rows, progress, app_metadata)
+            .await
+            .map(Some)
+    }
+
+    /// Commits progress alone, leaving the buffered rows for the next [`TableWriter::commit`].
+    pub async fn commit_progress(
+        &mut self,
+        progress: &[(String, i64)],
+        app_metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome> {
+        self.commit_actions(Vec::new(), 0, progress, app_metadata)
+            .await
+    }
+
+    async fn commit_actions(
+        &mut self,
+        adds: Vec<deltalake::kernel::Add>,
+        rows: u64,
+        progress: &[(String, i64)],
+        app_metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome> {
         let files = adds.len();
         let bytes: u64 = adds.iter().map(|a| a.size.max(0) as u64).sum();
         let now = chrono::Utc::now().timestamp_millis();
@@ -469,13 +491,13 @@ impl TableWriter {
         if finalized.metrics.new_checkpoint_created || self.commits_since_load >= RELOAD_EVERY {
             self.reload().await;
         }
-        Ok(Some(CommitOutcome {
+        Ok(CommitOutcome {
             version,
             files,
             rows,
             bytes,
             caught_up,
-        }))
+        })
     }
 }
 

@@ -247,6 +247,26 @@ impl<K: Ord + Clone> Ledger<K> {
         }
     }
 
+    /// [`Ledger::admit`] for a run of records of one partition in offset order (one lookup):
+    /// pushes `first + i` onto `admitted` for each admitted `offsets[i]`.
+    pub fn admit_run(
+        &mut self,
+        key: &K,
+        offsets: &[Offset],
+        first: usize,
+        admitted: &mut Vec<usize>,
+    ) {
+        let Some(b) = self.books.get_mut(key) else {
+            return;
+        };
+        for (i, o) in offsets.iter().enumerate() {
+            if *o >= b.next {
+                b.next = o + 1;
+                admitted.push(first + i);
+            }
+        }
+    }
+
     /// The next offset expected from `key`.
     pub fn next(&self, key: &K) -> Option<Offset> {
         self.books.get(key).map(|b| b.next)

@@ -92,8 +92,16 @@ fn redeliveries_and_foreign_partitions_are_not_admitted() {
         "a gap (compacted or deleted records) moves on"
     );
     assert!(!l.admit(&1, 0), "not owned");
+    let mut admitted = Vec::new();
+    l.admit_run(&0, &[14, 15, 16, 18], 7, &mut admitted);
+    assert_eq!(
+        admitted,
+        vec![9, 10],
+        "16 and 18, at positions 7 + 2 and 7 + 3"
+    );
+    assert_eq!(l.next(&0), Some(19));
     l.release(&0);
-    assert!(!l.admit(&0, 16), "released");
+    assert!(!l.admit(&0, 19), "released");
 }
 
 #[test]

@@ -38,14 +38,21 @@ pub enum QueryError {
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 /// Which version of the tables to read.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub enum AsOf {
     /// The latest version.
     #[default]
     Latest,
-    /// A table version (tables that do not have it are read at their latest, with a warning).
-    Version(i64),
-    /// The version current at this time (ms since the epoch).
+    /// One table at one of its versions (a version number belongs to one table); every other
+    /// table at its latest. A table without that version is an error.
+    TableVersion {
+        /// The table.
+        table: String,
+        /// Its version.
+        version: i64,
+    },
+    /// Every table at the version current at this time (ms since the epoch); a table that did
+    /// not exist then is left out.
     Time(i64),
 }
 
@@ -72,24 +79,39 @@ impl QuerySession {
     pub async fn new(lake: &Lake, names: &[String], as_of: AsOf) -> Result<Self> {
         let ctx = SessionContext::new();
         let mut tables = Vec::new();
+        if let AsOf::TableVersion { table, .. } = &as_of
+            && !names.contains(table)
+        {
+            return Err(QueryError::Sql {
+                message: format!(
+                    "--table {table:?} is not a table of the config; its tables are: {}",
+                    names.join(", ")
+                ),
+            });
+        }
         for name in names {
             let Some(mut table) = lake.open(name).await? else {
                 continue;
             };
-            match as_of {
+            match &as_of {
                 AsOf::Latest => {}
-                AsOf::Version(v) => match lake.open_at_version(name, v).await {
-                    Ok(t) => table = t,
-                    Err(e) => {
-                        tracing::warn!(table = %name, "version {v} unavailable ({e}); reading the latest")
-                    }
-                },
+                AsOf::TableVersion { table: t, version } if t == name => {
+                    table = lake.open_at_version(name, *version).await.map_err(|e| {
+                        QueryError::Sql {
+                            message: format!(
+                                "table {name} has no version {version} (its latest is {}): {e}",
+                                table.version().map_or("none".into(), |v| v.to_string())
+                            ),
+                        }
+                    })?;
+                }
+                AsOf::TableVersion { .. } => {}
                 AsOf::Time(ms) => {
-                    if let Some(at) = chrono::DateTime::from_timestamp_millis(ms)
+                    if let Some(at) = chrono::DateTime::from_timestamp_millis(*ms)
                         && let Err(e) = table.load_with_datetime(at).await
                     {
-                        tracing::warn!(table = %name, "no version at {at} ({e}); reading the latest");
-                        table.load().await.map_err(|e| LakeError::delta(name, e))?;
+                        tracing::warn!(table = %name, "no version at {at} ({e}): the table is left out");
+                        continue;
                     }
                 }
             }

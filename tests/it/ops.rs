@@ -365,3 +365,65 @@ fn the_demo_runs_end_to_end_and_its_numbers_add_up() {
     );
     assert!(lake.join("clicks").join("_delta_log").is_dir());
 }
+
+fn spawn_listening(config: &std::path::Path) -> (KillOnDrop, String) {
+    let addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let child = Command::new(sluice_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("SLUICE__SERVER__LISTEN", &addr)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (KillOnDrop(child), addr)
+}
+
+async fn wait_ready(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while http_get(addr, "/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "{addr} never became ready");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A standby (an instance of the group that holds no partition) and a service that only
+/// tiers are healthy: both report ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_standby_without_partitions_and_a_tiering_only_service_are_ready() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("ready");
+    create_topic(&topic, 1).await;
+    let config = pipeline_config(dir.path(), &topic, &lake_cfg, "");
+    let (_a, addr_a) = spawn_listening(&config);
+    let (_b, addr_b) = spawn_listening(&config);
+    wait_ready(&addr_a).await;
+    wait_ready(&addr_b).await;
+    let assigned = |addr: &str| {
+        http_get(addr, "/metrics")
+            .and_then(|(_, t)| metric(&t, "sluice_partitions_assigned{pipeline=\"clicks\"}"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (a, b) = (assigned(&addr_a), assigned(&addr_b));
+        if matches!((a, b), (Some(x), Some(y)) if x + y == 1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "assigned: {a:?} and {b:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let tier_dir = tempfile::tempdir().unwrap();
+    let tiered = unique("ready-tier");
+    create_topic_with(&tiered, 1, &[("retention.ms", "-1")]).await;
+    let text = format!(
+        "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[lake]\nroot = \"{}\"\n[server]\nlisten = \"\"\n\n[[tiering]]\ntopic = \"{tiered}\"\nhot_retention = \"1h\"\ninterval = \"1s\"\n",
+        kafka(),
+        unique("ready-group"),
+        tier_dir.path().display()
+    );
+    let tier_config = tier_dir.path().join("sluice.toml");
+    std::fs::write(&tier_config, text).unwrap();
+    let (_t, addr_t) = spawn_listening(&tier_config);
+    wait_ready(&addr_t).await;
+}

@@ -103,10 +103,48 @@ async fn sql_over_events_and_aggregates_with_time_travel_and_formats() {
     let (ok, out, err) = query(
         &config,
         "SELECT count(*) AS n FROM events",
-        &["--format", "csv", "--at-version", &v],
+        &["--format", "csv", "--at-version", &v, "--table", "events"],
     );
     assert!(ok, "{err}");
     assert_eq!(csv_numbers(&out), vec![vec!["1003".to_string()]]);
+    // The version belongs to one table: the others are read at their latest.
+    let (ok, out, err) = query(
+        &config,
+        "SELECT (SELECT count(*) FROM events) AS old, (SELECT sum(views) FROM per_minute) AS views",
+        &["--format", "csv", "--at-version", &v, "--table", "events"],
+    );
+    assert!(ok, "{err}");
+    let (_, latest, _) = query(
+        &config,
+        "SELECT sum(views) AS views FROM per_minute",
+        &["--format", "csv"],
+    );
+    let latest_views = csv_numbers(&latest)[0][0].clone();
+    assert_eq!(
+        csv_numbers(&out),
+        vec![vec!["1003".to_string(), latest_views]]
+    );
+    // A version the table does not have, a version without a table, an unknown table: errors.
+    let (ok, _, err) = query(
+        &config,
+        "SELECT count(*) FROM events",
+        &["--at-version", "100000", "--table", "events"],
+    );
+    assert!(
+        !ok && err.contains("table events has no version 100000"),
+        "{err}"
+    );
+    let (ok, _, err) = query(&config, "SELECT 1", &["--at-version", &v]);
+    assert!(!ok && err.contains("--table"), "{err}");
+    let (ok, _, err) = query(
+        &config,
+        "SELECT 1",
+        &["--at-version", &v, "--table", "nope"],
+    );
+    assert!(
+        !ok && err.contains("\"nope\" is not a table of the config"),
+        "{err}"
+    );
     // JSON lines and Parquet.
     let (_, out, _) = query(
         &config,

@@ -1042,3 +1042,51 @@ async fn archive_files_out_of_order_or_overlapping_read_back_in_offset_order() {
     assert_eq!(stats.from_archive, 4000);
     check(&got, 4000);
 }
+
+/// The dead-letter table commits only when it has rows, so its progress stays at an old bad
+/// record: it must not hold the brokers' log start there (docs/windows.md, "Restarts": the
+/// dead-letter and late tables never need records below the events table's progress).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_dead_letter_does_not_hold_the_log_start_back() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("tier-dead");
+    create_topic_with(&topic, 3, &[("retention.ms", "-1")]).await;
+    let pipeline =
+        PIPELINE[..PIPELINE.find("[[pipeline.aggregate]]").unwrap()].replace("TOPIC", &topic);
+    let config = tiering_config(
+        dir.path(),
+        &topic,
+        &lake_cfg,
+        "hot_retention = \"0s\"",
+        &pipeline,
+    );
+    // A dead letter first in every partition, committed in a flush of its own.
+    let bad = (0..3).map(|p| TestRecord {
+        partition: Some(p),
+        value: Some(b"{not json".to_vec()),
+        ..Default::default()
+    });
+    produce(&topic, bad).await;
+    run_until_caught_up(&config);
+    // Then good records only, committed in later flushes.
+    let good = (0..300u64).map(|i| TestRecord {
+        partition: Some((i % 3) as i32),
+        value: Some(click(i, "2026-03-01T10:00:00Z")),
+        ..Default::default()
+    });
+    produce(&topic, good).await;
+    run_until_caught_up(&config);
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    assert_eq!(rows(&read_table(&lake, "clicks_dead_letter").await), 3);
+    assert_eq!(rows(&read_table(&lake, "events").await), 300);
+    let out = tier_once(&config, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One round moves every partition's log start to the pipeline's committed progress.
+    for p in 0..3 {
+        assert_eq!(watermarks(&topic, p), (101, 101), "partition {p}");
+    }
+}

@@ -27,6 +27,7 @@ use sluice_config::{Config, TieringConfig};
 use sluice_ingest::metrics;
 use sluice_ingest::raw::{RawBatch, RawBatchBuilder};
 use sluice_lake::{Lake, TableSpec, TableWriter, WriterOptions, fault};
+use sluice_progress::Stored;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +65,9 @@ pub struct RoundReport {
     pub partitions: BTreeMap<i32, PartitionReport>,
     /// True when records older than the hot window are still not archived.
     pub behind: bool,
+    /// True when a pipeline reading the topic still needs records older than the hot window
+    /// (its progress, or an open window): the brokers keep them.
+    pub held_back: bool,
 }
 
 impl std::fmt::Display for RoundReport {
@@ -106,9 +110,9 @@ impl Default for TierOptions {
 /// Tiers one topic.
 pub struct Tierer {
     opts: TierOptions,
-    /// The pipelines reading this topic and the tables holding their progress: the broker
-    /// keeps every record until each of them has committed it.
-    readers: Vec<(String, Vec<String>)>,
+    /// The pipelines reading this topic: the broker keeps every record until each of them
+    /// no longer needs it ([`sluice_progress::Stored::retention_floor`]).
+    readers: Vec<Reader>,
     lake: Lake,
     cfg: TieringConfig,
     table: String,
@@ -174,13 +178,10 @@ impl Tierer {
             .pipelines
             .iter()
             .filter(|p| p.topics.contains(&cfg.topic))
-            .map(|p| {
-                let mut tables = vec![p.table.clone(), p.dead_letter_table()];
-                for a in &p.aggregates {
-                    tables.push(a.table.clone());
-                    tables.push(p.late_table(a));
-                }
-                (p.name.clone(), tables)
+            .map(|p| Reader {
+                pipeline: p.name.clone(),
+                events: p.table.clone(),
+                aggregates: p.aggregates.iter().map(|a| a.table.clone()).collect(),
             })
             .collect();
         Ok(Self {
@@ -430,7 +431,13 @@ impl Tierer {
         let mut upto = BTreeMap::new();
         for &(p, boundary, low, young, stale) in &lookups {
             let young = match floors.get(&p) {
-                Some(Some(f)) => young.min(*f),
+                Some(Some(f)) => {
+                    if *f < stale && *f > low {
+                        report.held_back = true;
+                        tracing::warn!(topic = %self.topic, partition = p, floor = *f, "a pipeline reading this topic still needs records older than hot_retention (its committed progress, or an open window): the broker keeps them");
+                    }
+                    young.min(*f)
+                }
                 Some(None) => low,
                 None => young,
             };
@@ -483,13 +490,22 @@ impl Tierer {
     }
 }
 
-/// Per partition, the lowest offset a pipeline reading the topic still needs (its
-/// committed progress, or an aggregate's replay offset); `Some(None)` when a pipeline has
-/// not committed the partition yet, so nothing may be deleted. Partitions without readers
-/// are absent.
+/// A pipeline reading a tiered topic, and the tables whose progress can hold records back.
+#[derive(Clone, Debug)]
+struct Reader {
+    pipeline: String,
+    events: String,
+    aggregates: Vec<String>,
+}
+
+/// Per partition, the lowest offset some pipeline reading the topic still needs
+/// ([`Stored::retention_floor`]: its events table's progress, or an aggregate's replay
+/// offset; the dead-letter and late tables never need more); `Some(None)` when a pipeline has
+/// not committed the partition yet, so nothing may be deleted. Partitions without readers are
+/// absent.
 async fn pipeline_floors(
     lake: &Lake,
-    readers: &[(String, Vec<String>)],
+    readers: &[Reader],
     topic: &str,
     partitions: Vec<i32>,
 ) -> Result<BTreeMap<i32, Option<i64>>> {
@@ -498,29 +514,32 @@ async fn pipeline_floors(
         return Ok(out);
     }
     let mut tables = BTreeMap::new();
-    for (_, names) in readers {
-        for n in names {
+    for r in readers {
+        for n in std::iter::once(&r.events).chain(&r.aggregates) {
             if !tables.contains_key(n) {
                 tables.insert(n.clone(), lake.open(n).await?);
             }
         }
     }
+    let progress = async |name: &String, app: &str| -> Result<Option<i64>> {
+        match tables.get(name).and_then(|t| t.as_ref()) {
+            Some(t) => Ok(sluice_lake::committed_progress(name, t, app).await?),
+            None => Ok(None),
+        }
+    };
     for p in partitions {
         let mut floor: Option<i64> = Some(i64::MAX);
-        for (pipeline, names) in readers {
-            let app = sluice_lake::progress_app_id(pipeline, topic, p);
-            for (i, n) in names.iter().enumerate() {
-                let progress = match tables.get(n).and_then(|t| t.as_ref()) {
-                    Some(t) => sluice_lake::committed_progress(n, t, &app).await?,
-                    None => None,
-                };
-                match progress {
-                    Some(v) => floor = floor.map(|f| f.min(v)),
-                    // The events table (first) without progress: not started here yet.
-                    None if i == 0 => floor = None,
-                    None => {}
-                }
+        for r in readers {
+            let app = sluice_lake::progress_app_id(&r.pipeline, topic, p);
+            let mut stored = Stored::empty(0, r.aggregates.len());
+            stored.events = progress(&r.events, &app).await?;
+            for (j, a) in r.aggregates.iter().enumerate() {
+                stored.aggregates[j] = progress(a, &app).await?;
             }
+            floor = match (floor, stored.retention_floor()) {
+                (Some(f), Some(r)) => Some(f.min(r)),
+                _ => None,
+            };
         }
         out.insert(p, floor);
     }
@@ -539,7 +558,7 @@ pub fn record_round(topic: &str, outcome: &Result<RoundReport>) {
             metrics::set(
                 "sluice_tiering_alarm",
                 &[("topic", topic)],
-                if r.behind { 1.0 } else { 0.0 },
+                if r.behind || r.held_back { 1.0 } else { 0.0 },
             );
         }
         Err(e) => {

@@ -1,4 +1,4 @@
-//! The pipeline clock (semantics.md section 2).
+//! The pipeline clock (docs/windows.md, "The clock").
 
 use std::collections::BTreeMap;
 

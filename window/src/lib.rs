@@ -1,4 +1,4 @@
-//! Event-time windows exactly as `semantics.md` defines them, free of I/O: Arrow batches in,
+//! Event-time windows exactly as `docs/windows.md` defines them, free of I/O: Arrow batches in,
 //! closed windows and late records out, with the wall clock passed in by the caller.
 //!
 //! - [`Clock`]: the pipeline clock (watermark): per source partition the largest event time

@@ -95,7 +95,7 @@ struct Session {
     state: WindowState,
 }
 
-/// Tumbling, hopping or session windows over Arrow batches with the semantics of semantics.md.
+/// Tumbling, hopping or session windows over Arrow batches with the rules of docs/windows.md.
 pub struct WindowOperator {
     spec: WindowSpec,
     clock: Clock,

@@ -1,4 +1,4 @@
-//! Golden tests for every rule and worked example of semantics.md, plus boundary cases.
+//! Golden tests for every rule and worked example of docs/windows.md, plus boundary cases.
 
 use std::sync::Arc;
 

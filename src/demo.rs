@@ -25,19 +25,7 @@ struct Produced {
 /// Runs the demo: `events` clicks into a lake under `dir`.
 pub async fn run(dir: Option<PathBuf>, events: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let dir = match dir {
-        Some(d) => d,
-        None => std::env::current_dir()?.join("sluice-demo-lake"),
-    };
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    println!(
-        "sluice demo: an in-process Kafka (librdkafka's mock cluster) and a lake in {}",
-        dir.display()
-    );
-
+    let dir = prepare_dir(dir)?;
     let cluster = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
     cluster
         .create_topic("clicks", 3, 1)
@@ -52,8 +40,47 @@ pub async fn run(dir: Option<PathBuf>, events: u64) -> anyhow::Result<()> {
         produced.malformed,
         produced.late
     );
+    let config_text = config_text(&brokers, &dir);
+    let path = dir.join("sluice-demo.toml");
+    std::fs::write(&path, &config_text)?;
+    let cfg = sluice_config::Config::from_toml_with_env(
+        &config_text,
+        &path,
+        Vec::<(String, String)>::new(),
+    )?;
+    let lake = sluice_lake::Lake::new(&cfg.lake)?;
+    ingest(&cfg, &lake, &produced, started).await?;
+    compact_and_tier(&cfg, &lake, &brokers).await?;
+    print_results(&cfg, &lake).await?;
+    println!(
+        "\nThe lake is in {dir}: plain Delta tables (DuckDB, Polars, Spark and delta-rs read them).\nQuery it again with: sluice query --config {cfg} \"SELECT page, sum(views) FROM clicks_per_minute GROUP BY page\"\n(kafka.clicks needs the demo's in-process broker, which is gone now). Done in {:.1}s.",
+        started.elapsed().as_secs_f64(),
+        dir = dir.display(),
+        cfg = path.display()
+    );
+    Ok(())
+}
 
-    let config_text = format!(
+/// The demo's lake directory (default `./sluice-demo-lake`), emptied.
+fn prepare_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::current_dir()?.join("sluice-demo-lake"),
+    };
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    println!(
+        "sluice demo: an in-process Kafka (librdkafka's mock cluster) and a lake in {}",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// The demo's config: one windowed pipeline and the topic tiered.
+fn config_text(brokers: &str, dir: &std::path::Path) -> String {
+    format!(
         r#"
 [kafka]
 brokers = "{brokers}"
@@ -91,20 +118,20 @@ target_file_size = "64MiB"
 listen = ""
 "#,
         root = dir.display()
-    );
-    let path = dir.join("sluice-demo.toml");
-    std::fs::write(&path, &config_text)?;
-    let cfg = sluice_config::Config::from_toml_with_env(
-        &config_text,
-        &path,
-        Vec::<(String, String)>::new(),
-    )?;
-    let lake = sluice_lake::Lake::new(&cfg.lake)?;
+    )
+}
 
+/// Runs the pipeline until it has committed what was produced, printing its progress.
+async fn ingest(
+    cfg: &sluice_config::Config,
+    lake: &sluice_lake::Lake,
+    produced: &Produced,
+    started: Instant,
+) -> anyhow::Result<()> {
     println!(
         "ingesting: decode, event time, 1-minute windows with 30s grace, exactly-once commits ..."
     );
-    let pipeline = sluice_ingest::Pipeline::open(&cfg, &cfg.pipelines[0], &lake).await?;
+    let pipeline = sluice_ingest::Pipeline::open(cfg, &cfg.pipelines[0], lake).await?;
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(
         sluice_ingest::RunOptions {
@@ -134,8 +161,17 @@ listen = ""
         summary.late_rows
     );
 
+    Ok(())
+}
+
+/// Compacts the events table, archives the topic, and produces fresh clicks that stay hot.
+async fn compact_and_tier(
+    cfg: &sluice_config::Config,
+    lake: &sluice_lake::Lake,
+    brokers: &str,
+) -> anyhow::Result<()> {
     let report = sluice_compaction::compact(
-        &lake,
+        lake,
         "clicks",
         cfg.maintenance.target_file_size.bytes(),
         &[],
@@ -154,7 +190,7 @@ listen = ""
         check_topic_settings: false,
         delete_records: false,
     };
-    let mut tierer = sluice_tiering::Tierer::open_with(&cfg, &cfg.tiering[0], &lake, opts).await?;
+    let mut tierer = sluice_tiering::Tierer::open_with(cfg, &cfg.tiering[0], lake, opts).await?;
     let round = tierer.round().await?;
     println!(
         "tiered topic clicks: {} records archived into archive_clicks up to the boundaries {} (the in-process broker cannot delete records; Apache Kafka would now drop them)",
@@ -167,7 +203,7 @@ listen = ""
             .join("/")
     );
     let fresh = 300;
-    let producer = producer_for(&brokers)?;
+    let producer = producer_for(brokers)?;
     for i in 0..fresh {
         let now = chrono::Utc::now().timestamp_millis();
         send(
@@ -183,8 +219,16 @@ listen = ""
     }
     println!("produced {fresh} fresh clicks: they stay in the broker (the hot tier)");
 
+    Ok(())
+}
+
+/// Queries the windows, then counts the rows of every destination.
+async fn print_results(
+    cfg: &sluice_config::Config,
+    lake: &sluice_lake::Lake,
+) -> anyhow::Result<()> {
     let session =
-        sluice_query::QuerySession::for_config(&cfg, &lake, sluice_query::AsOf::Latest).await?;
+        sluice_query::QuerySession::for_config(cfg, lake, sluice_query::AsOf::Latest).await?;
     let rows = session
         .sql("SELECT window_start, page, views, round(revenue, 2) AS revenue, users FROM clicks_per_minute ORDER BY window_start, page LIMIT 12")
         .await?;
@@ -220,12 +264,6 @@ listen = ""
         };
         println!("  {table:<20} {n:>8}{note}");
     }
-    println!(
-        "\nThe lake is in {dir}: plain Delta tables (DuckDB, Polars, Spark and delta-rs read them).\nQuery it again with: sluice query --config {cfg} \"SELECT page, sum(views) FROM clicks_per_minute GROUP BY page\"\n(kafka.clicks needs the demo's in-process broker, which is gone now). Done in {:.1}s.",
-        started.elapsed().as_secs_f64(),
-        dir = dir.display(),
-        cfg = path.display()
-    );
     Ok(())
 }
 

@@ -104,7 +104,7 @@ async fn execute(session: &QuerySession, sql: &str, format: &str) -> bool {
     match session.sql(sql).await {
         Ok(batches) => {
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            if let Err(e) = crate::write_output(&batches, format, None) {
+            if let Err(e) = crate::cmd::query::write_output(&batches, format, None) {
                 eprintln!("error: {e:#}");
                 return false;
             }

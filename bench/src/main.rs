@@ -413,8 +413,46 @@ async fn throughput(
     let (tier_s, tier_rss, _) = wait_sampling(&mut child, Duration::from_millis(100))?;
     let tcfg = sluice_config::Config::load(&tier_config)?;
     let log = sluice_tiering::UnifiedLog::new(&tcfg, &lake_h, &topic)?.with_headers(false);
-    // Every partition at once, as the consume-only loop reads them (and as a backfill does).
     let started = Instant::now();
+    let (replayed, from_archive) = replay_archive(&log, partitions).await?;
+    let replay_s = started.elapsed().as_secs_f64();
+    if replayed != events || from_archive != events {
+        bail!("the replay read {replayed} records ({from_archive} from the archive), not {events}");
+    }
+
+    let rate = |s: f64| events as f64 / s;
+    Ok(json!({
+        "events": events,
+        "partitions": partitions,
+        "json_bytes": json_bytes,
+        "cores": cores,
+        "produce": { "seconds": produce_s, "records_per_s": rate(produce_s) },
+        "consume_only": { "seconds": consume_s, "records_per_s": rate(consume_s), "mb_per_s": mb / consume_s },
+        "decode_only": { "records": stage_n, "seconds": decode_s, "records_per_s": stage_n as f64 / decode_s, "mb_per_s": (mb * stage_n as f64 / events as f64) / decode_s },
+        "decode_only_arrow_json": { "records": stage_n, "seconds": general_s, "records_per_s": stage_n as f64 / general_s },
+        "parquet_encode_only": { "records": stage_n, "seconds": encode_s, "records_per_s": stage_n as f64 / encode_s, "compressed_bytes": encoded_bytes },
+        "end_to_end": {
+            "seconds": e2e_s,
+            "records_per_s": rate(e2e_s),
+            "mb_per_s": mb / e2e_s,
+            "records_per_s_per_core": rate(e2e_s) / cores,
+            "share_of_consume_only": consume_s / e2e_s,
+            "peak_rss_mb": peak_rss as f64 / 1e6,
+            "files": files.files,
+            "bytes": files.bytes,
+            "rows": rows,
+        },
+        "archive": { "seconds": tier_s, "records_per_s": rate(tier_s), "peak_rss_mb": tier_rss as f64 / 1e6 },
+        "replay_from_archive": { "seconds": replay_s, "records_per_s": rate(replay_s), "vs_broker_consume": consume_s / replay_s },
+    }))
+}
+
+/// Reads every partition of the archived topic at once, as the consume-only loop reads them
+/// (and as a backfill does): (records read, of which from the archive).
+async fn replay_archive(
+    log: &sluice_tiering::UnifiedLog,
+    partitions: i32,
+) -> anyhow::Result<(u64, u64)> {
     let mut readers = Vec::new();
     for p in 0..partitions {
         let log = log.clone();
@@ -448,36 +486,7 @@ async fn throughput(
         replayed += n;
         from_archive += a;
     }
-    let replay_s = started.elapsed().as_secs_f64();
-    if replayed != events || from_archive != events {
-        bail!("the replay read {replayed} records ({from_archive} from the archive), not {events}");
-    }
-
-    let rate = |s: f64| events as f64 / s;
-    Ok(json!({
-        "events": events,
-        "partitions": partitions,
-        "json_bytes": json_bytes,
-        "cores": cores,
-        "produce": { "seconds": produce_s, "records_per_s": rate(produce_s) },
-        "consume_only": { "seconds": consume_s, "records_per_s": rate(consume_s), "mb_per_s": mb / consume_s },
-        "decode_only": { "records": stage_n, "seconds": decode_s, "records_per_s": stage_n as f64 / decode_s, "mb_per_s": (mb * stage_n as f64 / events as f64) / decode_s },
-        "decode_only_arrow_json": { "records": stage_n, "seconds": general_s, "records_per_s": stage_n as f64 / general_s },
-        "parquet_encode_only": { "records": stage_n, "seconds": encode_s, "records_per_s": stage_n as f64 / encode_s, "compressed_bytes": encoded_bytes },
-        "end_to_end": {
-            "seconds": e2e_s,
-            "records_per_s": rate(e2e_s),
-            "mb_per_s": mb / e2e_s,
-            "records_per_s_per_core": rate(e2e_s) / cores,
-            "share_of_consume_only": consume_s / e2e_s,
-            "peak_rss_mb": peak_rss as f64 / 1e6,
-            "files": files.files,
-            "bytes": files.bytes,
-            "rows": rows,
-        },
-        "archive": { "seconds": tier_s, "records_per_s": rate(tier_s), "peak_rss_mb": tier_rss as f64 / 1e6 },
-        "replay_from_archive": { "seconds": replay_s, "records_per_s": rate(replay_s), "vs_broker_consume": consume_s / replay_s },
-    }))
+    Ok((replayed, from_archive))
 }
 
 /// Decode alone and Parquet encode alone over `n` generated records (one thread each).

@@ -95,6 +95,9 @@ struct Session {
     state: WindowState,
 }
 
+/// Aggregate input columns, normalised, and their kinds.
+type AggregateInputs = (Vec<Option<ArrayRef>>, Vec<Option<InputKind>>);
+
 /// Tumbling, hopping or session windows over Arrow batches with the rules of docs/windows.md.
 pub struct WindowOperator {
     spec: WindowSpec,
@@ -301,23 +304,7 @@ impl WindowOperator {
             .as_ref()
             .ok_or_else(|| WindowError::Input("no converter".into()))?;
         let rows = converter.convert_columns(&key_cols)?;
-        // Aggregate inputs, normalised once.
-        let mut inputs = Vec::with_capacity(self.spec.aggregates.len());
-        let mut kinds = Vec::with_capacity(self.spec.aggregates.len());
-        for a in &self.spec.aggregates {
-            match &a.column {
-                None => {
-                    inputs.push(None);
-                    kinds.push(None)
-                }
-                Some(c) => {
-                    let (arr, kind) =
-                        normalise(&col(c)?).map_err(|e| WindowError::Input(format!("{a}: {e}")))?;
-                    inputs.push(Some(arr));
-                    kinds.push(Some(kind));
-                }
-            }
-        }
+        let (inputs, kinds) = self.aggregate_inputs(batch)?;
         if self.input_kinds.is_empty() {
             self.input_kinds = kinds.clone();
         }
@@ -337,111 +324,169 @@ impl WindowOperator {
             }
             self.clock.observe(partition, t, now_ms);
             self.close_due(&mut closed);
-            let line = self.grace_line().unwrap_or(i64::MIN);
             let key = rows.row(i).owned();
             let values: Vec<Option<crate::aggregate::Value>> = inputs
                 .iter()
                 .zip(&kinds)
                 .map(|(a, k)| a.as_ref().and_then(|a| k.and_then(|k| value_at(a, k, i))))
                 .collect();
+            let offset = offsets.get(i).copied();
             match self.spec.kind {
-                WindowKind::Tumbling { size, offset }
-                | WindowKind::Hopping {
-                    size,
-                    advance: _,
-                    offset,
-                } => {
-                    let starts: Vec<i64> = match self.spec.kind {
-                        WindowKind::Hopping {
-                            size,
-                            advance,
-                            offset,
-                        } => hopping_starts(t, size, advance, offset).collect(),
-                        _ => vec![tumbling_start(t, size, offset)],
-                    };
-                    let mut added = false;
-                    let mut last_missed = None;
-                    for s in starts {
-                        let e = s + size;
-                        if line >= e {
-                            out.skipped_assignments += 1;
-                            last_missed = Some((s, e));
-                            continue;
-                        }
-                        let st = self
-                            .fixed
-                            .entry((e, s, key.clone()))
-                            .or_insert_with(|| new_state(&self.spec.aggregates, &kinds));
-                        update(st, &self.spec.aggregates, &values, t);
-                        if let Some(o) = offsets.get(i) {
-                            note_offset(st, partition, *o);
-                        }
-                        added = true;
-                    }
-                    if added {
-                        out.accepted += 1;
-                    } else if let Some((s, e)) = last_missed {
-                        out.late.push(LateRecord {
-                            row: i,
-                            event_time_ms: t,
-                            clock_ms: self.clock.value().unwrap_or(t),
-                            missed_start_ms: s,
-                            missed_end_ms: e,
-                        });
-                    }
-                    let _ = offset;
-                }
-                WindowKind::Session { gap } => {
-                    // Every session in `sessions` is open. A record within `gap` of one joins
-                    // it; only a record that joins none is judged by a session of its own,
-                    // late when that one would already be closed.
-                    let joins = self.sessions.get(&key).is_some_and(|list| {
-                        list.iter().any(|s| t >= s.start - gap && t <= s.last + gap)
-                    });
-                    if !joins && line > t + gap {
-                        out.skipped_assignments += 1;
-                        out.late.push(LateRecord {
-                            row: i,
-                            event_time_ms: t,
-                            clock_ms: self.clock.value().unwrap_or(t),
-                            missed_start_ms: t,
-                            missed_end_ms: t + gap,
-                        });
-                        continue;
-                    }
-                    out.accepted += 1;
-                    let mut merged = Session {
-                        start: t,
-                        last: t,
-                        state: new_state(&self.spec.aggregates, &kinds),
-                    };
-                    update(&mut merged.state, &self.spec.aggregates, &values, t);
-                    if let Some(o) = offsets.get(i) {
-                        note_offset(&mut merged.state, partition, *o);
-                    }
-                    let list = self.sessions.entry(key.clone()).or_default();
-                    let mut keep = Vec::with_capacity(list.len());
-                    for s in list.drain(..) {
-                        // Records at most `gap` apart belong to one session.
-                        if t >= s.start - gap && t <= s.last + gap {
-                            self.session_close
-                                .remove(&(s.last + gap, key.clone(), s.start));
-                            merged.start = merged.start.min(s.start);
-                            merged.last = merged.last.max(s.last);
-                            merge_state(&mut merged.state, s.state);
-                        } else {
-                            keep.push(s);
-                        }
-                    }
-                    self.session_close
-                        .insert((merged.last + gap, key.clone(), merged.start));
-                    keep.push(merged);
-                    *list = keep;
-                }
+                WindowKind::Session { gap } => self.add_to_session(
+                    key,
+                    gap,
+                    (i, t, partition, offset),
+                    &values,
+                    &kinds,
+                    &mut out,
+                ),
+                kind => self.add_to_fixed(
+                    kind,
+                    key,
+                    (i, t, partition, offset),
+                    &values,
+                    &kinds,
+                    &mut out,
+                ),
             }
         }
         out.closed = self.build_output(closed)?;
         Ok(out)
+    }
+
+    /// Each aggregate's input column of `batch`, normalised once, with its kind (`None` for
+    /// `count(*)`).
+    fn aggregate_inputs(&self, batch: &RecordBatch) -> Result<AggregateInputs, WindowError> {
+        let mut inputs = Vec::with_capacity(self.spec.aggregates.len());
+        let mut kinds = Vec::with_capacity(self.spec.aggregates.len());
+        for a in &self.spec.aggregates {
+            let Some(c) = &a.column else {
+                inputs.push(None);
+                kinds.push(None);
+                continue;
+            };
+            let column = batch
+                .column_by_name(c)
+                .ok_or_else(|| WindowError::Input(format!("column {c:?} is missing")))?;
+            let (arr, kind) =
+                normalise(column).map_err(|e| WindowError::Input(format!("{a}: {e}")))?;
+            inputs.push(Some(arr));
+            kinds.push(Some(kind));
+        }
+        Ok((inputs, kinds))
+    }
+
+    /// Adds row `i` (event time `t`, from `partition` at `offset`) to each of its tumbling or
+    /// hopping windows that is still open; late when all of them have closed.
+    fn add_to_fixed(
+        &mut self,
+        kind: WindowKind,
+        key: OwnedRow,
+        (i, t, partition, offset): (usize, i64, u32, Option<i64>),
+        values: &[Option<crate::aggregate::Value>],
+        kinds: &[Option<InputKind>],
+        out: &mut WindowOutput,
+    ) {
+        let line = self.grace_line().unwrap_or(i64::MIN);
+        let (size, starts): (i64, Vec<i64>) = match kind {
+            WindowKind::Hopping {
+                size,
+                advance,
+                offset,
+            } => (size, hopping_starts(t, size, advance, offset).collect()),
+            WindowKind::Tumbling { size, offset } => (size, vec![tumbling_start(t, size, offset)]),
+            WindowKind::Session { .. } => return,
+        };
+        let mut added = false;
+        let mut last_missed = None;
+        for s in starts {
+            let e = s + size;
+            if line >= e {
+                out.skipped_assignments += 1;
+                last_missed = Some((s, e));
+                continue;
+            }
+            let st = self
+                .fixed
+                .entry((e, s, key.clone()))
+                .or_insert_with(|| new_state(&self.spec.aggregates, kinds));
+            update(st, &self.spec.aggregates, values, t);
+            if let Some(o) = offset {
+                note_offset(st, partition, o);
+            }
+            added = true;
+        }
+        if added {
+            out.accepted += 1;
+        } else if let Some((s, e)) = last_missed {
+            out.late.push(LateRecord {
+                row: i,
+                event_time_ms: t,
+                clock_ms: self.clock.value().unwrap_or(t),
+                missed_start_ms: s,
+                missed_end_ms: e,
+            });
+        }
+    }
+
+    /// Adds row `i` to the open sessions of its key within `gap` (merging them), or to a new
+    /// session of its own; late when it joins none and a session of it alone would be closed.
+    fn add_to_session(
+        &mut self,
+        key: OwnedRow,
+        gap: i64,
+        (i, t, partition, offset): (usize, i64, u32, Option<i64>),
+        values: &[Option<crate::aggregate::Value>],
+        kinds: &[Option<InputKind>],
+        out: &mut WindowOutput,
+    ) {
+        let line = self.grace_line().unwrap_or(i64::MIN);
+        // Every session in `sessions` is open. A record within `gap` of one joins it; only a
+        // record that joins none is judged by a session of its own, late when that one would
+        // already be closed.
+        let joins = self
+            .sessions
+            .get(&key)
+            .is_some_and(|list| list.iter().any(|s| t >= s.start - gap && t <= s.last + gap));
+        if !joins && line > t + gap {
+            out.skipped_assignments += 1;
+            out.late.push(LateRecord {
+                row: i,
+                event_time_ms: t,
+                clock_ms: self.clock.value().unwrap_or(t),
+                missed_start_ms: t,
+                missed_end_ms: t + gap,
+            });
+            return;
+        }
+        out.accepted += 1;
+        let mut merged = Session {
+            start: t,
+            last: t,
+            state: new_state(&self.spec.aggregates, kinds),
+        };
+        update(&mut merged.state, &self.spec.aggregates, values, t);
+        if let Some(o) = offset {
+            note_offset(&mut merged.state, partition, o);
+        }
+        let list = self.sessions.entry(key.clone()).or_default();
+        let mut keep = Vec::with_capacity(list.len());
+        for s in list.drain(..) {
+            // Records at most `gap` apart belong to one session.
+            if t >= s.start - gap && t <= s.last + gap {
+                self.session_close
+                    .remove(&(s.last + gap, key.clone(), s.start));
+                merged.start = merged.start.min(s.start);
+                merged.last = merged.last.max(s.last);
+                merge_state(&mut merged.state, s.state);
+            } else {
+                keep.push(s);
+            }
+        }
+        self.session_close
+            .insert((merged.last + gap, key.clone(), merged.start));
+        keep.push(merged);
+        *list = keep;
     }
 
     /// Pops every window the clock has closed, in close order.

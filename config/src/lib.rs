@@ -619,10 +619,34 @@ impl Config {
                 });
             }
         }
-        let mut unknown = Vec::new();
-        let config: Config =
-            serde_ignored::deserialize(toml::Value::Table(tree), |p| unknown.push(p.to_string()))
-                .map_err(|e: toml::de::Error| parse_err(e.to_string()))?;
+        let mut unknown: Vec<String> = Vec::new();
+        // A value that does not parse is a problem with its key; it is then left out (its
+        // default applies) and the file parsed again, so that one bad value does not hide
+        // the others, nor the rules checked after parsing.
+        let config = loop {
+            unknown.clear();
+            let value = toml::Value::Table(tree.clone());
+            let mut note = |p: serde_ignored::Path<'_>| unknown.push(p.to_string());
+            let ignored = serde_ignored::Deserializer::new(value, &mut note);
+            let mut track = serde_path_to_error::Track::new();
+            let de = serde_path_to_error::Deserializer::new(ignored, &mut track);
+            match Config::deserialize(de) {
+                Ok(c) => break c,
+                Err(e) => {
+                    let at = track.path();
+                    problems.push(Problem {
+                        key: at.to_string(),
+                        message: e.message().to_string(),
+                    });
+                    if problems.len() > 100 || !remove_value(&mut tree, &at) {
+                        return Err(ConfigError::Invalid {
+                            path: path.into(),
+                            problems,
+                        });
+                    }
+                }
+            }
+        };
         for key in unknown {
             problems.push(Problem {
                 key: bracket_indices(&key),
@@ -1069,6 +1093,38 @@ fn validate_window(w: &WindowConfig) -> std::result::Result<WindowKind, (&'stati
 }
 
 /// `pipeline.0.bogus` -> `pipeline[0].bogus`.
+/// Removes the value at `at` from `tree`; false when there is none (a missing key).
+fn remove_value(tree: &mut toml::Table, at: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = at.iter().collect();
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let node = &mut *tree;
+    let mut item: Option<&mut toml::Value> = None;
+    for seg in parents {
+        let next = match (item.take(), seg) {
+            (None, Segment::Map { key }) => node.get_mut(key),
+            (Some(toml::Value::Table(t)), Segment::Map { key }) => t.get_mut(key),
+            (Some(toml::Value::Array(a)), Segment::Seq { index }) => a.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(v) => item = Some(v),
+            None => return false,
+        }
+    }
+    match (item, last) {
+        (None, Segment::Map { key }) => node.remove(key).is_some(),
+        (Some(toml::Value::Table(t)), Segment::Map { key }) => t.remove(key).is_some(),
+        (Some(toml::Value::Array(a)), Segment::Seq { index }) if *index < a.len() => {
+            a.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
 fn bracket_indices(path: &str) -> String {
     let mut out = String::new();
     for seg in path.split('.') {

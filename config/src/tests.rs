@@ -269,3 +269,48 @@ fn every_config_key_is_documented() {
     );
     assert!(keys.len() > 50, "the walk found only {} keys", keys.len());
 }
+
+#[test]
+fn values_that_do_not_parse_hide_no_other_problem() {
+    // A bad duration, an unknown format and a bad size fail while parsing; the empty topic
+    // list and the window without a size fail the rules checked after it. All are named.
+    let text = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[lake]
+root = "/tmp/lake"
+[[pipeline]]
+name = "clicks"
+topics = []
+format = "xml"
+table = "clicks"
+max_record_size = "lots"
+flush = { max_latency = "5 parsecs" }
+schema = [{ name = "ts", type = "timestamp" }]
+[[pipeline.aggregate]]
+table = "per_minute"
+window = { kind = "tumbling" }
+aggregates = ["count(*) AS n"]
+"#;
+    let Err(ConfigError::Invalid { problems, .. }) = load(text) else {
+        panic!("expected problems");
+    };
+    let keys: BTreeSet<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "pipeline[0].flush.max_latency",
+        "pipeline[0].format",
+        "pipeline[0].max_record_size",
+        "pipeline[0].topics",
+        "pipeline[0].aggregate[0].window.size",
+    ] {
+        assert!(keys.contains(key), "{key} missing from {problems:?}");
+    }
+    let duration = problems
+        .iter()
+        .find(|p| p.key == "pipeline[0].flush.max_latency")
+        .map(|p| p.message.as_str());
+    assert!(
+        duration.is_some_and(|m| m.contains("5 parsecs")),
+        "{duration:?}"
+    );
+}

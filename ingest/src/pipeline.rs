@@ -408,14 +408,19 @@ impl Pipeline {
             })
     }
 
+    /// With `--until-caught-up`: every target offset is committed to the events table and
+    /// has been read in this run, so that a replay that rebuilds windows (after a restart or
+    /// a change of partitions) has reached it too and the last flush commits its windows.
     fn caught_up(&self) -> bool {
         let Some(targets) = &self.targets else {
             return false;
         };
         targets.iter().all(|(tp, end)| {
-            self.ledger
-                .committed(tp, Table::Events)
-                .is_some_and(|c| c >= *end)
+            self.ledger.next(tp).is_some_and(|n| n >= *end)
+                && self
+                    .ledger
+                    .committed(tp, Table::Events)
+                    .is_some_and(|c| c >= *end)
         })
     }
 

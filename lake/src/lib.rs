@@ -204,19 +204,16 @@ impl Lake {
         }
         match create.await {
             Ok(t) => Ok(t),
-            // Another instance created it first: use theirs.
-            Err(e) if is_already_exists(&e) => self
-                .open(name)
-                .await?
-                .ok_or_else(|| LakeError::delta(name, e)),
-            Err(e) => Err(LakeError::delta(name, e)),
+            // Another instance may have created it first: then use theirs.
+            Err(e) => match self.open(name).await {
+                Ok(Some(theirs)) => {
+                    check_schema(name, &theirs, schema)?;
+                    Ok(theirs)
+                }
+                _ => Err(LakeError::delta(name, e)),
+            },
         }
     }
-}
-
-fn is_already_exists(e: &DeltaTableError) -> bool {
-    matches!(e, DeltaTableError::VersionAlreadyExists(_))
-        || e.to_string().contains("already exists")
 }
 
 fn check_schema(name: &str, table: &DeltaTable, wanted: &ArrowSchema) -> Result<()> {

@@ -199,8 +199,10 @@ impl QuerySession {
     /// Runs one SQL statement.
     pub async fn sql(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         let err = |e: sluice_lake::deltalake::datafusion::error::DataFusionError| {
+            use sluice_lake::deltalake::datafusion::error::DataFusionError as E;
             let mut message = e.to_string();
-            if message.contains("not found") {
+            // A name the plan cannot resolve (a table, a column): list the tables.
+            if matches!(e.find_root(), E::Plan(_) | E::SchemaError(..)) {
                 message.push_str(&format!(
                     "; known tables: {}",
                     self.known_names().join(", ")

@@ -560,12 +560,18 @@ fn read_broker_blocking(
                     out_of_range = true;
                     break;
                 }
+                Some(Err(e))
+                    if matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset
+                        )
+                    ) =>
+                {
+                    out_of_range = true;
+                    break;
+                }
                 Some(Err(e)) => {
-                    let text = e.to_string();
-                    if text.contains("out of range") || text.contains("OffsetOutOfRange") {
-                        out_of_range = true;
-                        break;
-                    }
                     return Err(TieringError::Kafka(format!(
                         "reading {topic}/{partition}: {e}"
                     )));

@@ -670,352 +670,26 @@ impl Config {
 
     /// Checks every rule, fills in the parsed fields, and appends one problem per broken rule.
     pub fn validate_into(&mut self, problems: &mut Vec<Problem>) {
-        let mut p = |key: &str, message: String| {
-            problems.push(Problem {
-                key: key.into(),
-                message,
-            })
+        let mut c = Check {
+            problems,
+            tables: BTreeMap::new(),
         };
-        if self.kafka.brokers.trim().is_empty() {
-            p(
-                "kafka.brokers",
-                "missing; set the bootstrap servers, e.g. brokers = \"127.0.0.1:9092\"".into(),
-            );
-        }
-        if self.kafka.group_id.trim().is_empty() {
-            self.kafka.group_id = "sluice".into();
-        }
-        for key in [
-            "group.id",
-            "bootstrap.servers",
-            "enable.auto.commit",
-            "enable.auto.offset.store",
-        ] {
-            if self.kafka.options.contains_key(key) {
-                p(
-                    &format!("kafka.options.{key}"),
-                    "is set by sluice itself; use kafka.brokers / kafka.group_id, or remove it"
-                        .into(),
-                );
-            }
-        }
-        if self.lake.root.trim().is_empty() {
-            p("lake.root", "missing; set where tables live, e.g. root = \"file:///var/lib/sluice/lake\" or \"s3://bucket/prefix\"".into());
-        } else if let Err(e) = lake_root_url(&self.lake.root) {
-            p("lake.root", e);
-        }
-
-        let mut tables: BTreeMap<String, String> = BTreeMap::new();
-        let mut claim = |p: &mut dyn FnMut(&str, String), key: String, table: &str| {
-            if !valid_name(table) {
-                p(
-                    &key,
-                    format!("{table:?} is not a valid table name; use letters, digits and _"),
-                );
-            } else if let Some(prev) = tables.get(table) {
-                p(
-                    &key,
-                    format!(
-                        "table {table:?} is already used by {prev}; every table needs its own name"
-                    ),
-                );
-            } else {
-                tables.insert(table.to_string(), key);
-            }
-        };
-        let mut names = BTreeSet::new();
+        validate_kafka(&mut self.kafka, &mut c);
+        validate_lake(&self.lake, &mut c);
         if self.pipelines.is_empty() && self.tiering.is_empty() {
-            p(
+            c.problem(
                 "pipeline",
                 "no [[pipeline]] and no [[tiering]]: there is nothing to run".into(),
             );
         }
+        let mut names = BTreeSet::new();
         for (i, pl) in self.pipelines.iter_mut().enumerate() {
-            let k = |s: &str| format!("pipeline[{i}].{s}");
-            if pl.name.is_empty() {
-                p(
-                    &k("name"),
-                    "missing; every pipeline needs a unique name".into(),
-                );
-            } else if !valid_name(&pl.name) {
-                p(
-                    &k("name"),
-                    format!(
-                        "{:?} is not a valid name; use letters, digits and _",
-                        pl.name
-                    ),
-                );
-            } else if !names.insert(pl.name.clone()) {
-                p(
-                    &k("name"),
-                    format!("{:?} is used by another pipeline", pl.name),
-                );
-            }
-            if pl.topics.is_empty() {
-                p(
-                    &k("topics"),
-                    "missing; list the source topics, e.g. topics = [\"clicks\"]".into(),
-                );
-            }
-            for (j, t) in pl.topics.iter().enumerate() {
-                if t.is_empty()
-                    || t.len() > 249
-                    || !t
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-                {
-                    p(
-                        &k(&format!("topics[{j}]")),
-                        format!("{t:?} is not a valid Kafka topic name"),
-                    );
-                }
-            }
-            match StartPosition::parse(&pl.start) {
-                Ok(s) => pl.start_position = s,
-                Err(e) => p(&k("start"), e),
-            }
-            if pl.table.is_empty() {
-                p(
-                    &k("table"),
-                    "missing; name the events table, e.g. table = \"clicks\"".into(),
-                );
-            } else {
-                claim(&mut p, k("table"), &pl.table.clone());
-            }
-            claim(&mut p, k("dead_letter_table"), &pl.dead_letter_table());
-            match pl.timezone.parse::<chrono_tz::Tz>() {
-                Ok(tz) => pl.tz = Some(tz),
-                Err(_) => p(
-                    &k("timezone"),
-                    format!(
-                        "unknown time zone {:?}; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
-                        pl.timezone
-                    ),
-                ),
-            }
-            // An empty schema means: take the columns of the existing events table (checked
-            // when the pipeline opens its tables); column references are checked then too.
-            let schema_known = !pl.schema.is_empty();
-            let mut cols = BTreeSet::new();
-            for (j, f) in pl.schema.iter_mut().enumerate() {
-                let fk = format!("pipeline[{i}].schema[{j}]");
-                if f.name.is_empty() {
-                    p(&format!("{fk}.name"), "missing".into());
-                } else if f.name.starts_with("_kafka_")
-                    || f.name == "_event_time"
-                    || f.name == "event_date"
-                    || f.name == "event_hour"
-                {
-                    p(
-                        &format!("{fk}.name"),
-                        format!(
-                            "{:?} is a column sluice adds itself; rename the field",
-                            f.name
-                        ),
-                    );
-                } else if !cols.insert(f.name.clone()) {
-                    p(
-                        &format!("{fk}.name"),
-                        format!("column {:?} appears twice", f.name),
-                    );
-                }
-                match ColumnType::parse(&f.type_name) {
-                    Ok(t) => {
-                        if f.format.is_some() && t != ColumnType::Timestamp {
-                            p(
-                                &format!("{fk}.format"),
-                                "only timestamp columns take a format".into(),
-                            );
-                        }
-                        f.ty = Some(t)
-                    }
-                    Err(e) => p(&format!("{fk}.type"), e),
-                }
-            }
-            match (&pl.event_time.format, &pl.event_time.field) {
-                (TimeFormat::KafkaTimestamp, Some(_)) => p(
-                    &k("event_time.field"),
-                    "kafka_timestamp takes no field; remove it or pick another format".into(),
-                ),
-                (TimeFormat::KafkaTimestamp, None) => {}
-                (_, None) => p(
-                    &k("event_time.field"),
-                    "missing; name the payload field holding the event time".into(),
-                ),
-                (_, Some(_)) if !schema_known => {}
-                (fmt, Some(field)) => match pl.schema.iter().find(|f| &f.name == field) {
-                    None => p(
-                        &k("event_time.field"),
-                        format!("{field:?} is not a column of the schema"),
-                    ),
-                    Some(f) => {
-                        let ok = match f.ty {
-                            Some(ColumnType::Timestamp) | Some(ColumnType::String) => true,
-                            Some(ColumnType::Long)
-                            | Some(ColumnType::Integer)
-                            | Some(ColumnType::Double) => *fmt != TimeFormat::Rfc3339,
-                            None => true,
-                            _ => false,
-                        };
-                        if !ok {
-                            p(
-                                &k("event_time.field"),
-                                format!(
-                                    "column {field:?} cannot hold a {fmt:?} time; use timestamp, string, long or double"
-                                ),
-                            );
-                        }
-                    }
-                },
-            }
-            for (j, col) in pl.partition_by.iter().enumerate() {
-                let known = !schema_known
-                    || col == "event_date"
-                    || col == "event_hour"
-                    || pl
-                        .schema
-                        .iter()
-                        .any(|f| &f.name == col && f.ty.as_ref().is_some_and(|t| t.is_primitive()));
-                if !known {
-                    p(
-                        &k(&format!("partition_by[{j}]")),
-                        format!(
-                            "{col:?} is neither event_date, event_hour nor a top-level primitive column"
-                        ),
-                    );
-                }
-            }
-            if pl.flush.max_rows == 0 {
-                p(&k("flush.max_rows"), "must be at least 1".into());
-            }
-            if pl.flush.max_bytes.bytes() < 1024 {
-                p(
-                    &k("flush.max_bytes"),
-                    format!(
-                        "{} is too small; use at least 1KiB (e.g. \"128MiB\")",
-                        pl.flush.max_bytes
-                    ),
-                );
-            }
-            if pl.flush.max_latency.get() < std::time::Duration::from_millis(10) {
-                p(&k("flush.max_latency"), "must be at least 10ms".into());
-            }
-            if pl.max_record_size.bytes() == 0 {
-                p(&k("max_record_size"), "must be at least 1B".into());
-            }
-            let pl_name = pl.name.clone();
-            let schema = pl.schema.clone();
-            let mut late_tables = BTreeSet::new();
-            for (a, agg) in pl.aggregates.iter_mut().enumerate() {
-                let ak = |s: &str| format!("pipeline[{i}].aggregate[{a}].{s}");
-                if agg.table.is_empty() {
-                    p(&ak("table"), "missing; name the aggregate table".into());
-                } else {
-                    claim(&mut p, ak("table"), &agg.table.clone());
-                }
-                let late = agg
-                    .late_table
-                    .clone()
-                    .unwrap_or_else(|| format!("{pl_name}_late"));
-                if late_tables.insert(late.clone()) {
-                    claim(&mut p, ak("late_table"), &late);
-                }
-                match validate_window(&agg.window) {
-                    Ok(w) => agg.window_kind = Some(w),
-                    Err((key, msg)) => p(&ak(&format!("window.{key}")), msg),
-                }
-                for (g, col) in agg.group_by.iter().enumerate() {
-                    if !schema.is_empty()
-                        && !schema.iter().any(|f| &f.name == col)
-                        && !col.starts_with("_kafka_")
-                        && col != "event_date"
-                        && col != "event_hour"
-                    {
-                        p(
-                            &ak(&format!("group_by[{g}]")),
-                            format!("{col:?} is not a column of the pipeline's schema"),
-                        );
-                    }
-                }
-                if agg.aggregates.is_empty() {
-                    p(
-                        &ak("aggregates"),
-                        "missing; e.g. aggregates = [\"count(*) AS events\"]".into(),
-                    );
-                }
-                agg.specs.clear();
-                for (g, text) in agg.aggregates.iter().enumerate() {
-                    match AggregateSpec::parse(text) {
-                        Ok(spec) => {
-                            if let Some(col) = &spec.column
-                                && !schema.is_empty()
-                                && !schema.iter().any(|f| &f.name == col)
-                            {
-                                p(
-                                    &ak(&format!("aggregates[{g}]")),
-                                    format!("{col:?} is not a column of the pipeline's schema"),
-                                );
-                            }
-                            agg.specs.push(spec)
-                        }
-                        Err(e) => p(&ak(&format!("aggregates[{g}]")), e),
-                    }
-                }
-            }
+            validate_pipeline(i, pl, &mut names, &mut c);
         }
-        let mut tiered = BTreeSet::new();
-        for (i, t) in self.tiering.iter().enumerate() {
-            let k = |s: &str| format!("tiering[{i}].{s}");
-            if t.topic.is_empty() {
-                p(&k("topic"), "missing; name the topic to tier".into());
-            } else if !tiered.insert(t.topic.clone()) {
-                p(&k("topic"), format!("topic {:?} is tiered twice", t.topic));
-            }
-            claim(&mut p, k("archive_table"), &t.archive_table());
-            if t.interval.get() < std::time::Duration::from_millis(100) {
-                p(&k("interval"), "must be at least 100ms".into());
-            }
-            if t.max_records_per_round == 0 {
-                p(&k("max_records_per_round"), "must be at least 1".into());
-            }
-        }
-        let names = self.table_names();
-        for (t, cols) in &self.maintenance.zorder_by {
-            if !names.contains(t) {
-                p(
-                    &format!("maintenance.zorder_by.{t}"),
-                    format!("{t:?} is not a table of this config"),
-                );
-            } else if cols.is_empty() {
-                p(
-                    &format!("maintenance.zorder_by.{t}"),
-                    "list at least one column".into(),
-                );
-            }
-        }
-        if self.maintenance.checkpoint_interval == 0 {
-            p(
-                "maintenance.checkpoint_interval",
-                "must be at least 1 (commits between checkpoints)".into(),
-            );
-        }
-        if self.maintenance.target_file_size.bytes() < 1024 {
-            p(
-                "maintenance.target_file_size",
-                "too small; use at least 1KiB (e.g. \"128MiB\")".into(),
-            );
-        }
-        if !self.server.listen.is_empty()
-            && self.server.listen.parse::<std::net::SocketAddr>().is_err()
-        {
-            p(
-                "server.listen",
-                format!(
-                    "{:?} is not an address; use host:port such as \"127.0.0.1:9464\", or \"\" to disable",
-                    self.server.listen
-                ),
-            );
-        }
+        validate_tiering(&self.tiering, &mut c);
+        let tables = self.table_names();
+        validate_maintenance(&self.maintenance, &tables, &mut c);
+        validate_server(&self.server, &mut c);
     }
 
     /// All table names this config writes, each with the key that declares it.
@@ -1093,6 +767,402 @@ fn validate_window(w: &WindowConfig) -> std::result::Result<WindowKind, (&'stati
 }
 
 /// `pipeline.0.bogus` -> `pipeline[0].bogus`.
+/// Collects the problems of a validation, and which key claimed each table name.
+struct Check<'a> {
+    problems: &'a mut Vec<Problem>,
+    tables: BTreeMap<String, String>,
+}
+
+impl Check<'_> {
+    fn problem(&mut self, key: &str, message: String) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message,
+        });
+    }
+
+    /// Table `table` is declared at `key`: it must be a valid name no other key took.
+    fn claim(&mut self, key: String, table: &str) {
+        if !valid_name(table) {
+            self.problem(
+                &key,
+                format!("{table:?} is not a valid table name; use letters, digits and _"),
+            );
+        } else if let Some(prev) = self.tables.get(table) {
+            let message = format!(
+                "table {table:?} is already used by {prev}; every table needs its own name"
+            );
+            self.problem(&key, message);
+        } else {
+            self.tables.insert(table.to_string(), key);
+        }
+    }
+}
+
+/// The columns sluice adds to an events table itself: no schema field may take their names.
+pub fn is_reserved_column(name: &str) -> bool {
+    name.starts_with("_kafka_") || ["_event_time", "event_date", "event_hour"].contains(&name)
+}
+
+/// `[kafka]`.
+fn validate_kafka(kafka: &mut KafkaConfig, c: &mut Check<'_>) {
+    if kafka.brokers.trim().is_empty() {
+        c.problem(
+            "kafka.brokers",
+            "missing; set the bootstrap servers, e.g. brokers = \"127.0.0.1:9092\"".into(),
+        );
+    }
+    if kafka.group_id.trim().is_empty() {
+        kafka.group_id = "sluice".into();
+    }
+    for key in [
+        "group.id",
+        "bootstrap.servers",
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+    ] {
+        if kafka.options.contains_key(key) {
+            c.problem(
+                &format!("kafka.options.{key}"),
+                "is set by sluice itself; use kafka.brokers / kafka.group_id, or remove it".into(),
+            );
+        }
+    }
+}
+
+/// `[lake]`.
+fn validate_lake(lake: &LakeConfig, c: &mut Check<'_>) {
+    if lake.root.trim().is_empty() {
+        c.problem("lake.root", "missing; set where tables live, e.g. root = \"file:///var/lib/sluice/lake\" or \"s3://bucket/prefix\"".into());
+    } else if let Err(e) = lake_root_url(&lake.root) {
+        c.problem("lake.root", e);
+    }
+}
+
+/// One `[[pipeline]]`: its names, topics and tables, then its schema, event time, layout and
+/// aggregates.
+fn validate_pipeline(
+    i: usize,
+    pl: &mut PipelineConfig,
+    names: &mut BTreeSet<String>,
+    c: &mut Check<'_>,
+) {
+    let k = |s: &str| format!("pipeline[{i}].{s}");
+    if pl.name.is_empty() {
+        c.problem(
+            &k("name"),
+            "missing; every pipeline needs a unique name".into(),
+        );
+    } else if !valid_name(&pl.name) {
+        c.problem(
+            &k("name"),
+            format!(
+                "{:?} is not a valid name; use letters, digits and _",
+                pl.name
+            ),
+        );
+    } else if !names.insert(pl.name.clone()) {
+        c.problem(
+            &k("name"),
+            format!("{:?} is used by another pipeline", pl.name),
+        );
+    }
+    if pl.topics.is_empty() {
+        c.problem(
+            &k("topics"),
+            "missing; list the source topics, e.g. topics = [\"clicks\"]".into(),
+        );
+    }
+    for (j, t) in pl.topics.iter().enumerate() {
+        if t.is_empty()
+            || t.len() > 249
+            || !t
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            c.problem(
+                &k(&format!("topics[{j}]")),
+                format!("{t:?} is not a valid Kafka topic name"),
+            );
+        }
+    }
+    match StartPosition::parse(&pl.start) {
+        Ok(s) => pl.start_position = s,
+        Err(e) => c.problem(&k("start"), e),
+    }
+    if pl.table.is_empty() {
+        c.problem(
+            &k("table"),
+            "missing; name the events table, e.g. table = \"clicks\"".into(),
+        );
+    } else {
+        c.claim(k("table"), &pl.table.clone());
+    }
+    c.claim(k("dead_letter_table"), &pl.dead_letter_table());
+    match pl.timezone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => pl.tz = Some(tz),
+        Err(_) => c.problem(
+            &k("timezone"),
+            format!(
+                "unknown time zone {:?}; use an IANA name such as \"UTC\" or \"Europe/Berlin\"",
+                pl.timezone
+            ),
+        ),
+    }
+    let schema_known = !pl.schema.is_empty();
+    validate_schema(i, pl, c);
+    validate_event_time(i, pl, schema_known, c);
+    for (j, col) in pl.partition_by.iter().enumerate() {
+        let known = !schema_known
+            || col == "event_date"
+            || col == "event_hour"
+            || pl
+                .schema
+                .iter()
+                .any(|f| &f.name == col && f.ty.as_ref().is_some_and(|t| t.is_primitive()));
+        if !known {
+            c.problem(
+                &k(&format!("partition_by[{j}]")),
+                format!(
+                    "{col:?} is neither event_date, event_hour nor a top-level primitive column"
+                ),
+            );
+        }
+    }
+    if pl.flush.max_rows == 0 {
+        c.problem(&k("flush.max_rows"), "must be at least 1".into());
+    }
+    if pl.flush.max_bytes.bytes() < 1024 {
+        c.problem(
+            &k("flush.max_bytes"),
+            format!(
+                "{} is too small; use at least 1KiB (e.g. \"128MiB\")",
+                pl.flush.max_bytes
+            ),
+        );
+    }
+    if pl.flush.max_latency.get() < std::time::Duration::from_millis(10) {
+        c.problem(&k("flush.max_latency"), "must be at least 10ms".into());
+    }
+    if pl.max_record_size.bytes() == 0 {
+        c.problem(&k("max_record_size"), "must be at least 1B".into());
+    }
+    let pl_name = pl.name.clone();
+    let schema = pl.schema.clone();
+    let mut late_tables = BTreeSet::new();
+    for (a, agg) in pl.aggregates.iter_mut().enumerate() {
+        let at = (i, a);
+        validate_aggregate(at, agg, &pl_name, &schema, &mut late_tables, c);
+    }
+}
+
+/// One `[[pipeline.aggregate]]` of a pipeline named `pl_name` with `schema`: its tables, its
+/// window, its group-by columns and its aggregates.
+fn validate_aggregate(
+    (i, a): (usize, usize),
+    agg: &mut AggregateConfig,
+    pl_name: &str,
+    schema: &[FieldConfig],
+    late_tables: &mut BTreeSet<String>,
+    c: &mut Check<'_>,
+) {
+    let ak = |s: &str| format!("pipeline[{i}].aggregate[{a}].{s}");
+    if agg.table.is_empty() {
+        c.problem(&ak("table"), "missing; name the aggregate table".into());
+    } else {
+        c.claim(ak("table"), &agg.table.clone());
+    }
+    let late = agg
+        .late_table
+        .clone()
+        .unwrap_or_else(|| format!("{pl_name}_late"));
+    if late_tables.insert(late.clone()) {
+        c.claim(ak("late_table"), &late);
+    }
+    match validate_window(&agg.window) {
+        Ok(w) => agg.window_kind = Some(w),
+        Err((key, msg)) => c.problem(&ak(&format!("window.{key}")), msg),
+    }
+    for (g, col) in agg.group_by.iter().enumerate() {
+        if !schema.is_empty()
+            && !schema.iter().any(|f| &f.name == col)
+            && !col.starts_with("_kafka_")
+            && col != "event_date"
+            && col != "event_hour"
+        {
+            c.problem(
+                &ak(&format!("group_by[{g}]")),
+                format!("{col:?} is not a column of the pipeline's schema"),
+            );
+        }
+    }
+    if agg.aggregates.is_empty() {
+        c.problem(
+            &ak("aggregates"),
+            "missing; e.g. aggregates = [\"count(*) AS events\"]".into(),
+        );
+    }
+    agg.specs.clear();
+    for (g, text) in agg.aggregates.iter().enumerate() {
+        match AggregateSpec::parse(text) {
+            Ok(spec) => {
+                if let Some(col) = &spec.column
+                    && !schema.is_empty()
+                    && !schema.iter().any(|f| &f.name == col)
+                {
+                    c.problem(
+                        &ak(&format!("aggregates[{g}]")),
+                        format!("{col:?} is not a column of the pipeline's schema"),
+                    );
+                }
+                agg.specs.push(spec)
+            }
+            Err(e) => c.problem(&ak(&format!("aggregates[{g}]")), e),
+        }
+    }
+}
+
+/// A pipeline's `schema`: names (none reserved, none twice) and types.
+fn validate_schema(i: usize, pl: &mut PipelineConfig, c: &mut Check<'_>) {
+    // An empty schema means: take the columns of the existing events table (checked
+    // when the pipeline opens its tables); column references are checked then too.
+    let mut cols = BTreeSet::new();
+    for (j, f) in pl.schema.iter_mut().enumerate() {
+        let fk = format!("pipeline[{i}].schema[{j}]");
+        if f.name.is_empty() {
+            c.problem(&format!("{fk}.name"), "missing".into());
+        } else if is_reserved_column(&f.name) {
+            c.problem(
+                &format!("{fk}.name"),
+                format!(
+                    "{:?} is a column sluice adds itself; rename the field",
+                    f.name
+                ),
+            );
+        } else if !cols.insert(f.name.clone()) {
+            c.problem(
+                &format!("{fk}.name"),
+                format!("column {:?} appears twice", f.name),
+            );
+        }
+        match ColumnType::parse(&f.type_name) {
+            Ok(t) => {
+                if f.format.is_some() && t != ColumnType::Timestamp {
+                    c.problem(
+                        &format!("{fk}.format"),
+                        "only timestamp columns take a format".into(),
+                    );
+                }
+                f.ty = Some(t)
+            }
+            Err(e) => c.problem(&format!("{fk}.type"), e),
+        }
+    }
+}
+
+/// A pipeline's `event_time`: a field of a type that can hold the format.
+fn validate_event_time(i: usize, pl: &PipelineConfig, schema_known: bool, c: &mut Check<'_>) {
+    let k = |s: &str| format!("pipeline[{i}].{s}");
+    match (&pl.event_time.format, &pl.event_time.field) {
+        (TimeFormat::KafkaTimestamp, Some(_)) => c.problem(
+            &k("event_time.field"),
+            "kafka_timestamp takes no field; remove it or pick another format".into(),
+        ),
+        (TimeFormat::KafkaTimestamp, None) => {}
+        (_, None) => c.problem(
+            &k("event_time.field"),
+            "missing; name the payload field holding the event time".into(),
+        ),
+        (_, Some(_)) if !schema_known => {}
+        (fmt, Some(field)) => match pl.schema.iter().find(|f| &f.name == field) {
+            None => c.problem(
+                &k("event_time.field"),
+                format!("{field:?} is not a column of the schema"),
+            ),
+            Some(f) => {
+                let ok = match f.ty {
+                    Some(ColumnType::Timestamp) | Some(ColumnType::String) => true,
+                    Some(ColumnType::Long)
+                    | Some(ColumnType::Integer)
+                    | Some(ColumnType::Double) => *fmt != TimeFormat::Rfc3339,
+                    None => true,
+                    _ => false,
+                };
+                if !ok {
+                    c.problem(
+                        &k("event_time.field"),
+                        format!(
+                            "column {field:?} cannot hold a {fmt:?} time; use timestamp, string, long or double"
+                        ),
+                    );
+                }
+            }
+        },
+    }
+}
+
+/// `[[tiering]]`.
+fn validate_tiering(tiering: &[TieringConfig], c: &mut Check<'_>) {
+    let mut tiered = BTreeSet::new();
+    for (i, t) in tiering.iter().enumerate() {
+        let k = |s: &str| format!("tiering[{i}].{s}");
+        if t.topic.is_empty() {
+            c.problem(&k("topic"), "missing; name the topic to tier".into());
+        } else if !tiered.insert(t.topic.clone()) {
+            c.problem(&k("topic"), format!("topic {:?} is tiered twice", t.topic));
+        }
+        c.claim(k("archive_table"), &t.archive_table());
+        if t.interval.get() < std::time::Duration::from_millis(100) {
+            c.problem(&k("interval"), "must be at least 100ms".into());
+        }
+        if t.max_records_per_round == 0 {
+            c.problem(&k("max_records_per_round"), "must be at least 1".into());
+        }
+    }
+}
+
+/// `[maintenance]`; `tables` are the config's table names.
+fn validate_maintenance(maintenance: &MaintenanceConfig, tables: &[String], c: &mut Check<'_>) {
+    for (t, cols) in &maintenance.zorder_by {
+        if !tables.contains(t) {
+            c.problem(
+                &format!("maintenance.zorder_by.{t}"),
+                format!("{t:?} is not a table of this config"),
+            );
+        } else if cols.is_empty() {
+            c.problem(
+                &format!("maintenance.zorder_by.{t}"),
+                "list at least one column".into(),
+            );
+        }
+    }
+    if maintenance.checkpoint_interval == 0 {
+        c.problem(
+            "maintenance.checkpoint_interval",
+            "must be at least 1 (commits between checkpoints)".into(),
+        );
+    }
+    if maintenance.target_file_size.bytes() < 1024 {
+        c.problem(
+            "maintenance.target_file_size",
+            "too small; use at least 1KiB (e.g. \"128MiB\")".into(),
+        );
+    }
+}
+
+/// `[server]`.
+fn validate_server(server: &ServerConfig, c: &mut Check<'_>) {
+    if !server.listen.is_empty() && server.listen.parse::<std::net::SocketAddr>().is_err() {
+        c.problem(
+            "server.listen",
+            format!(
+                "{:?} is not an address; use host:port such as \"127.0.0.1:9464\", or \"\" to disable",
+                server.listen
+            ),
+        );
+    }
+}
+
 /// Removes the value at `at` from `tree`; false when there is none (a missing key).
 fn remove_value(tree: &mut toml::Table, at: &serde_path_to_error::Path) -> bool {
     use serde_path_to_error::Segment;

@@ -8,7 +8,7 @@
 //! | --- | --- | --- |
 //! | dead-letter | it has rows | the next offset to read |
 //! | late (one per late table) | it has rows | the next offset to read |
-//! | events | records were read | the next offset to read |
+//! | events | records were read, or a partition has no progress yet | the next offset to read |
 //! | aggregate (one per aggregate) | rows, progress or clock moved | the lowest offset an open window still needs |
 //!
 //! Before a partition's first events commit, each aggregate also commits an anchor: its
@@ -138,6 +138,10 @@ struct Book {
     aggregates: Vec<Offset>,
     /// Whether each aggregate table holds progress for this partition.
     anchored: Vec<bool>,
+    /// Whether the events table holds progress for this partition. Until it does, the next
+    /// events commit records where the partition started, read or not, so that a restart
+    /// resumes there instead of resolving the start position (`latest`, say) again.
+    events_stored: bool,
 }
 
 /// The exactly-once bookkeeping of one pipeline over the partitions it owns (`K` names a
@@ -203,6 +207,7 @@ impl<K: Ord + Clone> Ledger<K> {
                 late,
                 aggregates,
                 anchored,
+                events_stored: stored.events.is_some(),
             },
         );
         next
@@ -372,8 +377,20 @@ impl<K: Ord + Clone> Ledger<K> {
                 });
             }
         }
-        if !dirty.is_empty() || has_rows(Table::Events) {
-            out.push(read_progress(Table::Events));
+        // The events commit also records where a partition without stored progress started.
+        let events: Vec<(K, Offset)> = self
+            .books
+            .iter()
+            .filter(|(_, b)| b.next > b.events || !b.events_stored)
+            .map(|(k, b)| (k.clone(), b.next))
+            .collect();
+        if !events.is_empty() || has_rows(Table::Events) {
+            out.push(Commit {
+                table: Table::Events,
+                progress: events,
+                clock: None,
+                rows: true,
+            });
         }
         for j in 0..self.aggregates {
             let needed = pending.needed.get(j);
@@ -414,7 +431,10 @@ impl<K: Ord + Clone> Ledger<K> {
                 continue;
             };
             let slot = match commit.table {
-                Table::Events => &mut b.events,
+                Table::Events => {
+                    b.events_stored = true;
+                    &mut b.events
+                }
                 Table::DeadLetter => &mut b.dead_letter,
                 Table::Late(i) => match b.late.get_mut(i) {
                     Some(s) => s,

@@ -139,7 +139,11 @@ fn a_flush_commits_in_order_and_only_tables_with_something_to_say() {
         "the anchor: where partition 0 started"
     );
     assert_eq!((plan[1].clock, plan[1].rows), (None, false));
-    assert_eq!(plan[2].progress, vec![(0, 10)]);
+    assert_eq!(
+        plan[2].progress,
+        vec![(0, 10), (1, 0)],
+        "partitions read past their progress, and where a partition with none started"
+    );
     assert_eq!(
         plan[3].progress,
         vec![(0, 4), (1, 0)],
@@ -248,4 +252,25 @@ fn a_first_flush_that_dies_after_the_events_commit_keeps_the_aggregate_anchored(
         .map(|c| c.table)
         .collect();
     assert_eq!(tables, vec![Table::Events]);
+}
+
+#[test]
+fn a_partition_without_progress_records_where_it_started() {
+    // Assigned at `latest` (offset 70) and stopped before a record arrived: the next flush
+    // records 70, so that a restart does not resolve `latest` again and skip what came since.
+    let mut l = Ledger::new(0, 0);
+    l.resume(0, &Stored::empty(0, 0), 70);
+    let stored = Stored {
+        events: Some(10),
+        ..Stored::empty(0, 0)
+    };
+    l.resume(1, &stored, 0);
+    let plan = l.plan(&pending(&[], &[], &[]));
+    assert_eq!(plan.len(), 1);
+    assert_eq!(
+        (plan[0].table, &plan[0].progress),
+        (Table::Events, &vec![(0, 70)])
+    );
+    l.record(&plan[0]);
+    assert!(l.plan(&pending(&[], &[], &[])).is_empty(), "recorded once");
 }

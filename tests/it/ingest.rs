@@ -900,3 +900,29 @@ event_time = { field = "ts", format = "rfc3339" }"#),
 
 use sluice_lake::deltalake::arrow::compute::cast;
 use sluice_lake::deltalake::arrow::datatypes::DataType;
+
+/// `start = "latest"` applies once: a run that was assigned a partition records where it
+/// started, so records produced while sluice is stopped are read by the next run (as a Kafka
+/// consumer keeps its position), not skipped by resolving `latest` again.
+#[tokio::test(flavor = "multi_thread")]
+async fn start_latest_is_kept_across_a_restart_with_nothing_read() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("ing-latest");
+    create_topic(&topic, 3).await;
+    let config = pipeline_config(dir.path(), &topic, &lake_cfg, "start = \"latest\"");
+    run_until_caught_up(&config);
+    let produced: BTreeSet<(i32, i64)> = produce(
+        &topic,
+        (0..90u64).map(|i| TestRecord {
+            partition: Some((i % 3) as i32),
+            value: Some(click(i, "2026-03-01T10:00:00Z")),
+            ..Default::default()
+        }),
+    )
+    .await
+    .into_iter()
+    .collect();
+    run_until_caught_up(&config);
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    assert_exactly_once(&positions(&read_table(&lake, "events").await), &produced);
+}

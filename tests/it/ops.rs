@@ -427,3 +427,26 @@ async fn a_standby_without_partitions_and_a_tiering_only_service_are_ready() {
     let (_t, addr_t) = spawn_listening(&tier_config);
     wait_ready(&addr_t).await;
 }
+
+/// The path of a record in docs/architecture.md names files that exist, and enough of them.
+#[test]
+fn the_architecture_doc_names_the_files_a_record_passes() {
+    let root = repo_root();
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let start = doc.find("## The path of a record").expect("the section");
+    let section = &doc[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    let files: Vec<&str> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.ends_with(".rs"))
+        .collect();
+    assert!(files.len() >= 10, "{files:?}");
+    for f in files {
+        assert!(
+            root.join(f).is_file(),
+            "{f} is named in docs/architecture.md but missing"
+        );
+    }
+}

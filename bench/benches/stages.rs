@@ -6,15 +6,12 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn decoder() -> (
-    sluice_ingest::decode::JsonDecoder,
-    sluice_config::PipelineConfig,
-) {
+fn decoder() -> (sluice_formats::JsonDecoder, sluice_config::PipelineConfig) {
     let cfg = sluice_bench::pipeline_config().expect("config");
     let p = cfg.pipelines[0].clone();
-    let schema = sluice_ingest::schema::events_schema(&p);
+    let schema = sluice_formats::schema::events_schema(&p);
     (
-        sluice_ingest::decode::JsonDecoder::new(&p, schema).expect("decoder"),
+        sluice_formats::JsonDecoder::new(&p, schema).expect("decoder"),
         p,
     )
 }
@@ -46,14 +43,14 @@ fn partitioning(c: &mut Criterion) {
     g.throughput(Throughput::Elements(us.len() as u64));
     g.bench_function("date_and_hour_utc_10k", |b| {
         b.iter(|| {
-            black_box(sluice_ingest::decode::date_and_hour(
+            black_box(sluice_formats::time::date_and_hour(
                 black_box(&us),
                 chrono_tz::UTC,
             ))
         })
     });
     g.bench_function("date_and_hour_new_york_10k", |b| {
-        b.iter(|| black_box(sluice_ingest::decode::date_and_hour(black_box(&us), tz)))
+        b.iter(|| black_box(sluice_formats::time::date_and_hour(black_box(&us), tz)))
     });
     g.finish();
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use sluice_ingest::raw::{RawBatch, RawBatchBuilder};
+use sluice_kafka::{RawBatch, RawBatchBuilder};
 
 const PAGES: [&str; 8] = [
     "/",
@@ -256,8 +256,8 @@ mod tests {
         assert!((200..=300).contains(&mean), "mean size {mean}");
         let cfg = pipeline_config().expect("config");
         let p = &cfg.pipelines[0];
-        let schema = sluice_ingest::schema::events_schema(p);
-        let decoder = sluice_ingest::decode::JsonDecoder::new(p, schema).expect("decoder");
+        let schema = sluice_formats::schema::events_schema(p);
+        let decoder = sluice_formats::JsonDecoder::new(p, schema).expect("decoder");
         let decoded = decoder.decode(&raw_batch(1000, 0)).expect("decode");
         assert!(decoded.dead.is_empty());
         assert_eq!(decoded.events.map(|e| e.num_rows()), Some(1000));

@@ -461,7 +461,7 @@ async fn replay_archive(
             let counter = tokio::spawn(async move {
                 let mut n = 0u64;
                 while let Some(b) = rx.recv().await {
-                    let b: sluice_ingest::raw::RawBatch = b;
+                    let b: sluice_kafka::RawBatch = b;
                     n += b.len() as u64;
                 }
                 n
@@ -495,9 +495,9 @@ async fn replay_archive(
 fn stages(n: usize) -> anyhow::Result<(f64, f64, f64, u64)> {
     let cfg = sluice_bench::pipeline_config()?;
     let p = &cfg.pipelines[0];
-    let schema = sluice_ingest::schema::events_schema(p);
-    let mut decoder = sluice_ingest::decode::JsonDecoder::new(p, schema.clone())
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let schema = sluice_formats::schema::events_schema(p);
+    let mut decoder =
+        sluice_formats::JsonDecoder::new(p, schema.clone()).map_err(|e| anyhow::anyhow!(e))?;
     let batches: Vec<_> = (0..n.div_ceil(10_000))
         .map(|i| raw_batch(10_000.min(n - i * 10_000), (i * 10_000) as u64))
         .collect();

@@ -1,19 +1,15 @@
 //! Ingest: Kafka records decoded into Arrow and committed exactly once to Delta tables.
 //!
-//! The data flow, stage by stage: [`source`] polls Kafka in batches on its own thread into
-//! [`raw::RawBatch`]es; [`decode`] turns them into events rows and dead letters; [`pipeline`]
+//! The data flow, stage by stage: [`source`] delivers Kafka records in batches
+//! ([`sluice_kafka::RawBatch`]) from a consumer group or a replay; [`sluice_formats`] turns
+//! them into events rows and dead letters; [`pipeline`]
 //! buffers rows per table, flushes by rows, bytes or latency, and commits each table with the
 //! Kafka progress of the rows it holds, then commits the offsets to the consumer group.
 
-pub mod dead_letter;
-pub mod decode;
-pub mod fast_json;
 pub use sluice_lake::fault;
-pub mod headers;
 pub mod metrics;
 pub mod pipeline;
-pub mod raw;
-pub mod schema;
+pub mod positions;
 pub mod source;
 pub mod status;
 pub mod windows;
@@ -26,9 +22,41 @@ pub enum IngestError {
     /// Reading or writing a table failed.
     #[error(transparent)]
     Lake(#[from] sluice_lake::LakeError),
+    /// The record source (Kafka, or a replay) could not answer.
+    #[error("kafka: {0}")]
+    Source(#[from] source::SourceError),
     /// Kafka could not be reached or answered with an error.
     #[error("kafka: {0}")]
-    Kafka(String),
+    Kafka(#[from] sluice_kafka::KafkaError),
+    /// The decoder could not build rows (never a record's content: that is a dead letter).
+    #[error("table {table}: {source}")]
+    Format {
+        /// The table.
+        table: String,
+        /// What went wrong.
+        #[source]
+        source: sluice_formats::FormatError,
+    },
+    /// A window operator refused its input.
+    #[error("aggregate table {table}: {source}")]
+    Window {
+        /// The aggregate table.
+        table: String,
+        /// What went wrong.
+        #[source]
+        source: sluice_window::WindowError,
+    },
+    /// Arrow refused to build rows.
+    #[error("table {table}: {what}: {source}")]
+    Arrow {
+        /// The table.
+        table: String,
+        /// What was being built.
+        what: &'static str,
+        /// Arrow's error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
     /// The table does not fit the pipeline's schema.
     #[error("table {table}: {message}")]
     Schema {

@@ -24,13 +24,16 @@ use sluice_progress::{Commit, Ledger, Pending, Stored, Table};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::dead_letter_batch;
-use crate::decode::JsonDecoder;
-use crate::raw::RawBatch;
-use crate::schema::{dead_letter_schema, events_schema};
-use crate::source::{KafkaSource, RecordSource, SourceEvent, SourceOptions, TopicPartition};
+use crate::positions::Positions;
+use crate::source::{
+    GroupEvent, GroupOptions, KafkaSource, RecordSource, SourceError, TopicPartition,
+};
 use crate::windows::{AggregateSink, CLOCK_KEY, late_rows, late_schema, window_spec};
 use crate::{IngestError, Result, metrics};
+use sluice_formats::JsonDecoder;
+use sluice_formats::dead_letter::dead_letter_batch;
+use sluice_formats::schema::{dead_letter_schema, events_schema};
+use sluice_kafka::RawBatch;
 
 /// How a run ends.
 #[derive(Clone, Debug, Default)]
@@ -86,7 +89,7 @@ pub struct Pipeline {
     by_pid: Vec<TopicPartition>,
     /// What each table has committed per owned partition, and what replays skip.
     ledger: Ledger<TopicPartition>,
-    /// Partitions sought and not yet answered ([`SourceEvent::Seeked`]): their records in
+    /// Partitions sought and not yet answered ([`GroupEvent::Seeked`]): their records in
     /// the channel are from before the seek and are dropped.
     seeking: HashSet<TopicPartition>,
     first_buffered: Option<Instant>,
@@ -178,9 +181,9 @@ impl Pipeline {
         };
         let (events, dead) = open_tables(config, p, lake).await?;
         let decoder =
-            JsonDecoder::new(p, events.schema()).map_err(|message| IngestError::Schema {
+            JsonDecoder::new(p, events.schema()).map_err(|source| IngestError::Format {
                 table: p.table.clone(),
-                message,
+                source,
             })?;
         let options = writer_options(config, p);
         let mut aggs = Vec::new();
@@ -251,21 +254,17 @@ impl Pipeline {
 
     /// Consumes until cancelled (or caught up), committing as it goes.
     pub async fn run(self, opts: RunOptions, cancel: CancellationToken) -> Result<PipelineSummary> {
-        let source_opts = SourceOptions {
-            brokers: self.kafka.brokers.clone(),
-            group_id: self.group_id(),
+        let source_opts = GroupOptions {
+            connection: sluice_kafka::client::Connection {
+                group_id: self.group_id(),
+                ..(&self.kafka).into()
+            },
             topics: self.cfg.topics.clone(),
-            options: self
-                .kafka
-                .options
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
             max_batch_records: 10_000,
             max_batch_bytes: 8 << 20,
             with_headers: self.cfg.include_headers,
         };
-        let (source, rx) = KafkaSource::start(source_opts, 4).map_err(IngestError::Kafka)?;
+        let (source, rx) = KafkaSource::start(source_opts, 4).map_err(SourceError::from)?;
         self.run_with(Arc::new(source), rx, opts, cancel).await
     }
 
@@ -275,7 +274,7 @@ impl Pipeline {
     pub async fn run_with(
         mut self,
         source: Arc<dyn RecordSource>,
-        mut rx: mpsc::Receiver<SourceEvent>,
+        mut rx: mpsc::Receiver<GroupEvent>,
         opts: RunOptions,
         cancel: CancellationToken,
     ) -> Result<PipelineSummary> {
@@ -304,22 +303,22 @@ impl Pipeline {
             }
             while let Some(ev) = rx.recv().await {
                 match ev {
-                    SourceEvent::Assigned(_, reply) => drop(reply),
-                    SourceEvent::Revoked(_, reply) => drop(reply),
-                    SourceEvent::Records(_) | SourceEvent::Seeked(_) => {}
-                    SourceEvent::Ended => break,
+                    GroupEvent::Assigned(_, reply) => drop(reply),
+                    GroupEvent::Revoked(_, reply) => drop(reply),
+                    GroupEvent::Records(_) | GroupEvent::Seeked(_) => {}
+                    GroupEvent::Ended => break,
                 }
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(15), drain).await;
-        let _ = tokio::task::spawn_blocking(move || source.join()).await;
+        source.join().await;
         result.map(|()| self.summary)
     }
 
     async fn event_loop(
         &mut self,
         source: &Arc<dyn RecordSource>,
-        rx: &mut mpsc::Receiver<SourceEvent>,
+        rx: &mut mpsc::Receiver<GroupEvent>,
         cancel: &CancellationToken,
         ended: &mut bool,
     ) -> Result<()> {
@@ -345,11 +344,11 @@ impl Pipeline {
                 ev = rx.recv() => {
                     self.timing.waiting += idle_since.elapsed();
                     match ev {
-                    None | Some(SourceEvent::Ended) => {
+                    None | Some(GroupEvent::Ended) => {
                         *ended = true;
                         break;
                     }
-                    Some(SourceEvent::Records(raw)) => {
+                    Some(GroupEvent::Records(raw)) => {
                         if stopping { continue; }
                         self.process(*raw).await?;
                         if self.events.buffered_rows() as usize >= self.cfg.flush.max_rows
@@ -359,17 +358,17 @@ impl Pipeline {
                             self.commit(source).await?;
                         }
                     }
-                    Some(SourceEvent::Assigned(new, reply)) => {
+                    Some(GroupEvent::Assigned(new, reply)) => {
                         self.commit(source).await?;
                         let offsets = self.assign(source, &new).await?;
                         let _ = reply.send(offsets);
                         self.rebuild_windows(source, &new).await?;
                     }
-                    Some(SourceEvent::Seeked(done)) => {
-                        done.map_err(IngestError::Kafka)?;
+                    Some(GroupEvent::Seeked(done)) => {
+                        done.map_err(SourceError::from)?;
                         self.seeking.clear();
                     }
-                    Some(SourceEvent::Revoked(gone, reply)) => {
+                    Some(GroupEvent::Revoked(gone, reply)) => {
                         self.commit(source).await?;
                         for tp in &gone {
                             self.ledger.release(tp);
@@ -605,14 +604,15 @@ impl Pipeline {
         let decoded = self
             .decoder
             .decode(&raw)
-            .map_err(|message| IngestError::Schema {
+            .map_err(|source| IngestError::Format {
                 table: self.cfg.table.clone(),
-                message,
+                source,
             })?;
         let t1 = Instant::now();
         if let Some(events) = decoded.events {
-            self.feed_windows(&events).await?;
-            let events = self.wanted_rows(events, Table::Events)?;
+            let positions = Positions::of(&raw, &decoded.event_indices);
+            self.feed_windows(&events, &positions).await?;
+            let (events, _) = self.wanted_rows(&events, &positions, Table::Events)?;
             self.events.write(events).await?;
         }
         self.timing.decode += t1 - t0;
@@ -632,9 +632,9 @@ impl Pipeline {
                 tracing::debug!(pipeline = %self.cfg.name, topic = %raw.topics[d.index], partition = raw.partitions[d.index], offset = raw.offsets[d.index], reason = d.kind.as_str(), "dead letter: {}", d.message);
             }
             let batch = dead_letter_batch(&self.dead.schema(), &self.cfg.name, &raw, &dead)
-                .map_err(|message| IngestError::Schema {
+                .map_err(|source| IngestError::Format {
                     table: self.dead.name().to_string(),
-                    message,
+                    source,
                 })?;
             self.dead.write(batch).await?;
         }
@@ -644,29 +644,25 @@ impl Pipeline {
     /// Feeds decoded rows to every window operator, each from its own progress on (records
     /// below the events table's progress are replays that rebuild open windows); buffers
     /// closed windows and, for records seen for the first time, late rows.
-    async fn feed_windows(&mut self, events: &RecordBatch) -> Result<()> {
+    async fn feed_windows(&mut self, events: &RecordBatch, positions: &Positions) -> Result<()> {
         let late_schema = late_schema();
         for j in 0..self.aggs.len() {
-            let rows = self.wanted_rows(events.clone(), Table::Aggregate(j))?;
-            let Some((topics, parts, offsets)) = crate::windows::positions(&rows) else {
+            let (rows, pos) = self.wanted_rows(events, positions, Table::Aggregate(j))?;
+            if pos.is_empty() {
                 continue;
-            };
-            let mut pids = Vec::with_capacity(rows.num_rows());
-            for (range, topic, partition) in crate::windows::runs(&topics, &parts) {
-                let pid = self
-                    .pids
-                    .get(&(Arc::<str>::from(topic), partition))
-                    .copied()
-                    .unwrap_or(u32::MAX);
+            }
+            let mut pids = Vec::with_capacity(pos.len());
+            for (range, tp) in &pos.runs {
+                let pid = self.pids.get(tp).copied().unwrap_or(u32::MAX);
                 pids.extend(std::iter::repeat_n(pid, range.len()));
             }
             let now = wall_ms();
             let a = &mut self.aggs[j];
             let out =
-                a.op.process_at(&rows, &pids, offsets.values(), now)
-                    .map_err(|e| IngestError::Schema {
+                a.op.process_at(&rows, &pids, &pos.offsets, now)
+                    .map_err(|source| IngestError::Window {
                         table: a.cfg.table.clone(),
-                        message: e.to_string(),
+                        source,
                     })?;
             if let Some(closed) = out.closed {
                 a.writer.write(closed).await?;
@@ -674,30 +670,31 @@ impl Pipeline {
             let table = a.cfg.table.clone();
             let late_index = a.late_index;
             *self.pending.skipped.entry(table.clone()).or_default() += out.skipped_assignments;
-            let is_new = |row: usize| {
-                let tp = (Arc::<str>::from(topics.value(row)), parts.value(row));
-                self.ledger.wants(&tp, Table::Events, offsets.value(row))
+            let wanted_by = |row: usize, t: Table| {
+                pos.at(row)
+                    .is_some_and(|(tp, offset)| self.ledger.wants(tp, t, offset))
             };
-            let future = out.future.iter().filter(|r| is_new(**r)).count() as u64;
+            let future = out
+                .future
+                .iter()
+                .filter(|r| wanted_by(**r, Table::Events))
+                .count() as u64;
             if future > 0 {
                 *self.pending.future.entry(table.clone()).or_default() += future;
             }
             let late: Vec<_> = out
                 .late
                 .into_iter()
-                .filter(|l| {
-                    let tp = (Arc::<str>::from(topics.value(l.row)), parts.value(l.row));
-                    self.ledger
-                        .wants(&tp, Table::Late(late_index), offsets.value(l.row))
-                })
+                .filter(|l| wanted_by(l.row, Table::Late(late_index)))
                 .collect();
             if !late.is_empty() {
                 *self.pending.late.entry(table.clone()).or_default() += late.len() as u64;
                 let writer = &mut self.late[late_index];
                 let rows = late_rows(&late_schema, &self.cfg.name, &table, &rows, &late).map_err(
-                    |message| IngestError::Schema {
+                    |source| IngestError::Arrow {
                         table: writer.name().to_string(),
-                        message,
+                        what: "building late rows",
+                        source,
                     },
                 )?;
                 writer.write(rows).await?;
@@ -706,40 +703,43 @@ impl Pipeline {
         Ok(())
     }
 
-    /// The rows of `batch` that go to `table` under the replay rule ([`Ledger::threshold`]).
-    fn wanted_rows(&self, batch: RecordBatch, table: Table) -> Result<RecordBatch> {
-        let Some((topics, parts, offsets)) = crate::windows::positions(&batch) else {
-            return Ok(batch);
-        };
-        let runs = crate::windows::runs(&topics, &parts);
-        let thresholds: Vec<i64> = runs
+    /// The rows of `batch` (at `positions`) that go to `table` under the replay rule
+    /// ([`Ledger::threshold`]), with their positions.
+    fn wanted_rows(
+        &self,
+        batch: &RecordBatch,
+        positions: &Positions,
+        table: Table,
+    ) -> Result<(RecordBatch, Positions)> {
+        let thresholds: Vec<i64> = positions
+            .runs
             .iter()
-            .map(|(_, topic, partition)| {
-                self.ledger
-                    .threshold(&(Arc::<str>::from(*topic), *partition), table)
-                    .unwrap_or(i64::MAX)
-            })
+            .map(|(_, tp)| self.ledger.threshold(tp, table).unwrap_or(i64::MAX))
             .collect();
+        let offsets = &positions.offsets;
         // Offsets rise within a run: the common case, every run wanted whole, costs one look
         // per run.
-        if runs
+        if positions
+            .runs
             .iter()
             .zip(&thresholds)
-            .all(|((rows, _, _), t)| offsets.value(rows.start) >= *t)
+            .all(|((rows, _), t)| offsets[rows.start] >= *t)
         {
-            return Ok(batch);
+            return Ok((batch.clone(), positions.clone()));
         }
         let mut mask = arrow::array::BooleanBufferBuilder::new(batch.num_rows());
-        for ((rows, _, _), t) in runs.iter().zip(&thresholds) {
-            for o in &offsets.values()[rows.clone()] {
+        for ((rows, _), t) in positions.runs.iter().zip(&thresholds) {
+            for o in &offsets[rows.clone()] {
                 mask.append(*o >= *t);
             }
         }
         let mask = BooleanArray::new(mask.finish(), None);
-        filter_record_batch(&batch, &mask).map_err(|e| IngestError::Schema {
+        let rows = filter_record_batch(batch, &mask).map_err(|source| IngestError::Arrow {
             table: self.cfg.table.clone(),
-            message: e.to_string(),
-        })
+            what: "keeping the rows a table needs",
+            source,
+        })?;
+        Ok((rows, positions.filter(&mask)))
     }
 
     /// Commits everything buffered in the ledger's order, then offsets to the group.
@@ -996,7 +996,7 @@ impl Pipeline {
             seeks.insert(tp.clone(), at);
             self.seeking.insert(tp);
         }
-        source.seek(&seeks).map_err(IngestError::Kafka)
+        Ok(source.seek(&seeks)?)
     }
 }
 
@@ -1019,10 +1019,10 @@ async fn schema_from_table(
     let arrow = sluice_lake::table_arrow_schema(&p.table, &table)?;
     let mut resolved = p.clone();
     for f in arrow.fields() {
-        if crate::schema::is_sluice_column(f.name()) {
+        if sluice_formats::schema::is_sluice_column(f.name()) {
             continue;
         }
-        let type_name = crate::schema::type_name_of(f.data_type()).ok_or_else(|| {
+        let type_name = sluice_formats::schema::type_name_of(f.data_type()).ok_or_else(|| {
             fail(format!(
                 "column {:?} has type {} which sluice cannot decode JSON into",
                 f.name(),
@@ -1060,19 +1060,19 @@ async fn update_lag(
     owned: Vec<(TopicPartition, i64)>,
     name: String,
 ) {
-    let _ = tokio::task::spawn_blocking(move || {
-        for ((topic, partition), committed) in owned {
-            if let Some(high) = source.high_watermark(&topic, partition) {
-                let p = partition.to_string();
-                metrics::set(
-                    "sluice_consumer_lag_records",
-                    &[("pipeline", &name), ("topic", &topic), ("partition", &p)],
-                    (high - committed).max(0) as f64,
-                );
-            }
-        }
-    })
-    .await;
+    let committed: HashMap<TopicPartition, i64> = owned.iter().cloned().collect();
+    let parts = owned.into_iter().map(|(tp, _)| tp).collect();
+    for ((topic, partition), high) in source.high_watermarks(parts).await {
+        let Some(c) = committed.get(&(topic.clone(), partition)) else {
+            continue;
+        };
+        let p = partition.to_string();
+        metrics::set(
+            "sluice_consumer_lag_records",
+            &[("pipeline", &name), ("topic", &topic), ("partition", &p)],
+            (high - c).max(0) as f64,
+        );
+    }
 }
 
 fn record_commit(pipeline: &str, table: &str, destination: &str, out: &sluice_lake::CommitOutcome) {
@@ -1146,11 +1146,9 @@ async fn resolve_start(
     start: StartPosition,
 ) -> Result<i64> {
     let source = source.clone();
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || source.start_offset(&topic, partition, start))
-        .await
-        .map_err(|e| IngestError::Kafka(e.to_string()))?
-        .map_err(IngestError::Kafka)
+    Ok(source
+        .start_offset(topic.to_string(), partition, start)
+        .await?)
 }
 
 /// The end offset of every partition of `topics`, read once at start.
@@ -1158,10 +1156,5 @@ pub async fn end_offsets(
     source: &Arc<dyn RecordSource>,
     topics: &[String],
 ) -> Result<BTreeMap<TopicPartition, i64>> {
-    let source = source.clone();
-    let topics = topics.to_vec();
-    tokio::task::spawn_blocking(move || source.end_offsets(&topics))
-        .await
-        .map_err(|e| IngestError::Kafka(e.to_string()))?
-        .map_err(IngestError::Kafka)
+    Ok(source.clone().end_offsets(topics.to_vec()).await?)
 }

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use sluice_config::Config;
+use sluice_kafka::{Cluster, KafkaError};
 use sluice_lake::{Lake, progress_app_id};
 
-use crate::{IngestError, Result};
+use crate::Result;
 
 /// One partition's position.
 #[derive(Clone, Debug)]
@@ -79,45 +79,13 @@ pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>>
             };
             clocks.push((agg.table.clone(), clock));
         }
-        let brokers = config.kafka.brokers.clone();
-        let options: Vec<(String, String)> = config
-            .kafka
-            .options
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let cluster = Cluster::new(&(&config.kafka).into(), "status")?;
         let topics = p.topics.clone();
-        let offsets =
-            tokio::task::spawn_blocking(move || -> Result<Vec<(String, i32, i64, i64)>> {
-                let consumer: BaseConsumer =
-                    crate::source::consumer_config(&brokers, "sluice-status", &options)
-                        .create()
-                        .map_err(|e| {
-                            IngestError::Kafka(format!(
-                                "cannot create a Kafka client for {brokers}: {e}"
-                            ))
-                        })?;
-                let timeout = Duration::from_secs(10);
-                let mut rows = Vec::new();
-                for t in &topics {
-                    let md = consumer.fetch_metadata(Some(t), timeout).map_err(|e| {
-                        IngestError::Kafka(format!("metadata of topic {t} from {brokers}: {e}"))
-                    })?;
-                    for topic in md.topics() {
-                        for part in topic.partitions() {
-                            let (low, high) = consumer
-                                .fetch_watermarks(t, part.id(), timeout)
-                                .map_err(|e| {
-                                    IngestError::Kafka(format!("offsets of {t}/{}: {e}", part.id()))
-                                })?;
-                            rows.push((t.clone(), part.id(), low, high));
-                        }
-                    }
-                }
-                Ok(rows)
-            })
+        let offsets = tokio::task::spawn_blocking(move || broker_offsets(&cluster, &topics))
             .await
-            .map_err(|e| IngestError::Kafka(e.to_string()))??;
+            .map_err(|_| KafkaError::TaskLost {
+                what: "reading watermarks",
+            })??;
         let mut partitions = Vec::new();
         for (topic, partition, log_start, end) in offsets {
             let committed = match &table {
@@ -149,4 +117,25 @@ pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>>
         });
     }
     Ok(out)
+}
+
+/// (topic, partition, log start, end) of every partition of `topics` (blocking); a topic that
+/// does not exist has no rows.
+fn broker_offsets(
+    cluster: &Cluster,
+    topics: &[String],
+) -> std::result::Result<Vec<(String, i32, i64, i64)>, KafkaError> {
+    let mut rows = Vec::new();
+    for t in topics {
+        let parts = match cluster.partitions(t) {
+            Ok(parts) => parts,
+            Err(KafkaError::NoSuchTopic { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        for p in parts {
+            let (low, high) = cluster.watermarks(t, p)?;
+            rows.push((t.clone(), p, low, high));
+        }
+    }
+    Ok(rows)
 }

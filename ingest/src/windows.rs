@@ -3,17 +3,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
-    UInt32Array,
-};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array};
 use arrow::compute::take;
-use arrow::datatypes::{DataType, Field, Int32Type, Int64Type, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
 use sluice_config::{AggregateConfig, PipelineConfig};
+use sluice_formats::schema::{columns, timestamp_type};
 use sluice_lake::TableWriter;
 use sluice_window::{LateRecord, WindowOperator, WindowSpec};
-
-use crate::schema::{columns, timestamp_type};
 
 /// Commit metadata key that held the window clock (ms) before the clock became a `txn`
 /// (`sluice_lake::clock_app_id`); read only for tables written by older versions.
@@ -78,13 +75,13 @@ pub fn late_rows(
     aggregate: &str,
     events: &RecordBatch,
     late: &[LateRecord],
-) -> Result<RecordBatch, String> {
+) -> Result<RecordBatch, ArrowError> {
     let idx = UInt32Array::from(late.iter().map(|l| l.row as u32).collect::<Vec<_>>());
-    let col = |name: &str| -> Result<ArrayRef, String> {
+    let col = |name: &str| -> Result<ArrayRef, ArrowError> {
         let c = events
             .column_by_name(name)
-            .ok_or_else(|| format!("column {name} missing"))?;
-        take(c.as_ref(), &idx, None).map_err(|e| e.to_string())
+            .ok_or_else(|| ArrowError::SchemaError(format!("column {name} missing")))?;
+        take(c.as_ref(), &idx, None)
     };
     let ts =
         |v: Vec<i64>| Arc::new(TimestampMicrosecondArray::from(v).with_timezone("UTC")) as ArrayRef;
@@ -100,44 +97,5 @@ pub fn late_rows(
         ts(late.iter().map(|l| l.missed_start_ms * 1000).collect()),
         ts(late.iter().map(|l| l.missed_end_ms * 1000).collect()),
     ];
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| format!("building late rows: {e}"))
-}
-
-/// (topic, partition, offset) of each row of an events batch.
-pub fn positions(events: &RecordBatch) -> Option<(StringArray, Int32Array, Int64Array)> {
-    let t = events
-        .column_by_name(columns::TOPIC)?
-        .as_string::<i32>()
-        .clone();
-    let p = events
-        .column_by_name(columns::PARTITION)?
-        .as_primitive::<Int32Type>()
-        .clone();
-    let o = events
-        .column_by_name(columns::OFFSET)?
-        .as_primitive::<Int64Type>()
-        .clone();
-    Some((t, p, o))
-}
-
-/// Runs of rows with one (topic, partition), as `(rows, topic, partition)`: records arrive
-/// grouped by partition, so per-partition lookups are done once per run, not once per row.
-pub fn runs<'a>(
-    topics: &'a StringArray,
-    parts: &Int32Array,
-) -> Vec<(std::ops::Range<usize>, &'a str, i32)> {
-    let mut out = Vec::new();
-    use arrow::array::Array as _;
-    let n = topics.len().min(parts.len());
-    let mut i = 0;
-    while i < n {
-        let (t, p) = (topics.value(i), parts.value(i));
-        let mut j = i + 1;
-        while j < n && parts.value(j) == p && topics.value(j) == t {
-            j += 1;
-        }
-        out.push((i..j, t, p));
-        i = j;
-    }
-    out
+    RecordBatch::try_new(schema.clone(), columns)
 }

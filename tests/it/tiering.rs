@@ -94,7 +94,7 @@ async fn read_partition(
     let collect = tokio::spawn(async move {
         let mut out = Vec::new();
         while let Some(raw) = rx.recv().await {
-            let raw: sluice_ingest::raw::RawBatch = raw;
+            let raw: sluice_kafka::RawBatch = raw;
             for i in 0..raw.len() {
                 assert_eq!(raw.partitions[i], partition);
                 out.push(Got {
@@ -925,7 +925,7 @@ async fn a_read_survives_the_log_start_moving_past_it() {
 /// Archive rows for `offsets` of partition 0 of `topic`, in the order given.
 fn archive_rows(topic: &str, offsets: impl IntoIterator<Item = i64>) -> RecordBatch {
     let topic: std::sync::Arc<str> = std::sync::Arc::from(topic);
-    let mut b = sluice_ingest::raw::RawBatchBuilder::new(1024, true);
+    let mut b = sluice_kafka::RawBatchBuilder::new(1024, true);
     for o in offsets {
         let value = format!("value-{o}").into_bytes();
         b.push(

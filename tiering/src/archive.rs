@@ -14,7 +14,7 @@ use arrow::array::{
     RecordBatch, StringArray, StringBuilder, StructBuilder,
 };
 use arrow::datatypes::{DataType, Field, Fields, Schema, TimeUnit};
-use sluice_ingest::raw::{RawBatch, RecordHeaders};
+use sluice_kafka::{RawBatch, RecordHeaders};
 use sluice_lake::progress_app_id;
 
 /// The Delta partition column of archive tables.
@@ -230,7 +230,7 @@ fn read_headers(col: &ArrayRef, n: usize) -> Result<Vec<RecordHeaders>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_ingest::raw::RawBatchBuilder;
+    use sluice_kafka::RawBatchBuilder;
 
     #[test]
     fn records_survive_the_round_trip_through_archive_rows() {

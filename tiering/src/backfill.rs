@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use sluice_config::{Config, StartPosition};
-use sluice_ingest::source::{RecordSource, SourceEvent, TopicPartition};
+use sluice_ingest::source::{GroupEvent, RecordSource, SourceError, SourceResult, TopicPartition};
 use sluice_ingest::{Pipeline, PipelineSummary, RunOptions};
 use sluice_lake::Lake;
 use tokio::sync::{mpsc, oneshot};
@@ -171,7 +172,6 @@ pub async fn backfill(
         logs: logs.clone(),
         ends: ends.clone(),
         stop: stop.clone(),
-        handle: tokio::runtime::Handle::current(),
     });
     let driver = tokio::spawn(drive(
         logs,
@@ -187,9 +187,9 @@ pub async fn backfill(
         .run_with(source, rx, RunOptions::default(), stop.clone())
         .await;
     stop.cancel();
-    let read = driver
-        .await
-        .map_err(|e| TieringError::Kafka(e.to_string()))?;
+    let read = driver.await.map_err(|_| TieringError::TaskLost {
+        what: "reading the unified logs",
+    })?;
     if let Some(b) = bar {
         let _ = b.await;
     }
@@ -217,13 +217,13 @@ struct Counters {
 async fn drive(
     logs: BTreeMap<Arc<str>, UnifiedLog>,
     ends: BTreeMap<TopicPartition, i64>,
-    tx: mpsc::Sender<SourceEvent>,
+    tx: mpsc::Sender<GroupEvent>,
     stop: CancellationToken,
     counters: Arc<Counters>,
 ) -> Result<()> {
     let (reply, answer) = oneshot::channel();
     let parts: Vec<TopicPartition> = ends.keys().cloned().collect();
-    if tx.send(SourceEvent::Assigned(parts, reply)).await.is_err() {
+    if tx.send(GroupEvent::Assigned(parts, reply)).await.is_err() {
         return Ok(());
     }
     let Ok(starts) = answer.await else {
@@ -253,7 +253,7 @@ async fn drive(
         let forward = tokio::spawn(async move {
             while let Some(raw) = rrx.recv().await {
                 counters.read.fetch_add(raw.len() as u64, Ordering::Relaxed);
-                if tx.send(SourceEvent::Records(Box::new(raw))).await.is_err() {
+                if tx.send(GroupEvent::Records(Box::new(raw))).await.is_err() {
                     break;
                 }
             }
@@ -275,14 +275,16 @@ async fn drive(
                 stop.cancel();
                 first_err.get_or_insert(e);
             }
-            Err(e) => {
+            Err(_) => {
                 stop.cancel();
-                first_err.get_or_insert(TieringError::Kafka(e.to_string()));
+                first_err.get_or_insert(TieringError::TaskLost {
+                    what: "reading a partition",
+                });
             }
         }
         let _ = forward.await;
     }
-    let _ = tx.send(SourceEvent::Ended).await;
+    let _ = tx.send(GroupEvent::Ended).await;
     first_err.map_or(Ok(()), Err)
 }
 
@@ -335,52 +337,66 @@ struct ReplaySource {
     logs: BTreeMap<Arc<str>, UnifiedLog>,
     ends: BTreeMap<TopicPartition, i64>,
     stop: CancellationToken,
-    handle: tokio::runtime::Handle,
 }
 
 impl RecordSource for ReplaySource {
     fn commit_offsets(&self, _: &HashMap<TopicPartition, i64>) {}
 
-    fn seek(&self, _: &HashMap<TopicPartition, i64>) -> Result<(), String> {
-        Err("another writer committed to this backfill's tables while it ran; run one backfill per --into table".into())
+    fn seek(&self, _: &HashMap<TopicPartition, i64>) -> SourceResult<()> {
+        Err(SourceError::ReplayOvertaken)
     }
 
     fn stop(&self) {
         self.stop.cancel();
     }
 
-    fn join(&self) {}
-
-    fn start_offset(
-        &self,
-        topic: &str,
-        partition: i32,
-        start: StartPosition,
-    ) -> Result<i64, String> {
-        let log = self
-            .logs
-            .get(topic)
-            .ok_or_else(|| format!("topic {topic} is not read by this backfill"))?;
-        let from = match start {
-            StartPosition::Earliest | StartPosition::Latest => LogStart::Earliest,
-            StartPosition::Offset(o) => LogStart::Offset(o),
-            StartPosition::Time(ms) => LogStart::Time(ms),
-        };
-        self.handle
-            .block_on(log.resolve_start(partition, from))
-            .map_err(|e| e.to_string())
+    fn join(self: Arc<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
     }
 
-    fn end_offsets(&self, topics: &[String]) -> Result<BTreeMap<TopicPartition, i64>, String> {
-        Ok(self
+    fn start_offset(
+        self: Arc<Self>,
+        topic: String,
+        partition: i32,
+        start: StartPosition,
+    ) -> BoxFuture<'static, SourceResult<i64>> {
+        Box::pin(async move {
+            let log = self
+                .logs
+                .get(topic.as_str())
+                .ok_or_else(|| SourceError::NotReplayed(topic.clone()))?;
+            let from = match start {
+                StartPosition::Earliest | StartPosition::Latest => LogStart::Earliest,
+                StartPosition::Offset(o) => LogStart::Offset(o),
+                StartPosition::Time(ms) => LogStart::Time(ms),
+            };
+            log.resolve_start(partition, from)
+                .await
+                .map_err(|e| SourceError::Replay {
+                    topic,
+                    partition,
+                    source: Box::new(e),
+                })
+        })
+    }
+
+    fn end_offsets(
+        self: Arc<Self>,
+        topics: Vec<String>,
+    ) -> BoxFuture<'static, SourceResult<BTreeMap<TopicPartition, i64>>> {
+        let ends = self
             .ends
             .iter()
             .filter(|(tp, _)| topics.iter().any(|t| t.as_str() == &*tp.0))
             .map(|(tp, e)| (tp.clone(), *e))
-            .collect())
+            .collect();
+        Box::pin(async move { Ok(ends) })
     }
 
-    fn high_watermark(&self, _: &str, _: i32) -> Option<i64> {
-        None
+    fn high_watermarks(
+        self: Arc<Self>,
+        _: Vec<TopicPartition>,
+    ) -> BoxFuture<'static, Vec<(TopicPartition, i64)>> {
+        Box::pin(async { Vec::new() })
     }
 }

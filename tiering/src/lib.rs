@@ -1,8 +1,8 @@
 //! Tiering: the cold records of a topic move from the brokers into its archive table, and the
 //! unified log reads both tiers as one log.
 //!
-//! The data flow, stage by stage: [`broker`] talks to Kafka (watermarks, time lookups,
-//! DeleteRecords, topic settings); [`tier`] copies each partition's records in offset order
+//! The data flow, stage by stage: [`sluice_kafka::Cluster`] talks to Kafka (watermarks, time
+//! lookups, DeleteRecords, topic settings); [`tier`] copies each partition's records in offset order
 //! into the archive table ([`archive`] defines its rows), committing one `txn` per partition
 //! whose version is the boundary (the first offset not archived), and only then moves the
 //! broker's log start up to min(boundary, first offset younger than `hot_retention`);
@@ -12,7 +12,6 @@
 pub mod archive;
 pub mod archive_files;
 pub mod backfill;
-pub mod broker;
 pub mod reader;
 pub mod tier;
 
@@ -32,7 +31,13 @@ pub enum TieringError {
     Ingest(#[from] sluice_ingest::IngestError),
     /// Kafka could not be reached or answered with an error.
     #[error("kafka: {0}")]
-    Kafka(String),
+    Kafka(#[from] sluice_kafka::KafkaError),
+    /// A task of this crate ended without an answer (it panicked or was cancelled).
+    #[error("{what}: the task ended without an answer")]
+    TaskLost {
+        /// What the task was doing.
+        what: &'static str,
+    },
     /// The topic cannot be tiered or read as asked.
     #[error("topic {topic}: {message}")]
     Topic {
@@ -58,10 +63,12 @@ pub enum TieringError {
 pub type Result<T, E = TieringError> = std::result::Result<T, E>;
 
 /// Runs a blocking broker call off the async runtime.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
+pub(crate) async fn blocking<T: Send + 'static, E: Into<TieringError> + Send + 'static>(
+    f: impl FnOnce() -> std::result::Result<T, E> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    tokio::task::spawn_blocking(move || f().map_err(Into::into))
         .await
-        .map_err(|e| TieringError::Kafka(e.to_string()))?
+        .map_err(|_| TieringError::TaskLost {
+            what: "a broker call",
+        })?
 }

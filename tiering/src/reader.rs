@@ -15,12 +15,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
 use sluice_config::Config;
-use sluice_ingest::raw::{RawBatch, RawBatchBuilder};
+use sluice_kafka::{AtEof, Cluster, RangeEnd, RangeRead, RawBatch};
 use sluice_lake::deltalake::DeltaTable;
 use sluice_lake::{Lake, scan_sql};
 use tokio::sync::mpsc;
@@ -28,7 +24,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::archive::{archive_app_id, from_archive_batch};
 use crate::archive_files;
-use crate::broker::Broker;
 use crate::{Result, TieringError, blocking};
 
 /// Where a read starts.
@@ -129,7 +124,7 @@ pub struct UnifiedLog {
     topic: Arc<str>,
     table: String,
     lake: Lake,
-    broker: Broker,
+    broker: Cluster,
     with_headers: bool,
     chunk: i64,
     batch_records: usize,
@@ -157,7 +152,7 @@ impl UnifiedLog {
             topic: Arc::from(topic),
             table,
             lake: lake.clone(),
-            broker: Broker::new(&config.kafka, "replay")?,
+            broker: Cluster::new(&(&config.kafka).into(), "replay")?,
             with_headers: true,
             chunk: 250_000,
             batch_records: 10_000,
@@ -277,7 +272,7 @@ impl UnifiedLog {
         let t = self.topic.to_string();
         let found = blocking(move || {
             let high = b.watermarks(&t, partition)?.1;
-            Ok(b.offset_for_time(&t, partition, ms)?.unwrap_or(high))
+            Ok::<_, TieringError>(b.offset_for_time(&t, partition, ms)?.unwrap_or(high))
         })
         .await?;
         Ok(floor.map_or(found, |f| found.max(f)))
@@ -343,12 +338,12 @@ impl UnifiedLog {
                 .read_broker(partition, stats.next, end, tx, cancel)
                 .await?
             {
-                (n, BrokerStop::Done(next)) => {
+                (n, RangeEnd::Reached(next)) => {
                     stats.from_broker += n;
                     stats.next = next;
                     return Ok(stats);
                 }
-                (n, BrokerStop::OutOfRange(next)) => {
+                (n, RangeEnd::OutOfRange(next)) => {
                     stats.from_broker += n;
                     stats.next = next;
                     let b = self.boundary(partition).await?;
@@ -466,6 +461,8 @@ impl UnifiedLog {
         Ok(n)
     }
 
+    /// Reads the broker's tier of one partition from `start` until `end` (`None`: until
+    /// cancelled); (records read, where the read ended).
     async fn read_broker(
         &self,
         partition: i32,
@@ -473,135 +470,34 @@ impl UnifiedLog {
         end: Option<i64>,
         tx: &mpsc::Sender<RawBatch>,
         cancel: &CancellationToken,
-    ) -> Result<(u64, BrokerStop)> {
-        let consumer = self.broker.reader()?;
+    ) -> Result<(u64, RangeEnd)> {
+        let read = RangeRead {
+            topic: self.topic.clone(),
+            ranges: vec![(partition, start, end)],
+            with_headers: self.with_headers,
+            batch_records: self.batch_records,
+            at_eof: AtEof::Wait,
+            stall: None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
-        let topic = self.topic.clone();
-        let tx = tx.clone();
-        let with_headers = self.with_headers;
-        let batch_records = self.batch_records;
-        let s2 = stop.clone();
-        let task = tokio::task::spawn_blocking(move || {
-            read_broker_blocking(
-                &consumer,
-                &topic,
-                partition,
-                start,
-                end,
-                (with_headers, batch_records),
-                &tx,
-                &s2,
-            )
-        });
-        let guard = cancel.clone();
         let watcher = tokio::spawn({
-            let stop = stop.clone();
+            let (stop, cancel) = (stop.clone(), cancel.clone());
             async move {
-                guard.cancelled().await;
+                cancel.cancelled().await;
                 stop.store(true, Ordering::SeqCst);
             }
         });
-        let out = task.await.map_err(|e| TieringError::Kafka(e.to_string()));
+        let out = read
+            .run(self.broker.reader_config(), tx.clone(), stop)
+            .await;
         watcher.abort();
-        out?
-    }
-}
-
-enum BrokerStop {
-    /// Reached the end (or cancelled / receiver gone); the next offset.
-    Done(i64),
-    /// The position fell below the broker's log start.
-    OutOfRange(i64),
-}
-
-#[allow(clippy::too_many_arguments)]
-fn read_broker_blocking(
-    consumer: &BaseConsumer<crate::broker::ReaderContext>,
-    topic: &Arc<str>,
-    partition: i32,
-    start: i64,
-    end: Option<i64>,
-    (with_headers, batch_records): (bool, usize),
-    tx: &mpsc::Sender<RawBatch>,
-    stop: &AtomicBool,
-) -> Result<(u64, BrokerStop)> {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(start))
-        .map_err(|e| TieringError::Kafka(e.to_string()))?;
-    consumer
-        .assign(&tpl)
-        .map_err(|e| TieringError::Kafka(format!("assign {topic}/{partition}: {e}")))?;
-    let mut next = start;
-    let mut n = 0u64;
-    loop {
-        if stop.load(Ordering::SeqCst) || end.is_some_and(|e| next >= e) {
-            return Ok((n, BrokerStop::Done(next)));
-        }
-        let mut batch = RawBatchBuilder::new(batch_records.min(4096), with_headers);
-        let mut out_of_range = false;
-        for _ in 0..batch_records {
-            match consumer.poll(Duration::from_millis(100)) {
-                None => break,
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    // Nothing more now. The fetch position may sit past `next` when only
-                    // control records (transaction markers) followed the last record.
-                    if let Ok(pos) = consumer.position()
-                        && let Some(Offset::Offset(o)) =
-                            pos.find_partition(topic, partition).map(|e| e.offset())
-                        && o > next
-                    {
-                        next = end.map_or(o, |e| o.min(e));
-                    }
-                    break;
-                }
-                Some(Err(KafkaError::MessageConsumption(
-                    RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset,
-                ))) => {
-                    out_of_range = true;
-                    break;
-                }
-                Some(Err(e))
-                    if matches!(
-                        e.rdkafka_error_code(),
-                        Some(
-                            RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset
-                        )
-                    ) =>
-                {
-                    out_of_range = true;
-                    break;
-                }
-                Some(Err(e)) => {
-                    return Err(TieringError::Kafka(format!(
-                        "reading {topic}/{partition}: {e}"
-                    )));
-                }
-                Some(Ok(m)) => {
-                    use rdkafka::Message as _;
-                    if m.offset() < next {
-                        continue;
-                    }
-                    if end.is_some_and(|e| m.offset() >= e) {
-                        next = end.unwrap_or(next);
-                        break;
-                    }
-                    sluice_ingest::source::push_message(&mut batch, topic, &m);
-                    next = m.offset() + 1;
-                    if end.is_some_and(|e| next >= e) {
-                        break;
-                    }
-                }
-            }
-        }
-        if !batch.is_empty() {
-            n += batch.len() as u64;
-            if tx.blocking_send(batch.finish()).is_err() {
-                return Ok((n, BrokerStop::Done(next)));
-            }
-        }
-        if out_of_range {
-            return Ok((n, BrokerStop::OutOfRange(next)));
-        }
+        let out = out?;
+        let ended = out
+            .ends
+            .get(&partition)
+            .copied()
+            .unwrap_or(RangeEnd::Reached(start));
+        Ok((out.records, ended))
     }
 }
 

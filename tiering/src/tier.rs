@@ -18,21 +18,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::{Offset, TopicPartitionList};
 use sluice_config::{Config, TieringConfig};
 use sluice_ingest::metrics;
-use sluice_ingest::raw::{RawBatch, RawBatchBuilder};
+use sluice_kafka::{AtEof, Cluster, RangeEnd, RangeRead, RawBatch};
 use sluice_lake::{Lake, TableSpec, TableWriter, WriterOptions, fault};
 use sluice_progress::Stored;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::archive::{PARTITION_COLUMN, archive_app_id, archive_schema, to_archive_batch};
-use crate::broker::Broker;
 use crate::{Result, TieringError, blocking};
 
 /// What one round did for one partition.
@@ -117,7 +113,7 @@ pub struct Tierer {
     cfg: TieringConfig,
     table: String,
     topic: Arc<str>,
-    broker: Broker,
+    broker: Cluster,
     writer: TableWriter,
 }
 
@@ -148,7 +144,7 @@ impl Tierer {
         lake: &Lake,
         opts: TierOptions,
     ) -> Result<Self> {
-        let broker = Broker::new(&config.kafka, "tiering")?;
+        let broker = Cluster::new(&(&config.kafka).into(), "tiering")?;
         if opts.check_topic_settings {
             check_topic(&broker, cfg).await?;
         } else {
@@ -211,7 +207,7 @@ impl Tierer {
             for p in broker.partitions(&t)? {
                 out.insert(p, broker.watermarks(&t, p)?);
             }
-            Ok(out)
+            Ok::<_, TieringError>(out)
         })
         .await?;
         // The backlog against the last boundary this tierer knows, published before the
@@ -299,13 +295,16 @@ impl Tierer {
     ) -> Result<BTreeMap<i32, i64>> {
         let (tx, mut rx) = mpsc::channel::<RawBatch>(4);
         let stop = Arc::new(AtomicBool::new(false));
-        let consumer = self.broker.reader()?;
-        let topic = self.topic.clone();
-        let owned = ranges.to_vec();
-        let stop2 = stop.clone();
-        let reader = tokio::task::spawn_blocking(move || {
-            consume_ranges(&consumer, &topic, &owned, &tx, &stop2)
-        });
+        let read = RangeRead {
+            topic: self.topic.clone(),
+            ranges: ranges.iter().map(|&(p, s, e)| (p, s, Some(e))).collect(),
+            with_headers: true,
+            batch_records: 20_000,
+            at_eof: AtEof::Finish,
+            // Below the high watermark and nothing comes: an open transaction holds the rest.
+            stall: Some(Duration::from_secs(60)),
+        };
+        let reader = tokio::spawn(read.run(self.broker.reader_config(), tx, stop.clone()));
         let schema = self.writer.schema();
         let mut write_result = Ok(());
         while let Some(raw) = rx.recv().await {
@@ -328,14 +327,27 @@ impl Tierer {
             }
         }
         drop(rx);
-        let reached = reader
-            .await
-            .map_err(|e| TieringError::Kafka(e.to_string()))?;
+        let reached = reader.await.map_err(|_| TieringError::TaskLost {
+            what: "reading the ranges to archive",
+        })?;
         if let Err(e) = write_result {
             self.writer.abort();
             return Err(e);
         }
-        let reached = match reached {
+        let reached = match reached.map_err(TieringError::from).and_then(|r| {
+            r.ends
+                .into_iter()
+                .map(|(p, end)| match end {
+                    RangeEnd::Reached(next) => Ok((p, next)),
+                    RangeEnd::OutOfRange(next) => Err(TieringError::Topic {
+                        topic: self.topic.to_string(),
+                        message: format!(
+                            "partition {p}: offset {next} is below the broker's log start; the records to archive are gone"
+                        ),
+                    }),
+                })
+                .collect::<Result<BTreeMap<i32, i64>>>()
+        }) {
             Ok(r) => r,
             Err(e) => {
                 self.writer.abort();
@@ -422,7 +434,7 @@ impl Tierer {
                     .unwrap_or(high);
                 out.push((p, b, low, young, stale));
             }
-            Ok(out)
+            Ok::<_, TieringError>(out)
         })
         .await?;
         let (lake, readers, topic) = (self.lake.clone(), self.readers.clone(), self.topic.clone());
@@ -575,7 +587,7 @@ pub fn record_round(topic: &str, outcome: &Result<RoundReport>) {
 
 /// Refuses compacted topics; warns when the topic's own retention could drop records before
 /// they are archived.
-async fn check_topic(broker: &Broker, cfg: &TieringConfig) -> Result<()> {
+async fn check_topic(broker: &Cluster, cfg: &TieringConfig) -> Result<()> {
     let b = broker.clone();
     let t = cfg.topic.clone();
     blocking(move || b.partitions(&t)).await?;
@@ -620,75 +632,4 @@ async fn check_topic(broker: &Broker, cfg: &TieringConfig) -> Result<()> {
         if risk { 1.0 } else { 0.0 },
     );
     Ok(())
-}
-
-/// Reads `[start, end)` of each partition in offset order into batches (blocking); returns
-/// the next offset reached in each partition. Stops early when the broker has nothing more
-/// (end of partition), after a minute without progress, or when `stop` is set.
-fn consume_ranges(
-    consumer: &BaseConsumer<crate::broker::ReaderContext>,
-    topic: &Arc<str>,
-    ranges: &[(i32, i64, i64)],
-    tx: &mpsc::Sender<RawBatch>,
-    stop: &AtomicBool,
-) -> Result<BTreeMap<i32, i64>> {
-    let mut tpl = TopicPartitionList::new();
-    let mut next: BTreeMap<i32, i64> = BTreeMap::new();
-    let mut open: BTreeMap<i32, i64> = BTreeMap::new();
-    for &(p, start, end) in ranges {
-        tpl.add_partition_offset(topic, p, Offset::Offset(start))
-            .map_err(|e| TieringError::Kafka(e.to_string()))?;
-        next.insert(p, start);
-        open.insert(p, end);
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| TieringError::Kafka(format!("assign {topic}: {e}")))?;
-    let mut last_progress = Instant::now();
-    while !open.is_empty() && !stop.load(Ordering::SeqCst) {
-        let mut batch = RawBatchBuilder::new(8192, true);
-        let started = Instant::now();
-        while batch.len() < 20_000 && started.elapsed() < Duration::from_millis(300) {
-            match consumer.poll(Duration::from_millis(100)) {
-                None => break,
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    open.remove(&p);
-                    if open.is_empty() {
-                        break;
-                    }
-                }
-                Some(Err(e)) => {
-                    return Err(TieringError::Kafka(format!("reading {topic}: {e}")));
-                }
-                Some(Ok(m)) => {
-                    use rdkafka::Message as _;
-                    let p = m.partition();
-                    let Some(&end) = open.get(&p) else { continue };
-                    let n = next.get(&p).copied().unwrap_or(0);
-                    if m.offset() < n {
-                        continue;
-                    }
-                    if m.offset() >= end {
-                        open.remove(&p);
-                        continue;
-                    }
-                    sluice_ingest::source::push_message(&mut batch, topic, &m);
-                    next.insert(p, m.offset() + 1);
-                    if m.offset() + 1 >= end {
-                        open.remove(&p);
-                    }
-                }
-            }
-        }
-        if !batch.is_empty() {
-            last_progress = Instant::now();
-            if tx.blocking_send(batch.finish()).is_err() {
-                break;
-            }
-        } else if last_progress.elapsed() > Duration::from_secs(60) {
-            tracing::warn!(topic = %topic, partitions = ?open.keys().collect::<Vec<_>>(), "no records for a minute below the high watermark (an open transaction?); archiving what was read");
-            break;
-        }
-    }
-    Ok(next)
 }

@@ -54,7 +54,7 @@ fn mib(bytes: usize) -> f64 {
 
 /// Generated events, decoded into the events table's schema once per commit.
 struct Events {
-    decoder: sluice_ingest::decode::JsonDecoder,
+    decoder: sluice_formats::JsonDecoder,
     rows: usize,
 }
 
@@ -62,9 +62,8 @@ impl Events {
     fn new(rows: usize) -> anyhow::Result<Self> {
         let cfg = sluice_bench::pipeline_config()?;
         let p = &cfg.pipelines[0];
-        let decoder =
-            sluice_ingest::decode::JsonDecoder::new(p, sluice_ingest::schema::events_schema(p))
-                .map_err(|e| anyhow::anyhow!(e))?;
+        let decoder = sluice_formats::JsonDecoder::new(p, sluice_formats::schema::events_schema(p))
+            .map_err(|e| anyhow::anyhow!(e))?;
         Ok(Self { decoder, rows })
     }
 
@@ -131,7 +130,7 @@ async fn new_table(cli: &Cli, dir: &std::path::Path) -> anyhow::Result<(Lake, De
         )]),
         description: None,
     };
-    let schema = sluice_ingest::schema::events_schema(p);
+    let schema = sluice_formats::schema::events_schema(p);
     let table = lake.open_or_create("events", &schema, &spec).await?;
     Ok((lake, table))
 }

@@ -1,7 +1,7 @@
 //! JSON records into Arrow rows of the events table, and everything that does not fit into
 //! dead letters.
 //!
-//! The common path is one pass per batch: for a flat schema, [`crate::fast_json`] reads each
+//! The common path is one pass per batch: for a flat schema, [`crate::json_fast`] reads each
 //! record straight into the columns' Arrow builders. Whatever it does not handle (nested
 //! columns, coercions, and every malformed record) goes through one arrow-json decoder for the
 //! whole batch; only when that decoder reports a problem are the offending records isolated (a
@@ -12,71 +12,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int32Array, Int64Array,
-    RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array,
 };
 use arrow::compute::{filter_record_batch, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_json::reader::{Decoder, ReaderBuilder};
-use chrono::{NaiveDate, NaiveDateTime, Offset, TimeZone};
 use chrono_tz::Tz;
 use sluice_config::{PipelineConfig, TimeFormat, UnknownFields};
 
-use crate::fast_json::{FastJsonDecoder, GiveUp};
-use crate::raw::RawBatch;
+use sluice_kafka::RawBatch;
 
-/// Why a record went to the dead-letter table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// The value is missing or empty.
-    EmptyValue,
-    /// The value is larger than `max_record_size`.
-    Oversized,
-    /// The value is not UTF-8.
-    InvalidUtf8,
-    /// The value is not one well-formed JSON object.
-    MalformedJson,
-    /// The object does not fit the schema (type, missing field, unknown field).
-    SchemaMismatch,
-    /// The event time is missing or cannot be parsed.
-    InvalidEventTime,
-}
-
-impl ErrorKind {
-    /// The name stored in the `error_kind` column and used as the metric `reason`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::EmptyValue => "empty_value",
-            Self::Oversized => "oversized",
-            Self::InvalidUtf8 => "invalid_utf8",
-            Self::MalformedJson => "malformed_json",
-            Self::SchemaMismatch => "schema_mismatch",
-            Self::InvalidEventTime => "invalid_event_time",
-        }
-    }
-}
-
-/// One record that could not be decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// Index of the record in its [`RawBatch`].
-    pub index: usize,
-    /// The kind of error.
-    pub kind: ErrorKind,
-    /// What went wrong, for a person.
-    pub message: String,
-}
-
-/// The decoded part of a batch.
-#[derive(Debug)]
-pub struct Decoded {
-    /// Rows in the events table's schema (record order preserved).
-    pub events: Option<RecordBatch>,
-    /// Index into the raw batch of each events row.
-    pub event_indices: Vec<u32>,
-    /// Records that go to the dead-letter table, in record order.
-    pub dead: Vec<DeadLetter>,
-}
+use crate::json_fast::{FastJsonDecoder, GiveUp};
+use crate::time::{date_and_hour, event_time_of, parse_time};
+use crate::{DeadLetter, Decoded, ErrorKind, FormatError};
 
 /// Decodes one pipeline's records.
 pub struct JsonDecoder {
@@ -89,7 +37,7 @@ pub struct JsonDecoder {
     max_record_size: usize,
     strict: bool,
     include_headers: bool,
-    /// The specialised decoder for flat schemas, tried first (see [`crate::fast_json`]).
+    /// The specialised decoder for flat schemas, tried first (see [`crate::json_fast`]).
     fast: Option<FastJsonDecoder>,
     fast_gate: FastGate,
 }
@@ -111,13 +59,15 @@ enum EventTimeSource {
 
 impl JsonDecoder {
     /// A decoder producing rows of `output` (the events table's schema, as stored).
-    pub fn new(p: &PipelineConfig, output: SchemaRef) -> Result<Self, String> {
+    pub fn new(p: &PipelineConfig, output: SchemaRef) -> Result<Self, FormatError> {
         let mut decode_fields = Vec::new();
         let mut timestamp_columns = Vec::new();
         for (i, f) in p.schema.iter().enumerate() {
             let out = output
                 .field_with_name(&f.name)
-                .map_err(|_| format!("column {:?} is missing from the table", f.name))?;
+                .map_err(|_| FormatError::MissingColumn {
+                    column: f.name.clone(),
+                })?;
             let is_event_field = p.event_time.field.as_deref() == Some(f.name.as_str());
             let field = if matches!(out.data_type(), DataType::Timestamp(..)) {
                 let fmt = if is_event_field {
@@ -139,7 +89,9 @@ impl JsonDecoder {
                     .schema
                     .iter()
                     .position(|f| &f.name == name)
-                    .ok_or_else(|| format!("event time field {name:?} is not in the schema"))?;
+                    .ok_or_else(|| FormatError::NoEventTimeField {
+                        field: name.clone(),
+                    })?;
                 EventTimeSource::Field(idx, fmt)
             }
         };
@@ -168,18 +120,21 @@ impl JsonDecoder {
         self.output.clone()
     }
 
-    fn new_decoder(&self, records: usize) -> Result<Decoder, String> {
+    fn new_decoder(&self, records: usize) -> Result<Decoder, FormatError> {
         ReaderBuilder::new(self.decode_schema.clone())
             // One more than the records fed, so `decode` never stops early at the batch size.
             .with_batch_size(records + 1)
             .with_coerce_primitive(true)
             .with_strict_mode(self.strict)
             .build_decoder()
-            .map_err(|e| e.to_string())
+            .map_err(|source| FormatError::Arrow {
+                what: "making a JSON decoder",
+                source,
+            })
     }
 
     /// Decodes a batch. Never fails on record content: bad records become dead letters.
-    pub fn decode(&self, raw: &RawBatch) -> Result<Decoded, String> {
+    pub fn decode(&self, raw: &RawBatch) -> Result<Decoded, FormatError> {
         if let Some(fast) = &self.fast
             && self.fast_gate.should_try()
         {
@@ -287,7 +242,7 @@ impl JsonDecoder {
     }
 
     /// The general decoder: arrow-json's tape, isolating bad records.
-    fn decode_with_tape(&self, raw: &RawBatch) -> Result<Decoded, String> {
+    fn decode_with_tape(&self, raw: &RawBatch) -> Result<Decoded, FormatError> {
         let mut dead = Vec::new();
         // Pass 1: syntax, record by record boundaries, into one tape.
         let mut parts: Vec<(Vec<usize>, RecordBatch)> = Vec::new();
@@ -348,7 +303,7 @@ impl JsonDecoder {
         raw: &RawBatch,
         parts: Vec<(Vec<usize>, RecordBatch)>,
         mut dead: Vec<DeadLetter>,
-    ) -> Result<Decoded, String> {
+    ) -> Result<Decoded, FormatError> {
         let mut good: Vec<usize> = Vec::with_capacity(raw.len());
         let mut batches = Vec::with_capacity(parts.len());
         for (indices, batch) in parts {
@@ -363,8 +318,12 @@ impl JsonDecoder {
             0 => None,
             1 => batches.pop(),
             _ => Some(
-                arrow::compute::concat_batches(&self.output, &batches)
-                    .map_err(|e| e.to_string())?,
+                arrow::compute::concat_batches(&self.output, &batches).map_err(|source| {
+                    FormatError::Arrow {
+                        what: "joining decoded rows",
+                        source,
+                    }
+                })?,
             ),
         };
         let event_indices = good.into_iter().map(|i| i as u32).collect();
@@ -384,7 +343,7 @@ impl JsonDecoder {
         raw: &RawBatch,
         parts: &mut Vec<(Vec<usize>, RecordBatch)>,
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<(), String> {
+    ) -> Result<(), FormatError> {
         if pending.is_empty() {
             return Ok(());
         }
@@ -393,7 +352,10 @@ impl JsonDecoder {
             for &i in &pending {
                 decoder
                     .decode(raw.value(i).unwrap_or_default())
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|source| FormatError::Arrow {
+                        what: "re-reading good records",
+                        source,
+                    })?;
             }
         }
         match decoder.flush() {
@@ -432,7 +394,7 @@ impl JsonDecoder {
         batch: RecordBatch,
         indices: &[usize],
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<(Option<RecordBatch>, Vec<usize>), String> {
+    ) -> Result<(Option<RecordBatch>, Vec<usize>), FormatError> {
         let n = batch.num_rows();
         let mut ok = vec![true; n];
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
@@ -488,14 +450,18 @@ impl JsonDecoder {
             let t = match self.event_time {
                 EventTimeSource::Kafka => raw.timestamps[indices[row]]
                     .map(|ms| ms.saturating_mul(1000))
-                    .ok_or_else(|| "the record has no Kafka timestamp".to_string()),
+                    .ok_or(crate::time::TimeError::NoKafkaTimestamp),
                 EventTimeSource::Field(col, fmt) => event_time_of(&columns[col], row, fmt, self.tz),
             };
             match t {
                 Ok(us) => event_us[row] = us,
                 Err(e) => {
                     ok[row] = false;
-                    dead.push(dl(indices[row], ErrorKind::InvalidEventTime, &e));
+                    dead.push(dl(
+                        indices[row],
+                        ErrorKind::InvalidEventTime,
+                        &e.to_string(),
+                    ));
                 }
             }
         }
@@ -507,7 +473,12 @@ impl JsonDecoder {
         let take_idx = UInt32Array::from(kept.iter().map(|&i| i as u32).collect::<Vec<_>>());
         let (partitions, offsets, timestamps) = raw.position_arrays();
         let topics = raw.topic_array();
-        let pick = |a: &ArrayRef| take(a.as_ref(), &take_idx, None).map_err(|e| e.to_string());
+        let pick = |a: &ArrayRef| {
+            take(a.as_ref(), &take_idx, None).map_err(|source| FormatError::Arrow {
+                what: "taking the Kafka columns",
+                source,
+            })
+        };
         let keys: ArrayRef = Arc::new(raw.keys.clone());
         let mask = BooleanArray::from(ok.clone());
         let decoded = RecordBatch::try_new(
@@ -522,7 +493,10 @@ impl JsonDecoder {
             columns,
         )
         .and_then(|b| filter_record_batch(&b, &mask))
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| FormatError::Arrow {
+            what: "dropping rows with bad times",
+            source,
+        })?;
         let event: Vec<i64> = (0..n).filter(|&r| ok[r]).map(|r| event_us[r]).collect();
         let (dates, hours) = date_and_hour(&event, self.tz);
         let mut out: Vec<ArrayRef> = decoded.columns().to_vec();
@@ -539,8 +513,12 @@ impl JsonDecoder {
         ));
         out.push(Arc::new(dates));
         out.push(Arc::new(hours));
-        let batch = RecordBatch::try_new(self.output.clone(), out)
-            .map_err(|e| format!("building the events batch: {e}"))?;
+        let batch = RecordBatch::try_new(self.output.clone(), out).map_err(|source| {
+            FormatError::Arrow {
+                what: "building the events batch",
+                source,
+            }
+        })?;
         Ok((Some(batch), kept))
     }
 }
@@ -587,136 +565,6 @@ fn clean(msg: &str) -> String {
         .to_string()
 }
 
-fn event_time_of(col: &ArrayRef, row: usize, fmt: TimeFormat, tz: Tz) -> Result<i64, String> {
-    if col.is_null(row) {
-        return Err("the event time field is missing or null".into());
-    }
-    match col.data_type() {
-        DataType::Timestamp(..) => Ok(col
-            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
-            .value(row)),
-        DataType::Int64 => epoch_to_us(
-            col.as_any()
-                .downcast_ref::<Int64Array>()
-                .map(|a| a.value(row) as f64)
-                .unwrap_or_default(),
-            fmt,
-        ),
-        DataType::Int32 => epoch_to_us(
-            col.as_any()
-                .downcast_ref::<Int32Array>()
-                .map(|a| a.value(row) as f64)
-                .unwrap_or_default(),
-            fmt,
-        ),
-        DataType::Float64 => epoch_to_us(
-            col.as_any()
-                .downcast_ref::<Float64Array>()
-                .map(|a| a.value(row))
-                .unwrap_or_default(),
-            fmt,
-        ),
-        DataType::Utf8 => parse_time(
-            col.as_any()
-                .downcast_ref::<StringArray>()
-                .map(|a| a.value(row))
-                .unwrap_or_default(),
-            fmt,
-            tz,
-        ),
-        other => Err(format!(
-            "an event time cannot be read from a {other} column"
-        )),
-    }
-}
-
-fn epoch_to_us(v: f64, fmt: TimeFormat) -> Result<i64, String> {
-    let us = match fmt {
-        TimeFormat::EpochSeconds => v * 1e6,
-        TimeFormat::EpochMillis | TimeFormat::Rfc3339 | TimeFormat::KafkaTimestamp => v * 1e3,
-        TimeFormat::EpochMicros => v,
-    };
-    if !us.is_finite() || us.abs() > 9.2e18 {
-        return Err(format!("{v} is out of range for an epoch time"));
-    }
-    Ok(us.round() as i64)
-}
-
-/// Parses a time written as text: a number (epoch, per `fmt`), RFC 3339 with an offset, or a
-/// date-time without an offset (read in `tz`). Returns µs since the epoch.
-pub fn parse_time(s: &str, fmt: TimeFormat, tz: Tz) -> Result<i64, String> {
-    let t = s.trim();
-    if t.is_empty() {
-        return Err("empty time".into());
-    }
-    if t.bytes().all(|b| {
-        b.is_ascii_digit() || b == b'-' || b == b'.' || b == b'e' || b == b'E' || b == b'+'
-    }) && t.bytes().any(|b| b.is_ascii_digit())
-        && !t[1..].contains('-')
-    {
-        let v: f64 = t.parse().map_err(|_| format!("{t:?} is not a number"))?;
-        return epoch_to_us(v, fmt);
-    }
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(t) {
-        return Ok(d.timestamp_micros());
-    }
-    let spaced = t.replacen(' ', "T", 1);
-    if let Ok(d) = chrono::DateTime::parse_from_rfc3339(&spaced) {
-        return Ok(d.timestamp_micros());
-    }
-    for pattern in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
-        if let Ok(naive) = NaiveDateTime::parse_from_str(&spaced, pattern) {
-            return local_to_us(naive, tz, t);
-        }
-    }
-    if let Ok(date) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return local_to_us(date.and_hms_opt(0, 0, 0).unwrap_or_default(), tz, t);
-    }
-    Err(format!(
-        "cannot parse {t:?} as a time; expected RFC 3339 (2026-01-31T12:00:00Z) or an epoch number"
-    ))
-}
-
-fn local_to_us(naive: NaiveDateTime, tz: Tz, original: &str) -> Result<i64, String> {
-    tz.from_local_datetime(&naive)
-        .earliest()
-        .map(|d| d.timestamp_micros())
-        .ok_or_else(|| {
-            format!("{original:?} does not exist in time zone {tz} (a daylight-saving gap)")
-        })
-}
-
-/// Calendar date (days since epoch) and hour of each event time, in `tz`.
-pub fn date_and_hour(event_us: &[i64], tz: Tz) -> (Date32Array, Int32Array) {
-    let mut dates = Vec::with_capacity(event_us.len());
-    let mut hours = Vec::with_capacity(event_us.len());
-    // Offsets change rarely: reuse the last one while the instant stays in the same UTC hour.
-    let mut cache: Option<(i64, i64)> = None; // (utc hour, offset ms)
-    for &us in event_us {
-        let ms = us.div_euclid(1000);
-        let hour = ms.div_euclid(3_600_000);
-        let offset_ms = match cache {
-            Some((h, off)) if h == hour => off,
-            _ => {
-                let off = chrono::DateTime::from_timestamp_millis(ms)
-                    .map(|d| {
-                        tz.offset_from_utc_datetime(&d.naive_utc())
-                            .fix()
-                            .local_minus_utc() as i64
-                            * 1000
-                    })
-                    .unwrap_or(0);
-                cache = Some((hour, off));
-                off
-            }
-        };
-        let local = ms + offset_ms;
-        dates.push(local.div_euclid(86_400_000) as i32);
-        hours.push(local.rem_euclid(86_400_000).div_euclid(3_600_000) as i32);
-    }
-    (Date32Array::from(dates), Int32Array::from(hours))
-}
-
 #[cfg(test)]
-#[path = "decode_tests.rs"]
+#[path = "json_tests.rs"]
 mod tests;

@@ -9,8 +9,9 @@ use arrow::array::{
 use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 
-use crate::decode::DeadLetter;
-use crate::raw::RawBatch;
+use sluice_kafka::RawBatch;
+
+use crate::{DeadLetter, FormatError};
 
 /// Builds dead-letter rows (in `schema`, the table's stored schema) for `dead` records of `raw`.
 pub fn dead_letter_batch(
@@ -18,9 +19,14 @@ pub fn dead_letter_batch(
     pipeline: &str,
     raw: &RawBatch,
     dead: &[DeadLetter],
-) -> Result<RecordBatch, String> {
+) -> Result<RecordBatch, FormatError> {
     let idx = UInt32Array::from(dead.iter().map(|d| d.index as u32).collect::<Vec<_>>());
-    let pick = |a: ArrayRef| take(a.as_ref(), &idx, None).map_err(|e| e.to_string());
+    let pick = |a: ArrayRef| {
+        take(a.as_ref(), &idx, None).map_err(|source| FormatError::Arrow {
+            what: "taking dead records' bytes",
+            source,
+        })
+    };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from(vec![pipeline; dead.len()])),
         Arc::new(StringArray::from_iter_values(
@@ -49,6 +55,8 @@ pub fn dead_letter_batch(
             dead.iter().map(|d| d.message.as_str()),
         )),
     ];
-    RecordBatch::try_new(schema.clone(), columns)
-        .map_err(|e| format!("building dead-letter rows: {e}"))
+    RecordBatch::try_new(schema.clone(), columns).map_err(|source| FormatError::Arrow {
+        what: "building dead-letter rows",
+        source,
+    })
 }

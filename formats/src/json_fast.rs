@@ -584,5 +584,5 @@ impl<'a> Cursor<'a> {
 }
 
 #[cfg(test)]
-#[path = "fast_json_tests.rs"]
+#[path = "json_fast_tests.rs"]
 mod tests;

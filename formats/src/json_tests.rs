@@ -1,10 +1,10 @@
 use super::*;
-use crate::raw::RawBatchBuilder;
 use crate::schema::events_schema;
 use arrow::array::{
     Date32Array, Float64Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
 use sluice_config::Config;
+use sluice_kafka::RawBatchBuilder;
 
 /// The test pipeline's config with these schema fields (TOML inline tables, one per line)
 /// and `extra` keys.

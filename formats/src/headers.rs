@@ -5,7 +5,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BinaryBuilder, ListBuilder, StringBuilder, StructBuilder};
 use arrow::datatypes::{DataType, Field, Fields};
 
-use crate::raw::RawBatch;
+use sluice_kafka::RawBatch;
 
 /// Headers of the records at `rows`, as a list of (key, value) structs per record.
 pub fn headers_array(raw: &RawBatch, rows: &[usize]) -> ArrayRef {

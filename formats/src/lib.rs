@@ -1,0 +1,102 @@
+//! Record formats: the bytes of Kafka records ([`sluice_kafka::RawBatch`]) decoded into Arrow
+//! rows of a table, and everything that does not decode into dead letters with a reason.
+//!
+//! - [`json`]: JSON objects against a configured schema ([`JsonDecoder`]); [`json_fast`] is
+//!   its one-pass decoder for flat schemas, arrow-json its general one;
+//! - [`time`]: event times and the date and hour partition columns;
+//! - [`schema`]: the columns of the events and dead-letter tables;
+//! - [`headers`] and [`dead_letter`]: the headers column and dead-letter rows.
+//!
+//! A decoder never fails on a record's content: a [`FormatError`] means the decoder or the
+//! table is wrong, not the record.
+
+pub mod dead_letter;
+pub mod headers;
+pub mod json;
+pub mod json_fast;
+pub mod schema;
+pub mod time;
+
+pub use json::JsonDecoder;
+
+use arrow::array::RecordBatch;
+
+/// Why a record went to the dead-letter table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The value is missing or empty.
+    EmptyValue,
+    /// The value is larger than `max_record_size`.
+    Oversized,
+    /// The value is not UTF-8.
+    InvalidUtf8,
+    /// The value is not one well-formed JSON object.
+    MalformedJson,
+    /// The object does not fit the schema (type, missing field, unknown field).
+    SchemaMismatch,
+    /// The event time is missing or cannot be parsed.
+    InvalidEventTime,
+}
+
+impl ErrorKind {
+    /// The name stored in the `error_kind` column and used as the metric `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EmptyValue => "empty_value",
+            Self::Oversized => "oversized",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::MalformedJson => "malformed_json",
+            Self::SchemaMismatch => "schema_mismatch",
+            Self::InvalidEventTime => "invalid_event_time",
+        }
+    }
+}
+
+/// One record that could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Index of the record in its [`RawBatch`].
+    pub index: usize,
+    /// The kind of error.
+    pub kind: ErrorKind,
+    /// What went wrong, for a person.
+    pub message: String,
+}
+
+/// The decoded part of a batch.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Rows in the events table's schema (record order preserved).
+    pub events: Option<RecordBatch>,
+    /// Index into the raw batch of each events row (so that a row's topic, partition and
+    /// offset are read from the raw batch, not from the events columns).
+    pub event_indices: Vec<u32>,
+    /// Records that go to the dead-letter table, in record order.
+    pub dead: Vec<DeadLetter>,
+}
+
+/// What stops a decoder (never a record's content: that makes a dead letter).
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// A configured column is not in the table.
+    #[error("column {column:?} is missing from the table")]
+    MissingColumn {
+        /// The column.
+        column: String,
+    },
+    /// The event time field is not a configured column.
+    #[error("event time field {field:?} is not in the schema")]
+    NoEventTimeField {
+        /// The field.
+        field: String,
+    },
+    /// Arrow refused to build what the decoder asked for.
+    #[error("{what}: {source}")]
+    Arrow {
+        /// What was being built.
+        what: &'static str,
+        /// Arrow's error.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
+}

@@ -1,0 +1,79 @@
+//! [`KafkaError`]: what went wrong talking to Kafka, with librdkafka's code kept.
+
+use rdkafka::types::RDKafkaErrorCode;
+
+/// A failed call to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// librdkafka answered with an error.
+    #[error("{what}: {source}")]
+    Client {
+        /// What was asked (`watermarks of orders/3`, `assign orders`, ...).
+        what: String,
+        /// librdkafka's error, with its code.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A request's answer carried an error code.
+    #[error("{what}: {code}")]
+    Code {
+        /// What was asked.
+        what: String,
+        /// librdkafka's code.
+        code: RDKafkaErrorCode,
+    },
+    /// The topic does not exist, or the broker lists it without partitions.
+    #[error("topic {topic} does not exist or has no partitions")]
+    NoSuchTopic {
+        /// The topic.
+        topic: String,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A blocking call's task ended without an answer (it panicked or was cancelled).
+    #[error("{what}: the task ended without an answer")]
+    TaskLost {
+        /// What the task was doing.
+        what: &'static str,
+    },
+}
+
+impl KafkaError {
+    /// Wraps librdkafka's error with what was being done.
+    pub fn client(what: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        Self::Client {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// librdkafka's error code, when librdkafka gave one.
+    pub fn code(&self) -> Option<RDKafkaErrorCode> {
+        match self {
+            Self::Client { source, .. } => source.rdkafka_error_code(),
+            Self::Code { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// True when the error says the position is outside the partition's log (below its start
+    /// after a deletion, or past its end).
+    pub fn is_offset_out_of_range(&self) -> bool {
+        is_out_of_range(self.code())
+    }
+}
+
+/// True for the codes librdkafka uses for a position outside the log.
+pub(crate) fn is_out_of_range(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)
+    )
+}

@@ -146,7 +146,7 @@ async fn ingest(
         tokio::select! {
             done = &mut task => break done.context("the pipeline task failed")??,
             _ = tick.tick() => {
-                let n = sluice_ingest::metrics::value("sluice_records_in_total", &[("pipeline", "clicks")]).unwrap_or(0.0);
+                let n = sluice_telemetry::spec::RECORDS_IN.value(["clicks"]).unwrap_or(0.0);
                 println!("  {:>6.0} / {total:.0} records ({:.0}%)", n, 100.0 * n / total.max(1.0));
             }
         }

@@ -2,23 +2,19 @@
 //! the allocator, the live heap next to the heap's resident pages, which tells growth of the
 //! program's data apart from memory the allocator has not returned yet.
 
-use sluice_ingest::metrics;
+use sluice_telemetry::spec;
 
 /// Updates the memory gauges (called when metrics are read).
 pub fn refresh_metrics() {
     if let Some(rss) = resident_bytes() {
-        metrics::set("sluice_memory_resident_bytes", &[], rss as f64);
+        spec::MEMORY_RESIDENT_BYTES.set([], rss as f64);
     }
     if let Some(heap) = heap_stats() {
-        metrics::set("sluice_heap_allocated_bytes", &[], heap.allocated as f64);
-        metrics::set("sluice_heap_resident_bytes", &[], heap.resident as f64);
-        metrics::set("sluice_heap_metadata_bytes", &[], heap.metadata as f64);
-        metrics::set(
-            "sluice_heap_thread_cache_bytes",
-            &[],
-            heap.thread_caches as f64,
-        );
-        metrics::set("sluice_heap_dirty_bytes", &[], heap.dirty as f64);
+        spec::HEAP_ALLOCATED_BYTES.set([], heap.allocated as f64);
+        spec::HEAP_RESIDENT_BYTES.set([], heap.resident as f64);
+        spec::HEAP_METADATA_BYTES.set([], heap.metadata as f64);
+        spec::HEAP_THREAD_CACHE_BYTES.set([], heap.thread_caches as f64);
+        spec::HEAP_DIRTY_BYTES.set([], heap.dirty as f64);
     }
 }
 

@@ -59,11 +59,11 @@ async fn handle(mut stream: tokio::net::TcpStream) {
             (
                 "200 OK",
                 "text/plain; version=0.0.4",
-                sluice_ingest::metrics::render(),
+                sluice_telemetry::render(),
             )
         }
         ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/ready") if sluice_ingest::metrics::all_ready() => {
+        ("GET", "/ready") if sluice_telemetry::health::all_ready() => {
             ("200 OK", "text/plain", "ready\n".to_string())
         }
         ("GET", "/ready") => (

@@ -76,7 +76,7 @@ fn windows(c: &mut Criterion) {
         .expect("decode")
         .events
         .expect("events");
-    let spec = sluice_ingest::windows::window_spec(p, &p.aggregates[0]).expect("spec");
+    let spec = sluice_ingest::windows::window_spec(p, &p.aggregates[0]);
     let partitions: Vec<u32> = (0..events.num_rows() as u32).map(|i| i % 3).collect();
     let mut g = c.benchmark_group("window_operator");
     g.throughput(Throughput::Elements(events.num_rows() as u64));

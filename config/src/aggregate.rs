@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::ValueError;
+
 /// An aggregate function over one column (or `*` for `count`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AggregateFunction {
@@ -46,15 +48,16 @@ pub struct AggregateSpec {
 
 impl AggregateSpec {
     /// Parses `func(column) [AS alias]`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ValueError> {
+        let bad = |why: &str| ValueError::new(format!("invalid aggregate {text:?}: {why}"));
         let t = text.trim();
-        let open = t.find('(').ok_or_else(|| {
-            format!("invalid aggregate {text:?}: expected func(column) [AS name]")
-        })?;
+        let open = t
+            .find('(')
+            .ok_or_else(|| bad("expected func(column) [AS name]"))?;
         let close = t
             .rfind(')')
             .filter(|&c| c > open)
-            .ok_or_else(|| format!("invalid aggregate {text:?}: missing ')'"))?;
+            .ok_or_else(|| bad("missing ')'"))?;
         let fname = t[..open].trim().to_ascii_lowercase();
         let function = match fname.as_str() {
             "count" => AggregateFunction::Count,
@@ -64,21 +67,19 @@ impl AggregateSpec {
             "avg" | "mean" => AggregateFunction::Avg,
             "count_distinct" => AggregateFunction::CountDistinct,
             other => {
-                return Err(format!(
-                    "invalid aggregate {text:?}: unknown function {other:?}; use count, sum, min, max, avg or count_distinct"
-                ));
+                return Err(bad(&format!(
+                    "unknown function {other:?}; use count, sum, min, max, avg or count_distinct"
+                )));
             }
         };
         let arg = t[open + 1..close].trim();
         let column = match arg {
             "*" if function == AggregateFunction::Count => None,
-            "*" => return Err(format!("invalid aggregate {text:?}: only count takes *")),
-            "" => return Err(format!("invalid aggregate {text:?}: missing column")),
+            "*" => return Err(bad("only count takes *")),
+            "" => return Err(bad("missing column")),
             c if c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') => Some(c.to_string()),
             c => {
-                return Err(format!(
-                    "invalid aggregate {text:?}: {c:?} is not a column name"
-                ));
+                return Err(bad(&format!("{c:?} is not a column name")));
             }
         };
         let rest = t[close + 1..].trim();
@@ -92,9 +93,7 @@ impl AggregateSpec {
             match (words.next(), words.next(), words.next()) {
                 (Some(kw), Some(name), None) if kw.eq_ignore_ascii_case("as") => name.to_string(),
                 _ => {
-                    return Err(format!(
-                        "invalid aggregate {text:?}: expected `AS name` after the call"
-                    ));
+                    return Err(bad("expected `AS name` after the call"));
                 }
             }
         };
@@ -129,6 +128,7 @@ mod tests {
         assert!(
             AggregateSpec::parse("median(x)")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown function")
         );
         assert!(AggregateSpec::parse("sum(*)").is_err());

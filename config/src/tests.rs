@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 
 fn load(text: &str) -> Result<Config> {
@@ -22,10 +24,10 @@ fn minimal_config_gets_defaults() {
     let c = load(MINIMAL).unwrap();
     let p = &c.pipelines[0];
     assert_eq!(c.kafka.group_id, "sluice");
-    assert_eq!(p.start_position, StartPosition::Earliest);
+    assert_eq!(p.start, StartPosition::Earliest);
     assert_eq!(p.dead_letter_table(), "clicks_dead_letter");
     assert_eq!(p.flush.max_rows, 500_000);
-    assert_eq!(p.schema[0].ty, Some(ColumnType::String));
+    assert_eq!(p.schema[0].ty, ColumnType::String);
     assert!(!p.schema[0].is_nullable());
     assert_eq!(p.time_zone(), chrono_tz::UTC);
     assert_eq!(c.maintenance.checkpoint_interval, 10);
@@ -124,7 +126,7 @@ fn environment_overrides_the_file() {
     let c = Config::from_toml_with_env(MINIMAL, Path::new("t.toml"), env).unwrap();
     assert_eq!(c.kafka.brokers, "10.0.0.1:9092");
     assert_eq!(c.kafka.options["sasl.password"], "hunter2");
-    assert_eq!(c.pipelines[0].start_position, StartPosition::Offset(42));
+    assert_eq!(c.pipelines[0].start, StartPosition::Offset(42));
     assert_eq!(c.maintenance.checkpoint_interval, 25);
     assert!(
         !format!("{c:?}").contains("hunter2"),
@@ -141,12 +143,12 @@ fn windows_are_validated() {
     };
     let c = ok(r#"{ kind = "hopping", size = "10s", advance = "5s" }"#).unwrap();
     assert_eq!(
-        c.pipelines[0].aggregates[0].window_kind,
-        Some(WindowKind::Hopping {
+        c.pipelines[0].aggregates[0].window,
+        WindowKind::Hopping {
             size: 10_000,
             advance: 5_000,
             offset: 0
-        })
+        }
     );
     assert!(
         ok(r#"{ kind = "sliding", size = "10s" }"#)
@@ -228,10 +230,11 @@ fn key_paths(v: &toml::Value, prefix: &str, out: &mut std::collections::BTreeSet
 
 #[test]
 fn every_config_key_is_documented() {
-    let mut c = load(MINIMAL).unwrap();
-    let agg = AggregateConfig {
+    // Every key the file can hold: the raw config, with every optional key set.
+    let mut c: raw::RawConfig = toml::from_str(MINIMAL).unwrap();
+    let agg = raw::RawAggregate {
         late_table: Some("late".into()),
-        window: WindowConfig {
+        window: raw::RawWindow {
             kind: "hopping".into(),
             size: Some(Duration::from_secs(1)),
             advance: Some(Duration::from_secs(1)),

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::ValueError;
+
 /// A column's type, independent of any Arrow or Delta library.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ColumnType {
@@ -50,18 +52,16 @@ pub struct StructField {
 
 impl ColumnType {
     /// Parses a type name such as `long`, `decimal(10,2)` or `array<struct<a: int>>`.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ValueError> {
         let mut p = Parser {
             s: text.as_bytes(),
             pos: 0,
         };
-        let ty = p.ty().map_err(|e| format!("invalid type {text:?}: {e}"))?;
+        let bad = |why: String| ValueError::new(format!("invalid type {text:?}: {why}"));
+        let ty = p.ty().map_err(|e| bad(e.0))?;
         p.ws();
         if p.pos != p.s.len() {
-            return Err(format!(
-                "invalid type {text:?}: unexpected text at position {}",
-                p.pos
-            ));
+            return Err(bad(format!("unexpected text at position {}", p.pos)));
         }
         Ok(ty)
     }
@@ -103,6 +103,9 @@ impl fmt::Display for ColumnType {
     }
 }
 
+/// Why a type name does not parse (the part after "invalid type ...:").
+struct Syntax(String);
+
 struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
@@ -117,7 +120,7 @@ impl Parser<'_> {
             self.pos += 1;
         }
     }
-    fn ident(&mut self) -> Result<String, String> {
+    fn ident(&mut self) -> Result<String, Syntax> {
         self.ws();
         let start = self.pos;
         while self.pos < self.s.len()
@@ -126,24 +129,27 @@ impl Parser<'_> {
             self.pos += 1;
         }
         if start == self.pos {
-            return Err(format!("expected a name at position {start}"));
+            return Err(Syntax(format!("expected a name at position {start}")));
         }
         Ok(String::from_utf8_lossy(&self.s[start..self.pos]).into_owned())
     }
-    fn expect(&mut self, c: u8) -> Result<(), String> {
+    fn expect(&mut self, c: u8) -> Result<(), Syntax> {
         self.ws();
         if self.s.get(self.pos) == Some(&c) {
             self.pos += 1;
             Ok(())
         } else {
-            Err(format!("expected '{}' at position {}", c as char, self.pos))
+            Err(Syntax(format!(
+                "expected '{}' at position {}",
+                c as char, self.pos
+            )))
         }
     }
     fn peek(&mut self, c: u8) -> bool {
         self.ws();
         self.s.get(self.pos) == Some(&c)
     }
-    fn number(&mut self) -> Result<i64, String> {
+    fn number(&mut self) -> Result<i64, Syntax> {
         self.ws();
         let start = self.pos;
         if self.s.get(self.pos) == Some(&b'-') {
@@ -155,9 +161,9 @@ impl Parser<'_> {
         std::str::from_utf8(&self.s[start..self.pos])
             .ok()
             .and_then(|t| t.parse().ok())
-            .ok_or_else(|| format!("expected a number at position {start}"))
+            .ok_or_else(|| Syntax(format!("expected a number at position {start}")))
     }
-    fn ty(&mut self) -> Result<ColumnType, String> {
+    fn ty(&mut self) -> Result<ColumnType, Syntax> {
         let name = self.ident()?.to_ascii_lowercase();
         Ok(match name.as_str() {
             "string" | "str" | "varchar" => ColumnType::String,
@@ -178,9 +184,9 @@ impl Parser<'_> {
                 let s = self.number()?;
                 self.expect(b')')?;
                 if !(1..=38).contains(&p) || s < 0 || s > p {
-                    return Err(format!(
+                    return Err(Syntax(format!(
                         "decimal({p},{s}) needs 1 <= precision <= 38 and 0 <= scale <= precision"
-                    ));
+                    )));
                 }
                 ColumnType::Decimal(p as u8, s as i8)
             }
@@ -197,7 +203,7 @@ impl Parser<'_> {
                 let v = self.ty()?;
                 self.expect(b'>')?;
                 if !k.is_primitive() {
-                    return Err("map keys must be a primitive type".into());
+                    return Err(Syntax("map keys must be a primitive type".into()));
                 }
                 ColumnType::Map(Box::new(k), Box::new(v))
             }
@@ -209,7 +215,7 @@ impl Parser<'_> {
                     self.expect(b':')?;
                     let ty = self.ty()?;
                     if fields.iter().any(|f: &StructField| f.name == name) {
-                        return Err(format!("struct field {name:?} appears twice"));
+                        return Err(Syntax(format!("struct field {name:?} appears twice")));
                     }
                     fields.push(StructField { name, ty });
                     if self.peek(b',') {
@@ -221,7 +227,11 @@ impl Parser<'_> {
                 }
                 ColumnType::Struct(fields)
             }
-            other => return Err(format!("unknown type {other:?}; known types: {KNOWN}")),
+            other => {
+                return Err(Syntax(format!(
+                    "unknown type {other:?}; known types: {KNOWN}"
+                )));
+            }
         })
     }
 }
@@ -251,17 +261,20 @@ mod tests {
         assert!(
             ColumnType::parse("strin")
                 .unwrap_err()
+                .to_string()
                 .contains("known types")
         );
         assert!(
             ColumnType::parse("array<long")
                 .unwrap_err()
+                .to_string()
                 .contains("expected '>'")
         );
         assert!(ColumnType::parse("decimal(50,2)").is_err());
         assert!(
             ColumnType::parse("long long")
                 .unwrap_err()
+                .to_string()
                 .contains("unexpected text")
         );
     }

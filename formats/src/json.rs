@@ -386,6 +386,61 @@ impl JsonDecoder {
         }
     }
 
+    /// Timestamp column `col` of `batch` (decoded as text) parsed as `fmt`; rows that fail
+    /// become dead letters and are marked in `ok`.
+    fn timestamp_column(
+        &self,
+        batch: &RecordBatch,
+        col: usize,
+        fmt: TimeFormat,
+        indices: &[usize],
+        ok: &mut [bool],
+        dead: &mut Vec<DeadLetter>,
+    ) -> ArrayRef {
+        let n = batch.num_rows();
+        let text = batch.column(col).as_string::<i32>();
+        let is_event = matches!(self.event_time, EventTimeSource::Field(c, _) if c == col);
+        let mut values = Vec::with_capacity(n);
+        for row in 0..n {
+            if text.is_null(row) {
+                values.push(None);
+                continue;
+            }
+            match parse_time(text.value(row), fmt, self.tz) {
+                Ok(us) => values.push(Some(us)),
+                Err(e) => {
+                    values.push(None);
+                    if ok[row] {
+                        ok[row] = false;
+                        let name = self.decode_schema.field(col).name();
+                        let kind = if is_event {
+                            ErrorKind::InvalidEventTime
+                        } else {
+                            ErrorKind::SchemaMismatch
+                        };
+                        dead.push(dl(indices[row], kind, &format!("field {name:?}: {e}")));
+                    }
+                }
+            }
+        }
+        let out_nullable = self.output.field(col).is_nullable();
+        for (row, v) in values.iter().enumerate() {
+            if v.is_none() && !text.is_null(row) {
+                continue;
+            }
+            if v.is_none() && !out_nullable && ok[row] {
+                ok[row] = false;
+                let name = self.decode_schema.field(col).name();
+                dead.push(dl(
+                    indices[row],
+                    ErrorKind::SchemaMismatch,
+                    &format!("field {name:?} is required but missing or null"),
+                ));
+            }
+        }
+        Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+    }
+
     /// Parses timestamp columns and the event time, drops rows that fail, and appends the
     /// Kafka and partition columns.
     fn finish_rows(
@@ -399,47 +454,7 @@ impl JsonDecoder {
         let mut ok = vec![true; n];
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         for &(col, fmt) in &self.timestamp_columns {
-            let text = batch.column(col).as_string::<i32>();
-            let is_event = matches!(self.event_time, EventTimeSource::Field(c, _) if c == col);
-            let mut values = Vec::with_capacity(n);
-            for row in 0..n {
-                if text.is_null(row) {
-                    values.push(None);
-                    continue;
-                }
-                match parse_time(text.value(row), fmt, self.tz) {
-                    Ok(us) => values.push(Some(us)),
-                    Err(e) => {
-                        values.push(None);
-                        if ok[row] {
-                            ok[row] = false;
-                            let name = self.decode_schema.field(col).name();
-                            let kind = if is_event {
-                                ErrorKind::InvalidEventTime
-                            } else {
-                                ErrorKind::SchemaMismatch
-                            };
-                            dead.push(dl(indices[row], kind, &format!("field {name:?}: {e}")));
-                        }
-                    }
-                }
-            }
-            let out_nullable = self.output.field(col).is_nullable();
-            for (row, v) in values.iter().enumerate() {
-                if v.is_none() && !text.is_null(row) {
-                    continue;
-                }
-                if v.is_none() && !out_nullable && ok[row] {
-                    ok[row] = false;
-                    let name = self.decode_schema.field(col).name();
-                    dead.push(dl(
-                        indices[row],
-                        ErrorKind::SchemaMismatch,
-                        &format!("field {name:?} is required but missing or null"),
-                    ));
-                }
-            }
-            columns[col] = Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"));
+            columns[col] = self.timestamp_column(&batch, col, fmt, indices, &mut ok, dead);
         }
         // Event time in µs.
         let mut event_us: Vec<i64> = vec![0; n];

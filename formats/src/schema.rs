@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
-use sluice_config::{ColumnType, PipelineConfig};
+use sluice_config::{ColumnType, PipelineConfig, StructField};
 
 /// Columns sluice adds to every events table.
 pub mod columns {
@@ -75,13 +75,7 @@ pub fn events_schema(p: &PipelineConfig) -> SchemaRef {
     let mut fields: Vec<Field> = p
         .schema
         .iter()
-        .map(|f| {
-            Field::new(
-                &f.name,
-                arrow_type(f.ty.as_ref().unwrap_or(&ColumnType::String)),
-                f.is_nullable(),
-            )
-        })
+        .map(|f| Field::new(&f.name, arrow_type(&f.ty), f.is_nullable()))
         .collect();
     fields.push(Field::new(columns::TOPIC, DataType::Utf8, false));
     fields.push(Field::new(columns::PARTITION, DataType::Int32, false));
@@ -124,36 +118,40 @@ pub fn dead_letter_schema() -> SchemaRef {
     ]))
 }
 
-/// The config type name (`long`, `array<string>`, ...) of an Arrow type read from a table.
-pub fn type_name_of(t: &DataType) -> Option<String> {
+/// The column type of an Arrow type read from a table (`None` for a type sluice does not
+/// decode into).
+pub fn column_type_of(t: &DataType) -> Option<ColumnType> {
     Some(match t {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "string".into(),
-        DataType::Int64 => "long".into(),
-        DataType::Int32 => "integer".into(),
-        DataType::Int16 => "short".into(),
-        DataType::Int8 => "byte".into(),
-        DataType::Float64 => "double".into(),
-        DataType::Float32 => "float".into(),
-        DataType::Boolean => "boolean".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "binary".into(),
-        DataType::Date32 => "date".into(),
-        DataType::Timestamp(..) => "timestamp".into(),
-        DataType::Decimal128(p, s) => format!("decimal({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::String,
+        DataType::Int64 => ColumnType::Long,
+        DataType::Int32 => ColumnType::Integer,
+        DataType::Int16 => ColumnType::Short,
+        DataType::Int8 => ColumnType::Byte,
+        DataType::Float64 => ColumnType::Double,
+        DataType::Float32 => ColumnType::Float,
+        DataType::Boolean => ColumnType::Boolean,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ColumnType::Binary,
+        DataType::Date32 => ColumnType::Date,
+        DataType::Timestamp(..) => ColumnType::Timestamp,
+        DataType::Decimal128(p, s) => ColumnType::Decimal(*p, *s),
         DataType::List(f) | DataType::LargeList(f) => {
-            format!("array<{}>", type_name_of(f.data_type())?)
+            ColumnType::Array(Box::new(column_type_of(f.data_type())?))
         }
-        DataType::Struct(fields) => {
-            let parts: Option<Vec<String>> = fields
+        DataType::Struct(fields) => ColumnType::Struct(
+            fields
                 .iter()
-                .map(|f| Some(format!("{}: {}", f.name(), type_name_of(f.data_type())?)))
-                .collect();
-            format!("struct<{}>", parts?.join(", "))
-        }
+                .map(|f| {
+                    Some(StructField {
+                        name: f.name().clone(),
+                        ty: column_type_of(f.data_type())?,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?,
+        ),
         DataType::Map(entry, _) => match entry.data_type() {
-            DataType::Struct(kv) if kv.len() == 2 => format!(
-                "map<{}, {}>",
-                type_name_of(kv[0].data_type())?,
-                type_name_of(kv[1].data_type())?
+            DataType::Struct(kv) if kv.len() == 2 => ColumnType::Map(
+                Box::new(column_type_of(kv[0].data_type())?),
+                Box::new(column_type_of(kv[1].data_type())?),
             ),
             _ => return None,
         },

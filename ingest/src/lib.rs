@@ -7,7 +7,6 @@
 //! Kafka progress of the rows it holds, then commits the offsets to the consumer group.
 
 pub use sluice_lake::fault;
-pub mod metrics;
 pub mod pipeline;
 pub mod positions;
 pub mod source;

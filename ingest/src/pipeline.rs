@@ -29,7 +29,9 @@ use crate::source::{
     GroupEvent, GroupOptions, KafkaSource, RecordSource, SourceError, TopicPartition,
 };
 use crate::windows::{AggregateSink, CLOCK_KEY, late_rows, late_schema, window_spec};
-use crate::{IngestError, Result, metrics};
+use sluice_telemetry::{health, spec};
+
+use crate::{IngestError, Result};
 use sluice_formats::JsonDecoder;
 use sluice_formats::dead_letter::dead_letter_batch;
 use sluice_formats::schema::{dead_letter_schema, events_schema};
@@ -174,7 +176,7 @@ impl Pipeline {
     pub async fn open(config: &Config, p: &PipelineConfig, lake: &Lake) -> Result<Self> {
         let resolved;
         let p = if p.schema.is_empty() {
-            resolved = schema_from_table(config, p, lake).await?;
+            resolved = schema_from_table(p, lake).await?;
             &resolved
         } else {
             p
@@ -193,7 +195,7 @@ impl Pipeline {
                 table: agg.table.clone(),
                 message,
             };
-            let spec = window_spec(p, agg).map_err(schema_err)?;
+            let spec = window_spec(p, agg);
             let mut op = sluice_window::WindowOperator::with_input_schema(spec, &events.schema())
                 .map_err(|e| schema_err(e.to_string()))?;
             let out_schema = op.output_schema(&[]);
@@ -278,7 +280,7 @@ impl Pipeline {
         opts: RunOptions,
         cancel: CancellationToken,
     ) -> Result<PipelineSummary> {
-        metrics::register_component(&metrics::pipeline_component(&self.cfg.name));
+        health::register_component(&health::pipeline_component(&self.cfg.name));
         if !self.aggs.is_empty() {
             // Every partition of the source topics holds the window clock until it is idle,
             // not only the assigned ones: after a crash the group may hand this instance a few
@@ -375,7 +377,7 @@ impl Pipeline {
                             // A revoked partition keeps holding the clock until it is idle
                             // (its records now go to another instance).
                         }
-                        metrics::set("sluice_partitions_assigned", &[("pipeline", &self.cfg.name)], self.ledger.owned().count() as f64);
+                        spec::PARTITIONS_ASSIGNED.set([&self.cfg.name], self.ledger.owned().count() as f64);
                         let _ = reply.send(());
                         self.rebuild_windows(source, &[]).await?;
                     }
@@ -438,12 +440,8 @@ impl Pipeline {
             self.pid(tp);
             out.insert(tp.clone(), at);
         }
-        metrics::set(
-            "sluice_partitions_assigned",
-            &[("pipeline", &self.cfg.name)],
-            self.ledger.owned().count() as f64,
-        );
-        metrics::mark_ready(&metrics::pipeline_component(&self.cfg.name));
+        spec::PARTITIONS_ASSIGNED.set([&self.cfg.name], self.ledger.owned().count() as f64);
+        health::mark_ready(&health::pipeline_component(&self.cfg.name));
         Ok(out)
     }
 
@@ -459,7 +457,7 @@ impl Pipeline {
         let fresh = match (stored.events, fresh) {
             (Some(e), _) => e,
             (None, Some(f)) => f,
-            (None, None) => resolve_start(source, &tp.0, tp.1, self.cfg.start_position).await?,
+            (None, None) => resolve_start(source, &tp.0, tp.1, self.cfg.start).await?,
         };
         let at = self.ledger.resume(tp.clone(), &stored, fresh);
         tracing::info!(pipeline = %self.cfg.name, topic = %tp.0, partition = tp.1, start = at, committed = ?stored.events, "partition assigned");
@@ -547,11 +545,7 @@ impl Pipeline {
         for a in &self.aggs {
             if let Some(c) = a.op.clock() {
                 let lag = (now - c) as f64 / 1000.0;
-                metrics::set(
-                    "sluice_window_clock_lag_seconds",
-                    &[("pipeline", &self.cfg.name), ("table", &a.cfg.table)],
-                    lag,
-                );
+                spec::WINDOW_CLOCK_LAG_SECONDS.set([&self.cfg.name, &a.cfg.table], lag);
             }
         }
         for a in &mut self.aggs {
@@ -594,11 +588,7 @@ impl Pipeline {
             raw.select(&keep)
         };
         self.summary.records += raw.len() as u64;
-        metrics::inc(
-            "sluice_records_in_total",
-            &[("pipeline", &self.cfg.name)],
-            raw.len() as u64,
-        );
+        spec::RECORDS_IN.inc([&self.cfg.name], raw.len() as u64);
         self.first_buffered.get_or_insert_with(Instant::now);
         let t0 = Instant::now();
         let decoded = self
@@ -806,18 +796,18 @@ impl Pipeline {
                 let (metric, what) = if e.is_fenced() {
                     self.summary.fenced += 1;
                     (
-                        "sluice_fenced_commits_total",
+                        &spec::FENCED_COMMITS,
                         "re-reading progress from the tables",
                     )
                 } else {
                     self.summary.conflicts += 1;
                     (
-                        "sluice_commit_conflicts_total",
+                        &spec::COMMIT_CONFLICTS,
                         "another writer changed the table's metadata or protocol: reloading the tables and re-reading progress",
                     )
                 };
                 tracing::warn!(pipeline = %self.cfg.name, "{e}; {what}");
-                metrics::inc(metric, &[("pipeline", &self.cfg.name)], 1);
+                metric.inc([&self.cfg.name], 1);
                 self.resync(source).await
             }
             Err(e) => Err(e.into()),
@@ -903,41 +893,22 @@ impl Pipeline {
     /// Publishes the counts of a flush that committed.
     fn publish(&self, pending: &PendingCounts, dirty: &[(TopicPartition, i64)], took: Duration) {
         let name = self.cfg.name.as_str();
-        metrics::observe(
-            "sluice_commit_duration_seconds",
-            &[("pipeline", name)],
-            took.as_secs_f64(),
-        );
+        spec::COMMIT_DURATION_SECONDS.observe([name], took.as_secs_f64());
         for (reason, n) in &pending.dead {
-            metrics::inc(
-                "sluice_dead_letters_total",
-                &[("pipeline", name), ("reason", reason)],
-                *n,
-            );
+            spec::DEAD_LETTERS.inc([name, reason], *n);
         }
         for (metric, counts) in [
-            ("sluice_late_records_total", &pending.late),
-            (
-                "sluice_late_window_assignments_skipped_total",
-                &pending.skipped,
-            ),
-            ("sluice_future_records_total", &pending.future),
+            (&spec::LATE_RECORDS, &pending.late),
+            (&spec::LATE_WINDOW_ASSIGNMENTS_SKIPPED, &pending.skipped),
+            (&spec::FUTURE_RECORDS, &pending.future),
         ] {
             for (table, n) in counts {
-                metrics::inc(metric, &[("pipeline", name), ("table", table)], *n);
+                metric.inc([name, table], *n);
             }
         }
         for (tp, next) in dirty {
             let partition = tp.1.to_string();
-            metrics::set(
-                "sluice_committed_offset",
-                &[
-                    ("pipeline", name),
-                    ("topic", &tp.0),
-                    ("partition", &partition),
-                ],
-                *next as f64,
-            );
+            spec::COMMITTED_OFFSET.set([name, &tp.0, &partition], *next as f64);
         }
     }
 
@@ -1000,12 +971,9 @@ impl Pipeline {
     }
 }
 
-/// Fills in `p.schema` from the existing events table, then validates the pipeline again.
-async fn schema_from_table(
-    config: &Config,
-    p: &PipelineConfig,
-    lake: &Lake,
-) -> Result<PipelineConfig> {
+/// `p` with the columns of its existing events table, checked again against the rules that
+/// read the schema.
+async fn schema_from_table(p: &PipelineConfig, lake: &Lake) -> Result<PipelineConfig> {
     let fail = |message: String| IngestError::Schema {
         table: p.table.clone(),
         message,
@@ -1017,41 +985,32 @@ async fn schema_from_table(
         ))
     })?;
     let arrow = sluice_lake::table_arrow_schema(&p.table, &table)?;
-    let mut resolved = p.clone();
+    let mut fields = Vec::new();
     for f in arrow.fields() {
         if sluice_formats::schema::is_sluice_column(f.name()) {
             continue;
         }
-        let type_name = sluice_formats::schema::type_name_of(f.data_type()).ok_or_else(|| {
+        let ty = sluice_formats::schema::column_type_of(f.data_type()).ok_or_else(|| {
             fail(format!(
                 "column {:?} has type {} which sluice cannot decode JSON into",
                 f.name(),
                 f.data_type()
             ))
         })?;
-        resolved.schema.push(sluice_config::FieldConfig {
+        fields.push(sluice_config::FieldConfig {
             name: f.name().clone(),
-            type_name,
-            nullable: Some(f.is_nullable()),
-            ..Default::default()
+            ty,
+            nullable: f.is_nullable(),
+            format: None,
         });
     }
-    let mut check = Config {
-        kafka: config.kafka.clone(),
-        lake: config.lake.clone(),
-        pipelines: vec![resolved],
-        ..Default::default()
-    };
-    let mut problems = Vec::new();
-    check.validate_into(&mut problems);
-    if !problems.is_empty() {
+    p.with_schema(fields).map_err(|problems| {
         let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        return Err(fail(format!(
+        fail(format!(
             "with the columns of the existing table: {}",
             list.join("; ")
-        )));
-    }
-    Ok(check.pipelines.remove(0))
+        ))
+    })
 }
 
 /// Consumer lag per owned partition: high watermark minus committed offset.
@@ -1067,30 +1026,14 @@ async fn update_lag(
             continue;
         };
         let p = partition.to_string();
-        metrics::set(
-            "sluice_consumer_lag_records",
-            &[("pipeline", &name), ("topic", &topic), ("partition", &p)],
-            (high - c).max(0) as f64,
-        );
+        spec::CONSUMER_LAG_RECORDS.set([&name, &topic, &p], (high - c).max(0) as f64);
     }
 }
 
 fn record_commit(pipeline: &str, table: &str, destination: &str, out: &sluice_lake::CommitOutcome) {
-    metrics::inc(
-        "sluice_rows_out_total",
-        &[("pipeline", pipeline), ("destination", destination)],
-        out.rows,
-    );
-    metrics::inc(
-        "sluice_bytes_written_total",
-        &[("pipeline", pipeline), ("table", table)],
-        out.bytes,
-    );
-    metrics::inc(
-        "sluice_commits_total",
-        &[("pipeline", pipeline), ("table", table)],
-        1,
-    );
+    spec::ROWS_OUT.inc([pipeline, destination], out.rows);
+    spec::BYTES_WRITTEN.inc([pipeline, table], out.bytes);
+    spec::COMMITS.inc([pipeline, table], 1);
 }
 
 fn wall_ms() -> i64 {

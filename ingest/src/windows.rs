@@ -37,19 +37,17 @@ impl std::fmt::Debug for AggregateSink {
 }
 
 /// The operator spec of one aggregate of pipeline `p`.
-pub fn window_spec(p: &PipelineConfig, agg: &AggregateConfig) -> Result<WindowSpec, String> {
-    Ok(WindowSpec {
-        kind: agg
-            .window_kind
-            .ok_or_else(|| format!("aggregate {}: window not validated", agg.table))?,
+pub fn window_spec(p: &PipelineConfig, agg: &AggregateConfig) -> WindowSpec {
+    WindowSpec {
+        kind: agg.window,
         grace_ms: agg.grace.as_millis_i64(),
         group_by: agg.group_by.clone(),
-        aggregates: agg.specs.clone(),
+        aggregates: agg.aggregates.clone(),
         event_time_column: columns::EVENT_TIME.to_string(),
         idle_timeout_ms: p.idle_timeout.as_millis_i64(),
         max_future_skew_ms: Some(p.max_future_skew.as_millis_i64()),
         reference_time_column: Some(columns::TIMESTAMP.to_string()),
-    })
+    }
 }
 
 /// The late table's schema.

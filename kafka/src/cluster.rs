@@ -19,6 +19,9 @@ use crate::{KafkaError, Result, TopicPartition};
 /// How long a metadata or admin call may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A topic's settings by name, as the broker reports them.
+pub type TopicSettings = BTreeMap<String, String>;
+
 /// A metadata client and an admin client for one cluster.
 #[derive(Clone)]
 pub struct Cluster {
@@ -111,7 +114,7 @@ impl Cluster {
     }
 
     /// The topic's settings as the broker reports them (`cleanup.policy`, `retention.ms`, ...).
-    pub async fn topic_config(&self, topic: &str) -> Result<BTreeMap<String, String>> {
+    pub async fn topic_config(&self, topic: &str) -> Result<TopicSettings> {
         let what = || format!("settings of topic {topic}");
         let spec = ResourceSpecifier::Topic(topic);
         let res = self

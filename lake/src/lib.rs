@@ -69,8 +69,9 @@ impl Lake {
     /// A lake at `cfg.root` (a path, `file://` or `s3://` URL) with `cfg.options` for the store.
     pub fn new(cfg: &sluice_config::LakeConfig) -> Result<Self> {
         register_handlers();
-        let root = sluice_config::lake_root_url(&cfg.root)
-            .map_err(|message| LakeError::Config { message })?;
+        let root = sluice_config::lake_root_url(&cfg.root).map_err(|e| LakeError::Config {
+            message: e.to_string(),
+        })?;
         if root.scheme() == "file"
             && let Ok(path) = root.to_file_path()
         {

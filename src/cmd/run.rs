@@ -63,12 +63,12 @@ pub async fn run(cfg: Config, config_path: &Path, until_caught_up: bool) -> anyh
         });
     }
     for p in &cfg.pipelines {
-        sluice_ingest::metrics::register_component(&sluice_ingest::metrics::pipeline_component(
+        sluice_telemetry::health::register_component(&sluice_telemetry::health::pipeline_component(
             &p.name,
         ));
     }
     for t in &cfg.tiering {
-        sluice_ingest::metrics::register_component(&sluice_ingest::metrics::tiering_component(
+        sluice_telemetry::health::register_component(&sluice_telemetry::health::tiering_component(
             &t.topic,
         ));
     }
@@ -195,7 +195,7 @@ async fn maintenance_round(config_path: &Path, token: &CancellationToken) -> any
 
 /// Metrics (or a warning) from one `--report-json` line.
 fn record_compaction(line: &str) {
-    use sluice_ingest::metrics;
+    use sluice_telemetry::spec;
     let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
         tracing::warn!("unexpected line from the compaction process: {line}");
         return;
@@ -207,19 +207,7 @@ fn record_compaction(line: &str) {
         return;
     }
     let count = |k: &str| v[k].as_u64().unwrap_or(0);
-    metrics::inc(
-        "sluice_compaction_files_removed_total",
-        &[("table", table)],
-        count("files_removed"),
-    );
-    metrics::inc(
-        "sluice_compaction_files_added_total",
-        &[("table", table)],
-        count("files_added"),
-    );
-    metrics::set(
-        "sluice_table_files",
-        &[("table", table)],
-        count("files_after") as f64,
-    );
+    spec::COMPACTION_FILES_REMOVED.inc([table], count("files_removed"));
+    spec::COMPACTION_FILES_ADDED.inc([table], count("files_added"));
+    spec::TABLE_FILES.set([table], count("files_after") as f64);
 }

@@ -107,7 +107,7 @@ pub async fn tiering_task(
             }
         }
     };
-    sluice_ingest::metrics::mark_ready(&sluice_ingest::metrics::tiering_component(&t.topic));
+    sluice_telemetry::health::mark_ready(&sluice_telemetry::health::tiering_component(&t.topic));
     if once {
         let report = tierer.round().await;
         sluice_tiering::tier::record_round(&t.topic, &report);

@@ -73,20 +73,73 @@ fn timestamp_type_code(name: &str) -> i8 {
     }
 }
 
+/// What is wrong with archive rows or files (never with the records in them).
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// A column sluice writes is missing.
+    #[error("the archive has no column {0:?}")]
+    MissingColumn(&'static str),
+    /// A column has a type sluice does not write.
+    #[error("archive column {column:?} has type {found}; expected {expected}")]
+    ColumnType {
+        /// The column.
+        column: &'static str,
+        /// Its type.
+        found: DataType,
+        /// The type sluice writes.
+        expected: &'static str,
+    },
+    /// A Parquet file of the archive could not be read.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// A row group that the file's metadata lists held no rows.
+    #[error("{path}: row group {index} is empty")]
+    EmptyRowGroup {
+        /// The file.
+        path: String,
+        /// The row group.
+        index: usize,
+    },
+    /// The table's snapshot could not be read.
+    #[error(transparent)]
+    Table(#[from] sluice_lake::deltalake::DeltaTableError),
+    /// A task reading a row group ended without an answer.
+    #[error("a row-group read ended without an answer")]
+    TaskLost,
+    /// Arrow refused to build or cast rows.
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+fn wrong_type(column: &'static str, found: &DataType, expected: &'static str) -> ArchiveError {
+    ArchiveError::ColumnType {
+        column,
+        found: found.clone(),
+        expected,
+    }
+}
+
 /// Archive rows for `raw` (which must carry headers), laid out as `schema` (the table's).
-pub fn to_archive_batch(raw: &RawBatch, schema: &Arc<Schema>) -> Result<RecordBatch, String> {
+pub fn to_archive_batch(raw: &RawBatch, schema: &Arc<Schema>) -> Result<RecordBatch, ArchiveError> {
     let (partitions, offsets, timestamps) = raw.position_arrays();
     let types =
         StringArray::from_iter_values(raw.timestamp_types.iter().map(|t| timestamp_type_name(*t)));
-    let element = match schema
+    let headers_type = schema
         .field_with_name("headers")
         .map(|f| f.data_type().clone())
-    {
-        Ok(DataType::List(f)) => f,
-        _ => return Err("the archive table has no headers list column".into()),
+        .map_err(|_| ArchiveError::MissingColumn("headers"))?;
+    let DataType::List(element) = &headers_type else {
+        return Err(wrong_type("headers", &headers_type, "a list"));
     };
+    let element = element.clone();
     let DataType::Struct(fields) = element.data_type().clone() else {
-        return Err("the archive headers column is not a list of structs".into());
+        return Err(wrong_type("headers", &headers_type, "a list of structs"));
     };
     let mut headers = ListBuilder::new(StructBuilder::new(
         fields,
@@ -106,10 +159,10 @@ pub fn to_archive_batch(raw: &RawBatch, schema: &Arc<Schema>) -> Result<RecordBa
         let s = headers.values();
         for (k, v) in hs {
             s.field_builder::<StringBuilder>(0)
-                .ok_or("headers key builder")?
+                .ok_or_else(|| wrong_type("headers", &headers_type, "(key string, value binary)"))?
                 .append_value(k);
             s.field_builder::<BinaryBuilder>(1)
-                .ok_or("headers value builder")?
+                .ok_or_else(|| wrong_type("headers", &headers_type, "(key string, value binary)"))?
                 .append_option(v.as_deref());
             s.append(true);
         }
@@ -124,17 +177,17 @@ pub fn to_archive_batch(raw: &RawBatch, schema: &Arc<Schema>) -> Result<RecordBa
         Arc::new(raw.values.clone()),
         Arc::new(headers.finish()),
     ];
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, String> {
+fn column<'a>(batch: &'a RecordBatch, name: &'static str) -> Result<&'a ArrayRef, ArchiveError> {
     batch
         .column_by_name(name)
-        .ok_or_else(|| format!("the archive has no column {name:?}"))
+        .ok_or(ArchiveError::MissingColumn(name))
 }
 
-fn cast(a: &ArrayRef, to: &DataType) -> Result<ArrayRef, String> {
-    arrow::compute::cast(a, to).map_err(|e| e.to_string())
+fn cast(a: &ArrayRef, to: &DataType) -> Result<ArrayRef, ArchiveError> {
+    Ok(arrow::compute::cast(a, to)?)
 }
 
 /// Turns archive rows back into the records they were, for `topic`.
@@ -142,18 +195,18 @@ pub fn from_archive_batch(
     batch: &RecordBatch,
     topic: &Arc<str>,
     with_headers: bool,
-) -> Result<RawBatch, String> {
+) -> Result<RawBatch, ArchiveError> {
     let n = batch.num_rows();
     let partitions = cast(column(batch, PARTITION_COLUMN)?, &DataType::Int32)?;
     let partitions = partitions
         .as_any()
         .downcast_ref::<Int32Array>()
-        .ok_or("partition is not an int")?;
+        .ok_or_else(|| wrong_type(PARTITION_COLUMN, &DataType::Int32, "int"))?;
     let offsets = cast(column(batch, "offset")?, &DataType::Int64)?;
     let offsets = offsets
         .as_any()
         .downcast_ref::<Int64Array>()
-        .ok_or("offset is not a long")?;
+        .ok_or_else(|| wrong_type("offset", &DataType::Int64, "long"))?;
     let ts = cast(
         column(batch, "timestamp")?,
         &DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -181,24 +234,24 @@ pub fn from_archive_batch(
         keys: keys
             .as_any()
             .downcast_ref::<BinaryArray>()
-            .ok_or("key is not binary")?
+            .ok_or_else(|| wrong_type("key", keys.data_type(), "binary"))?
             .clone(),
         values: values
             .as_any()
             .downcast_ref::<BinaryArray>()
-            .ok_or("value is not binary")?
+            .ok_or_else(|| wrong_type("value", values.data_type(), "binary"))?
             .clone(),
         headers,
     })
 }
 
-fn read_headers(col: &ArrayRef, n: usize) -> Result<Vec<RecordHeaders>, String> {
+fn read_headers(col: &ArrayRef, n: usize) -> Result<Vec<RecordHeaders>, ArchiveError> {
     let list = match col.data_type() {
         DataType::List(_) => col.as_list::<i32>().clone(),
         DataType::LargeList(f) => cast(col, &DataType::List(f.clone()))?
             .as_list::<i32>()
             .clone(),
-        other => return Err(format!("headers column has type {other}")),
+        other => return Err(wrong_type("headers", other, "a list of (key, value)")),
     };
     let items = list.values().as_struct();
     let keys = cast(items.column(0), &DataType::Utf8)?;

@@ -26,7 +26,7 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::statistics::Statistics;
 
-use crate::archive::PARTITION_COLUMN;
+use crate::archive::{ArchiveError, PARTITION_COLUMN};
 
 /// One row group to read: its file, its index and its offset range (inclusive).
 #[derive(Clone, Debug)]
@@ -62,8 +62,8 @@ pub async fn plan(
     partition: i32,
     lo: i64,
     hi: i64,
-) -> Result<Option<Plan>, String> {
-    let snapshot = table.snapshot().map_err(|e| e.to_string())?;
+) -> Result<Option<Plan>, ArchiveError> {
+    let snapshot = table.snapshot()?;
     let wanted = partition.to_string();
     let mut files = Vec::new();
     for f in snapshot.log_data().iter() {
@@ -86,7 +86,10 @@ pub async fn plan(
         let metadata = reader
             .get_metadata(None)
             .await
-            .map_err(|e| format!("{path}: {e}"))?;
+            .map_err(|source| ArchiveError::File {
+                path: path.to_string(),
+                source,
+            })?;
         let Some(col) = metadata
             .file_metadata()
             .schema_descr()
@@ -141,29 +144,38 @@ impl Plan {
         partition: i32,
         lo: i64,
         hi: i64,
-    ) -> Result<RecordBatch, String> {
+    ) -> Result<RecordBatch, ArchiveError> {
         let g = &self.groups[i];
+        let file = |source| ArchiveError::File {
+            path: g.path.to_string(),
+            source,
+        };
         let rows = g.metadata.row_group(g.index).num_rows().max(1) as usize;
         let metadata = ArrowReaderMetadata::try_new(g.metadata.clone(), ArrowReaderOptions::new())
-            .map_err(|e| format!("{}: {e}", g.path))?;
+            .map_err(file)?;
         let reader = FileReader::new(&self.store, &g.path, g.size);
         let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
             .with_row_groups(vec![g.index])
             .with_batch_size(rows)
             .build()
-            .map_err(|e| format!("{}: {e}", g.path))?;
+            .map_err(file)?;
         let mut batches = Vec::new();
         while let Some(b) = stream.next().await {
-            batches.push(b.map_err(|e| format!("{}: {e}", g.path))?);
+            batches.push(b.map_err(file)?);
         }
         let batch = match batches.len() {
             1 => batches.remove(0),
             _ => {
                 let schema = match batches.first() {
                     Some(b) => b.schema(),
-                    None => return Err(format!("{}: row group {} is empty", g.path, g.index)),
+                    None => {
+                        return Err(ArchiveError::EmptyRowGroup {
+                            path: g.path.to_string(),
+                            index: g.index,
+                        });
+                    }
                 };
-                arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())?
+                arrow::compute::concat_batches(&schema, &batches)?
             }
         };
         cut(with_partition(sorted(batch)?, partition)?, lo, hi)
@@ -234,32 +246,32 @@ impl AsyncFileReader for FileReader {
     }
 }
 
-fn offsets(batch: &RecordBatch) -> Result<&Int64Array, String> {
+fn offsets(batch: &RecordBatch) -> Result<&Int64Array, ArchiveError> {
     batch
         .column_by_name("offset")
         .and_then(|c| c.as_primitive_opt::<Int64Type>())
-        .ok_or_else(|| "the archive file has no long offset column".to_string())
+        .ok_or(ArchiveError::MissingColumn("offset"))
 }
 
 /// The batch in offset order (unchanged when it already is).
-fn sorted(batch: RecordBatch) -> Result<RecordBatch, String> {
+fn sorted(batch: RecordBatch) -> Result<RecordBatch, ArchiveError> {
     let o = offsets(&batch)?;
     if o.values().windows(2).all(|w| w[0] < w[1]) {
         return Ok(batch);
     }
-    let idx = sort_to_indices(o, None, None).map_err(|e| e.to_string())?;
-    take_record_batch(&batch, &idx).map_err(|e| e.to_string())
+    let idx = sort_to_indices(o, None, None)?;
+    Ok(take_record_batch(&batch, &idx)?)
 }
 
 /// Rows of a sorted batch with offsets in `[lo, hi)`.
-fn cut(batch: RecordBatch, lo: i64, hi: i64) -> Result<RecordBatch, String> {
+fn cut(batch: RecordBatch, lo: i64, hi: i64) -> Result<RecordBatch, ArchiveError> {
     let o = offsets(&batch)?.values();
     let a = o.partition_point(|x| *x < lo);
     let b = o.partition_point(|x| *x < hi);
     Ok(batch.slice(a, b.saturating_sub(a)))
 }
 
-fn with_partition(batch: RecordBatch, partition: i32) -> Result<RecordBatch, String> {
+fn with_partition(batch: RecordBatch, partition: i32) -> Result<RecordBatch, ArchiveError> {
     if batch.column_by_name(PARTITION_COLUMN).is_some() {
         return Ok(batch);
     }
@@ -274,7 +286,10 @@ fn with_partition(batch: RecordBatch, partition: i32) -> Result<RecordBatch, Str
         partition;
         batch.num_rows()
     ])));
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 #[cfg(test)]

@@ -126,7 +126,7 @@ pub fn backfill_pipeline(
             "--into {into:?} would write table {clash:?}, which the config already uses; pick another name"
         )));
     }
-    b.start_position = match opts.from {
+    b.start = match opts.from {
         LogStart::Earliest => StartPosition::Earliest,
         LogStart::Offset(o) => StartPosition::Offset(o),
         LogStart::Time(ms) => StartPosition::Time(ms),

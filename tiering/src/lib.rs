@@ -46,13 +46,14 @@ pub enum TieringError {
         /// What is wrong and what would be right.
         message: String,
     },
-    /// The archive table holds something sluice did not write.
-    #[error("archive table {table}: {message}")]
+    /// The archive table holds something sluice did not write, or cannot be read.
+    #[error("archive table {table}: {source}")]
     Archive {
         /// The table.
         table: String,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: archive::ArchiveError,
     },
     /// A command-line argument is wrong.
     #[error("{0}")]

@@ -22,7 +22,7 @@ use sluice_lake::{Lake, scan_sql};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::archive::{archive_app_id, from_archive_batch};
+use crate::archive::{ArchiveError, archive_app_id, from_archive_batch};
 use crate::archive_files;
 use crate::{Result, TieringError, blocking};
 
@@ -397,7 +397,7 @@ impl UnifiedLog {
         while let Some(task) = next.take() {
             let batch = task
                 .await
-                .map_err(|e| archive_err(e.to_string()))?
+                .map_err(|_| archive_err(ArchiveError::TaskLost))?
                 .map_err(archive_err)?;
             i += 1;
             if i < plan.len() {
@@ -422,10 +422,10 @@ impl UnifiedLog {
     }
 
     /// An error about this log's archive table.
-    fn archive_error(&self, message: String) -> TieringError {
+    fn archive_error(&self, source: ArchiveError) -> TieringError {
         TieringError::Archive {
             table: self.table.clone(),
-            message,
+            source,
         }
     }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sluice_config::{Config, TieringConfig};
-use sluice_ingest::metrics;
+use sluice_telemetry::spec;
 use sluice_kafka::{AtEof, Cluster, RangeEnd, RangeRead, RawBatch};
 use sluice_lake::{Lake, TableSpec, TableWriter, WriterOptions, fault};
 use sluice_progress::Stored;
@@ -222,11 +222,7 @@ impl Tierer {
                 .unwrap_or(low)
                 .max(low);
             let part = p.to_string();
-            metrics::set(
-                "sluice_tiering_broker_backlog_records",
-                &[("topic", topic.as_str()), ("partition", part.as_str())],
-                (high - known).max(0) as f64,
-            );
+            spec::TIERING_BROKER_BACKLOG_RECORDS.set([topic.as_str(, part.as_str(], (high - known).max(0) as f64);
         }
         // Another instance may have tiered since: start from the table's latest boundaries.
         self.writer.refresh().await?;
@@ -274,14 +270,10 @@ impl Tierer {
         self.retire(&boundaries, &mut report).await?;
         for (p, r) in &report.partitions {
             let part = p.to_string();
-            let l = [("topic", topic.as_str()), ("partition", part.as_str())];
-            metrics::set("sluice_tiering_boundary", &l, r.boundary as f64);
-            metrics::set("sluice_tiering_log_start_offset", &l, r.log_start as f64);
-            metrics::set(
-                "sluice_tiering_broker_backlog_records",
-                &l,
-                (r.high - r.boundary).max(0) as f64,
-            );
+            let l = [topic.as_str(), part.as_str()];
+            spec::TIERING_BOUNDARY.set(l, r.boundary as f64);
+            spec::TIERING_LOG_START_OFFSET.set(l, r.log_start as f64);
+            spec::TIERING_BROKER_BACKLOG_RECORDS.set(l, (r.high - r.boundary).max(0) as f64);
         }
         Ok(report)
     }
@@ -310,9 +302,9 @@ impl Tierer {
         while let Some(raw) = rx.recv().await {
             let res = match to_archive_batch(&raw, &schema) {
                 Ok(batch) => self.writer.write(batch).await.map_err(TieringError::from),
-                Err(message) => Err(TieringError::Archive {
+                Err(source) => Err(TieringError::Archive {
                     table: self.table.clone(),
-                    message,
+                    source,
                 }),
             };
             if let Err(e) = res {
@@ -376,11 +368,7 @@ impl Tierer {
             Ok(Some(out)) => {
                 report.archived = out.rows;
                 report.files = files;
-                metrics::inc(
-                    "sluice_tiering_records_archived_total",
-                    &[("topic", &self.topic)],
-                    out.rows,
-                );
+                spec::TIERING_RECORDS_ARCHIVED.inc([&self.topic], out.rows);
                 tracing::info!(topic = %self.topic, table = %self.table, version = out.version, rows = out.rows, files, "archived");
             }
             Ok(None) => {}
@@ -474,11 +462,7 @@ impl Tierer {
                 }
             }
         }
-        metrics::inc(
-            "sluice_tiering_records_deleted_total",
-            &[("topic", &self.topic)],
-            report.deleted,
-        );
+        spec::TIERING_RECORDS_DELETED.inc([&self.topic], report.deleted);
         tracing::info!(topic = %self.topic, deleted = report.deleted, "moved the broker's log start up to {upto:?}");
         Ok(())
     }
@@ -562,24 +546,12 @@ async fn pipeline_floors(
 pub fn record_round(topic: &str, outcome: &Result<RoundReport>) {
     match outcome {
         Ok(r) => {
-            metrics::inc(
-                "sluice_tiering_rounds_total",
-                &[("topic", topic), ("result", "ok")],
-                1,
-            );
-            metrics::set(
-                "sluice_tiering_alarm",
-                &[("topic", topic)],
-                if r.behind || r.held_back { 1.0 } else { 0.0 },
-            );
+            spec::TIERING_ROUNDS.inc([topic, "ok"], 1);
+            spec::TIERING_ALARM.set([topic], if r.behind || r.held_back { 1.0 } else { 0.0 });
         }
         Err(e) => {
-            metrics::inc(
-                "sluice_tiering_rounds_total",
-                &[("topic", topic), ("result", "failed")],
-                1,
-            );
-            metrics::set("sluice_tiering_alarm", &[("topic", topic)], 1.0);
+            spec::TIERING_ROUNDS.inc([topic, "failed"], 1);
+            spec::TIERING_ALARM.set([topic], 1.0);
             tracing::error!(topic = %topic, "tiering round failed, nothing was deleted from the broker: {e}");
         }
     }
@@ -626,10 +598,6 @@ async fn check_topic(broker: &Cluster, cfg: &TieringConfig) -> Result<()> {
         risk = true;
         tracing::warn!(topic = %cfg.topic, retention_bytes, "the broker deletes this topic's oldest records beyond retention.bytes on its own, archived or not; set retention.bytes=-1 so that only sluice deletes");
     }
-    metrics::set(
-        "sluice_tiering_retention_risk",
-        &[("topic", &cfg.topic)],
-        if risk { 1.0 } else { 0.0 },
-    );
+    spec::TIERING_RETENTION_RISK.set([&cfg.topic], if risk { 1.0 } else { 0.0 });
     Ok(())
 }

@@ -66,9 +66,20 @@ pub enum InputKind {
     Bool,
 }
 
+/// Why an input column cannot be aggregated.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// No aggregate reads this type.
+    #[error("cannot aggregate a {0} column")]
+    Unsupported(DataType),
+    /// The column could not be cast to its normal type.
+    #[error(transparent)]
+    Cast(#[from] arrow::error::ArrowError),
+}
+
 /// Normalises an input column: integers to Int64, floats and decimals to Float64, text to
 /// Utf8, timestamps to µs.
-pub fn normalise(a: &ArrayRef) -> Result<(ArrayRef, InputKind), String> {
+pub fn normalise(a: &ArrayRef) -> Result<(ArrayRef, InputKind), InputError> {
     let kind = kind_of(a.data_type())?;
     let target = match (kind, a.data_type()) {
         (InputKind::Int, _) => DataType::Int64,
@@ -81,19 +92,15 @@ pub fn normalise(a: &ArrayRef) -> Result<(ArrayRef, InputKind), String> {
         (InputKind::Bool, _) => DataType::Boolean,
     };
     let arr = if a.data_type() == &DataType::Date32 {
-        cast(
-            &cast(a, &DataType::Int32).map_err(|e| e.to_string())?,
-            &DataType::Int64,
-        )
+        cast(&cast(a, &DataType::Int32)?, &DataType::Int64)
     } else {
         cast(a, &target)
-    }
-    .map_err(|e| e.to_string())?;
+    }?;
     Ok((arr, kind))
 }
 
 /// The kind an input column of type `t` is normalised to.
-pub fn kind_of(t: &DataType) -> Result<InputKind, String> {
+pub fn kind_of(t: &DataType) -> Result<InputKind, InputError> {
     Ok(match t {
         DataType::Int8
         | DataType::Int16
@@ -111,7 +118,7 @@ pub fn kind_of(t: &DataType) -> Result<InputKind, String> {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => InputKind::Text,
         DataType::Timestamp(..) => InputKind::Time,
         DataType::Boolean => InputKind::Bool,
-        other => return Err(format!("cannot aggregate a {other} column")),
+        other => return Err(InputError::Unsupported(other.clone())),
     })
 }
 

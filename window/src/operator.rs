@@ -17,9 +17,29 @@ use crate::{hopping_starts, tumbling_start};
 /// Errors of the window operator (bad input shape; never a record's content).
 #[derive(Debug, thiserror::Error)]
 pub enum WindowError {
-    /// A configured column is missing or has an unusable type.
-    #[error("window input: {0}")]
-    Input(String),
+    /// A configured column is missing.
+    #[error("window input: column {0:?} is missing")]
+    MissingColumn(String),
+    /// An aggregate's column cannot be aggregated.
+    #[error("window input: {aggregate}: {source}")]
+    Input {
+        /// The aggregate, as configured.
+        aggregate: String,
+        /// Why.
+        #[source]
+        source: crate::aggregate::InputError,
+    },
+    /// The partition ids do not match the rows.
+    #[error("window input: {partitions} partition ids for {rows} rows")]
+    Misaligned {
+        /// Rows of the batch.
+        rows: usize,
+        /// Partition ids given.
+        partitions: usize,
+    },
+    /// Output asked for before any input set up the group keys.
+    #[error("window state: no input seen yet")]
+    NoInputYet,
     /// Arrow failed to build output.
     #[error("window output: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -133,11 +153,13 @@ impl WindowOperator {
                 Some(c) => {
                     let f = input
                         .field_with_name(c)
-                        .map_err(|_| WindowError::Input(format!("column {c:?} is missing")))?;
-                    Some(
-                        crate::aggregate::kind_of(f.data_type())
-                            .map_err(|e| WindowError::Input(format!("{a}: {e}")))?,
-                    )
+                        .map_err(|_| WindowError::MissingColumn(c.clone()))?;
+                    Some(crate::aggregate::kind_of(f.data_type()).map_err(|source| {
+                        WindowError::Input {
+                            aggregate: a.to_string(),
+                            source,
+                        }
+                    })?)
                 }
             });
         }
@@ -146,7 +168,7 @@ impl WindowOperator {
         for g in &op.spec.group_by {
             let f = input
                 .field_with_name(g)
-                .map_err(|_| WindowError::Input(format!("group-by column {g:?} is missing")))?;
+                .map_err(|_| WindowError::MissingColumn(g.clone()))?;
             key_types.push(f.data_type().clone());
         }
         op.output_schema(&key_types);
@@ -256,20 +278,19 @@ impl WindowOperator {
     ) -> Result<WindowOutput, WindowError> {
         let n = batch.num_rows();
         if partitions.len() != n {
-            return Err(WindowError::Input(format!(
-                "{} partition ids for {n} rows",
-                partitions.len()
-            )));
+            return Err(WindowError::Misaligned {
+                rows: n,
+                partitions: partitions.len(),
+            });
         }
         let col = |name: &str| {
             batch
                 .column_by_name(name)
                 .cloned()
-                .ok_or_else(|| WindowError::Input(format!("column {name:?} is missing")))
+                .ok_or_else(|| WindowError::MissingColumn(name.to_string()))
         };
         let et = col(&self.spec.event_time_column)?;
-        let et = arrow::compute::cast(&et, &DataType::Timestamp(TimeUnit::Microsecond, None))
-            .map_err(|e| WindowError::Input(e.to_string()))?;
+        let et = arrow::compute::cast(&et, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
         let et = et.as_primitive::<TimestampMicrosecondType>().clone();
         let reference = match (
             &self.spec.max_future_skew_ms,
@@ -279,8 +300,7 @@ impl WindowOperator {
                 let r = arrow::compute::cast(
                     &col(c)?,
                     &DataType::Timestamp(TimeUnit::Microsecond, None),
-                )
-                .map_err(|e| WindowError::Input(e.to_string()))?;
+                )?;
                 Some((*skew, r.as_primitive::<TimestampMicrosecondType>().clone()))
             }
             _ => None,
@@ -299,10 +319,7 @@ impl WindowOperator {
                 .collect();
             self.converter = Some(RowConverter::new(fields)?);
         }
-        let converter = self
-            .converter
-            .as_ref()
-            .ok_or_else(|| WindowError::Input("no converter".into()))?;
+        let converter = self.converter.as_ref().ok_or(WindowError::NoInputYet)?;
         let rows = converter.convert_columns(&key_cols)?;
         let (inputs, kinds) = self.aggregate_inputs(batch)?;
         if self.input_kinds.is_empty() {
@@ -367,9 +384,11 @@ impl WindowOperator {
             };
             let column = batch
                 .column_by_name(c)
-                .ok_or_else(|| WindowError::Input(format!("column {c:?} is missing")))?;
-            let (arr, kind) =
-                normalise(column).map_err(|e| WindowError::Input(format!("{a}: {e}")))?;
+                .ok_or_else(|| WindowError::MissingColumn(c.clone()))?;
+            let (arr, kind) = normalise(column).map_err(|source| WindowError::Input {
+                aggregate: a.to_string(),
+                source,
+            })?;
             inputs.push(Some(arr));
             kinds.push(Some(kind));
         }
@@ -564,10 +583,7 @@ impl WindowOperator {
         if closed.is_empty() {
             return Ok(None);
         }
-        let converter = self
-            .converter
-            .as_ref()
-            .ok_or_else(|| WindowError::Input("no input seen".into()))?;
+        let converter = self.converter.as_ref().ok_or(WindowError::NoInputYet)?;
         let keys = converter.convert_rows(closed.iter().map(|c| c.0.row()))?;
         let key_types: Vec<DataType> = keys.iter().map(|k| k.data_type().clone()).collect();
         let schema = self.output_schema(&key_types);

@@ -795,10 +795,7 @@ impl Pipeline {
             Err(e) if e.is_fenced() || e.is_conflict() => {
                 let (metric, what) = if e.is_fenced() {
                     self.summary.fenced += 1;
-                    (
-                        &spec::FENCED_COMMITS,
-                        "re-reading progress from the tables",
-                    )
+                    (&spec::FENCED_COMMITS, "re-reading progress from the tables")
                 } else {
                     self.summary.conflicts += 1;
                     (

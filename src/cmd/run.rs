@@ -63,9 +63,9 @@ pub async fn run(cfg: Config, config_path: &Path, until_caught_up: bool) -> anyh
         });
     }
     for p in &cfg.pipelines {
-        sluice_telemetry::health::register_component(&sluice_telemetry::health::pipeline_component(
-            &p.name,
-        ));
+        sluice_telemetry::health::register_component(
+            &sluice_telemetry::health::pipeline_component(&p.name),
+        );
     }
     for t in &cfg.tiering {
         sluice_telemetry::health::register_component(&sluice_telemetry::health::tiering_component(

@@ -42,4 +42,3 @@ pub fn all_ready() -> bool {
         .map(|r| !r.is_empty() && r.values().all(|v| *v))
         .unwrap_or(false)
 }
-

@@ -276,8 +276,16 @@ mod tests {
             assert!(seen.insert(d.name), "{} is listed twice", d.name);
             for l in d.labels {
                 assert!(
-                    ["pipeline", "table", "topic", "partition", "reason", "destination", "result"]
-                        .contains(l),
+                    [
+                        "pipeline",
+                        "table",
+                        "topic",
+                        "partition",
+                        "reason",
+                        "destination",
+                        "result"
+                    ]
+                    .contains(l),
                     "{}: label {l} is not one of the bounded labels",
                     d.name
                 );

@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sluice_config::{Config, TieringConfig};
-use sluice_telemetry::spec;
 use sluice_kafka::{AtEof, Cluster, RangeEnd, RangeRead, RawBatch};
 use sluice_lake::{Lake, TableSpec, TableWriter, WriterOptions, fault};
 use sluice_progress::Stored;
+use sluice_telemetry::spec;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -222,7 +222,10 @@ impl Tierer {
                 .unwrap_or(low)
                 .max(low);
             let part = p.to_string();
-            spec::TIERING_BROKER_BACKLOG_RECORDS.set([topic.as_str(, part.as_str(], (high - known).max(0) as f64);
+            spec::TIERING_BROKER_BACKLOG_RECORDS.set(
+                [topic.as_str(), part.as_str()],
+                (high - known).max(0) as f64,
+            );
         }
         // Another instance may have tiered since: start from the table's latest boundaries.
         self.writer.refresh().await?;

@@ -49,8 +49,7 @@ fn consuming(brokers: &str, group: &str) -> ClientConfig {
         .set("queued.max.messages.kbytes", "65536")
         // When the owner is slower than the fetcher, the prefetch queue fills and librdkafka
         // pauses fetching for this long (1 s by default): the queue then drains and the owner
-        // sits idle. A short pause keeps it fed (5.5 s -> 1.8 s per 1M records in the
-        // throughput benchmark).
+        // sits idle. A short pause keeps it fed (measured in bench/README.md).
         .set("fetch.queue.backoff.ms", "20")
         .set("isolation.level", "read_committed");
     c

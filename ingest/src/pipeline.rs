@@ -29,7 +29,7 @@ use crate::source::{
     GroupEvent, GroupOptions, KafkaSource, RecordSource, SourceError, TopicPartition,
 };
 use crate::windows::{AggregateSink, CLOCK_KEY, late_rows, late_schema, window_spec};
-use sluice_telemetry::{health, spec};
+use sluice_telemetry::{events, health, spec};
 
 use crate::{IngestError, Result};
 use sluice_formats::JsonDecoder;
@@ -460,7 +460,7 @@ impl Pipeline {
             (None, None) => resolve_start(source, &tp.0, tp.1, self.cfg.start).await?,
         };
         let at = self.ledger.resume(tp.clone(), &stored, fresh);
-        tracing::info!(pipeline = %self.cfg.name, topic = %tp.0, partition = tp.1, start = at, committed = ?stored.events, "partition assigned");
+        events::partition_assigned(&self.cfg.name, &tp.0, tp.1, at, stored.events);
         Ok(at)
     }
 
@@ -619,7 +619,11 @@ impl Pipeline {
         if !dead.is_empty() {
             for d in &dead {
                 *self.pending.dead.entry(d.kind.as_str()).or_default() += 1;
-                tracing::debug!(pipeline = %self.cfg.name, topic = %raw.topics[d.index], partition = raw.partitions[d.index], offset = raw.offsets[d.index], reason = d.kind.as_str(), "dead letter: {}", d.message);
+                let i = d.index;
+                let (topic, partition, offset) =
+                    (&raw.topics[i], raw.partitions[i], raw.offsets[i]);
+                let (reason, message) = (d.kind.as_str(), &d.message);
+                events::dead_letter(&self.cfg.name, topic, partition, offset, reason, message);
             }
             let batch = dead_letter_batch(&self.dead.schema(), &self.cfg.name, &raw, &dead)
                 .map_err(|source| IngestError::Format {
@@ -803,7 +807,7 @@ impl Pipeline {
                         "another writer changed the table's metadata or protocol: reloading the tables and re-reading progress",
                     )
                 };
-                tracing::warn!(pipeline = %self.cfg.name, "{e}; {what}");
+                events::commit_lost(&self.cfg.name, &e, what);
                 metric.inc([&self.cfg.name], 1);
                 self.resync(source).await
             }
@@ -881,7 +885,7 @@ impl Pipeline {
                 Table::Events => self.summary.events += out.rows,
                 Table::Aggregate(_) => self.summary.aggregate_rows += out.rows,
             }
-            tracing::debug!(pipeline = %name, table = %table, version = out.version, rows = out.rows, files = out.files, "committed");
+            events::table_committed(&name, &table, out.version, out.rows, out.files);
         }
         crate::fault::point(point);
         Ok(())

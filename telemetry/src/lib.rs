@@ -8,6 +8,7 @@
 //! Names follow `sluice_<noun>_<unit>_total`; labels are bounded (pipeline, table, topic,
 //! partition, reason, destination, result).
 
+pub mod events;
 pub mod health;
 mod registry;
 pub mod spec;

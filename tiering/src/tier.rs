@@ -24,7 +24,7 @@ use sluice_config::{Config, TieringConfig};
 use sluice_kafka::{AtEof, Cluster, RangeEnd, RangeRead, RawBatch};
 use sluice_lake::{Lake, TableSpec, TableWriter, WriterOptions, fault};
 use sluice_progress::Stored;
-use sluice_telemetry::spec;
+use sluice_telemetry::{events, spec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -241,7 +241,7 @@ impl Tierer {
             let start = match stored {
                 Some(b) if b >= low => b,
                 Some(b) => {
-                    tracing::error!(topic = %topic, partition = p, boundary = b, log_start = low, "offsets [{b}, {low}) left the broker before they were archived (the topic's own retention deleted them); they are lost to the archive");
+                    events::archive_gap(&topic, p, b, low);
                     low
                 }
                 None => low,
@@ -372,7 +372,7 @@ impl Tierer {
                 report.archived = out.rows;
                 report.files = files;
                 spec::TIERING_RECORDS_ARCHIVED.inc([&self.topic], out.rows);
-                tracing::info!(topic = %self.topic, table = %self.table, version = out.version, rows = out.rows, files, "archived");
+                events::archived(&self.topic, &self.table, out.version, out.rows, files);
             }
             Ok(None) => {}
             Err(e) if e.is_fenced() => {
@@ -466,7 +466,7 @@ impl Tierer {
             }
         }
         spec::TIERING_RECORDS_DELETED.inc([&self.topic], report.deleted);
-        tracing::info!(topic = %self.topic, deleted = report.deleted, "moved the broker's log start up to {upto:?}");
+        events::broker_trimmed(&self.topic, report.deleted, &upto);
         Ok(())
     }
 
@@ -555,7 +555,7 @@ pub fn record_round(topic: &str, outcome: &Result<RoundReport>) {
         Err(e) => {
             spec::TIERING_ROUNDS.inc([topic, "failed"], 1);
             spec::TIERING_ALARM.set([topic], 1.0);
-            tracing::error!(topic = %topic, "tiering round failed, nothing was deleted from the broker: {e}");
+            events::tiering_round_failed(topic, e);
         }
     }
 }

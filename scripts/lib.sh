@@ -33,3 +33,18 @@ stop_pidfile() {
   rm -f "$file"
   log "$name stopped"
 }
+APICURIO_VERSION="3.3.3"
+APICURIO_HOME="$SLUICE_CACHE/apicurio-$APICURIO_VERSION"
+SLUICE_REGISTRY_PORT="${SLUICE_REGISTRY_PORT:-18081}"
+
+# java21 : a Java 21+ runtime (Apicurio Registry 3 needs one): SLUICE_JAVA21, JAVA_HOME when it
+# is new enough, or a Temurin/OpenJDK 21+ under /usr/lib/jvm.
+java21() {
+  local cand v
+  for cand in "${SLUICE_JAVA21:-}" "${JAVA_HOME:+$JAVA_HOME/bin/java}" /usr/lib/jvm/*/bin/java java; do
+    [ -n "$cand" ] && command -v "$cand" >/dev/null 2>&1 || continue
+    v=$("$cand" -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}')
+    if [ -n "$v" ] && [ "${v%%.*}" -ge 21 ] 2>/dev/null; then echo "$cand"; return 0; fi
+  done
+  return 1
+}

@@ -111,6 +111,49 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     /// The HTTP endpoint for metrics and health, and logging.
     pub server: ServerConfig,
+    /// The schema registry of Avro topics.
+    pub schema_registry: SchemaRegistryConfig,
+}
+
+/// `[schema_registry]`: a Confluent-compatible schema registry (Confluent, Apicurio's
+/// `/apis/ccompat/v7`, Redpanda, Karapace).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(default)]
+pub struct SchemaRegistryConfig {
+    /// The base URL, e.g. `http://127.0.0.1:8081` or `https://host/apis/ccompat/v7`.
+    pub url: String,
+    /// Basic-auth user, when the registry asks for one.
+    pub username: Option<String>,
+    /// Basic-auth password (a secret: never printed).
+    pub password: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's, for `https` URLs.
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take.
+    pub timeout: Duration,
+}
+
+impl Default for SchemaRegistryConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            username: None,
+            password: None,
+            ca_file: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl fmt::Debug for SchemaRegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchemaRegistryConfig")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// `[kafka]`: where the brokers are and how to talk to them.
@@ -190,6 +233,9 @@ pub enum Format {
     /// One JSON object per record.
     #[default]
     Json,
+    /// Avro in the Confluent wire format (magic byte, 4-byte schema id, body); the writer's
+    /// schema is looked up by id in `[schema_registry]`.
+    Avro,
 }
 
 /// What to do with JSON fields that are not in the schema.
@@ -340,6 +386,9 @@ pub struct PipelineConfig {
     pub topics: Vec<String>,
     /// Record format.
     pub format: Format,
+    /// The registry subject of the record values' schema (Avro); default: the topic name
+    /// strategy, `<topic>-value`.
+    pub subject: Option<String>,
     /// Start position for partitions without progress in the table.
     pub start: StartPosition,
     /// The events table.
@@ -380,6 +429,7 @@ impl Default for PipelineConfig {
             name: String::new(),
             topics: Vec::new(),
             format: Format::Json,
+            subject: None,
             start: StartPosition::Earliest,
             table: String::new(),
             dead_letter_table: None,
@@ -415,6 +465,16 @@ impl PipelineConfig {
             .clone()
             .unwrap_or_else(|| format!("{}_late", self.name))
     }
+    /// The registry subject of the values' schema: `subject`, or `<first topic>-value`.
+    pub fn value_subject(&self) -> String {
+        self.subject.clone().unwrap_or_else(|| {
+            format!(
+                "{}-value",
+                self.topics.first().map(String::as_str).unwrap_or_default()
+            )
+        })
+    }
+
     /// The configured time zone.
     pub fn time_zone(&self) -> chrono_tz::Tz {
         self.timezone

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ByteSize, Compression, Duration, EventTimeConfig, FlushConfig, Format, KafkaConfig, LakeConfig,
-    MaintenanceConfig, ServerConfig, TieringConfig, TimeFormat, UnknownFields,
+    MaintenanceConfig, SchemaRegistryConfig, ServerConfig, TieringConfig, TimeFormat, UnknownFields,
 };
 
 /// The whole file.
@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub maintenance: MaintenanceConfig,
     /// `[server]`.
     pub server: ServerConfig,
+    /// `[schema_registry]`.
+    pub schema_registry: SchemaRegistryConfig,
 }
 
 /// `[[pipeline]]` as written.
@@ -40,6 +42,8 @@ pub struct RawPipeline {
     pub topics: Vec<String>,
     /// See [`crate::PipelineConfig::format`].
     pub format: Format,
+    /// See [`crate::PipelineConfig::subject`].
+    pub subject: Option<String>,
     /// `earliest`, `latest`, `offset:N` or `time:RFC3339`.
     pub start: String,
     /// See [`crate::PipelineConfig::table`].
@@ -80,6 +84,7 @@ impl Default for RawPipeline {
             name: typed.name,
             topics: typed.topics,
             format: typed.format,
+            subject: None,
             start: "earliest".into(),
             table: typed.table,
             dead_letter_table: typed.dead_letter_table,

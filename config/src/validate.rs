@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::raw::{RawAggregate, RawConfig, RawField, RawPipeline, RawWindow};
 use crate::{
-    AggregateConfig, AggregateSpec, ColumnType, Config, Duration, FieldConfig, KafkaConfig,
-    LakeConfig, MaintenanceConfig, PipelineConfig, Problem, ServerConfig, StartPosition,
-    TieringConfig, TimeFormat, ValueError, WindowKind,
+    AggregateConfig, AggregateSpec, ColumnType, Config, Duration, FieldConfig, Format,
+    KafkaConfig, LakeConfig, MaintenanceConfig, PipelineConfig, Problem, SchemaRegistryConfig,
+    ServerConfig, StartPosition, TieringConfig, TimeFormat, ValueError, WindowKind,
 };
 
 /// The typed config of `raw`; every broken rule is appended to `problems` (the config is
@@ -26,6 +26,7 @@ pub(crate) fn config(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
             "no [[pipeline]] and no [[tiering]]: there is nothing to run".into(),
         );
     }
+    schema_registry(&raw.schema_registry, &raw.pipelines, &mut c);
     let mut names = BTreeSet::new();
     let pipelines = raw
         .pipelines
@@ -41,6 +42,7 @@ pub(crate) fn config(raw: RawConfig, problems: &mut Vec<Problem>) -> Config {
         tiering: raw.tiering,
         maintenance: raw.maintenance,
         server: raw.server,
+        schema_registry: raw.schema_registry,
     };
     let tables = config.table_names();
     maintenance(&config.maintenance, &tables, &mut c);
@@ -120,6 +122,57 @@ fn kafka(mut kafka: KafkaConfig, c: &mut Check<'_>) -> KafkaConfig {
     kafka
 }
 
+/// `[schema_registry]`, and what the pipelines that read through it need.
+fn schema_registry(reg: &SchemaRegistryConfig, pipelines: &[RawPipeline], c: &mut Check<'_>) {
+    let avro: Vec<usize> = (0..pipelines.len())
+        .filter(|i| pipelines[*i].format == Format::Avro)
+        .collect();
+    if reg.url.trim().is_empty() {
+        if let Some(i) = avro.first() {
+            c.problem(
+                "schema_registry.url",
+                format!("missing; pipeline[{i}] reads Avro, whose schemas live in a registry: set url = \"http://host:8081\""),
+            );
+        }
+    } else {
+        match url::Url::parse(reg.url.trim()) {
+            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+            Ok(u) => c.problem(
+                "schema_registry.url",
+                format!("scheme {:?} is not supported; use http:// or https://", u.scheme()),
+            ),
+            Err(e) => c.problem(
+                "schema_registry.url",
+                format!("{:?} is not a valid URL: {e}", reg.url),
+            ),
+        }
+    }
+    if reg.password.is_some() != reg.username.is_some() {
+        c.problem(
+            "schema_registry.username",
+            "basic auth needs both username and password".into(),
+        );
+    }
+    if reg.timeout.get() < std::time::Duration::from_millis(100) {
+        c.problem("schema_registry.timeout", "must be at least 100ms".into());
+    }
+    for i in avro {
+        let p = &pipelines[i];
+        if !p.schema.is_empty() {
+            c.problem(
+                &format!("pipeline[{i}].schema"),
+                "an Avro pipeline takes its columns from the registry's schema; remove schema".into(),
+            );
+        }
+        if p.topics.len() > 1 && p.subject.is_none() {
+            c.problem(
+                &format!("pipeline[{i}].subject"),
+                "an Avro pipeline over several topics needs the subject their values share, e.g. subject = \"orders-value\"".into(),
+            );
+        }
+    }
+}
+
 /// `[lake]`.
 fn lake(lake: &LakeConfig, c: &mut Check<'_>) {
     if lake.root.trim().is_empty() {
@@ -170,6 +223,7 @@ fn pipeline(
         name: raw.name,
         topics: raw.topics,
         format: raw.format,
+        subject: raw.subject,
         start,
         table: raw.table,
         dead_letter_table: raw.dead_letter_table,

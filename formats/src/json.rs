@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMicrosecondArray,
 };
-use arrow::compute::{filter_record_batch, take};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use chrono_tz::Tz;
@@ -23,7 +23,8 @@ use sluice_config::{PipelineConfig, TimeFormat, UnknownFields};
 use sluice_kafka::RawBatch;
 
 use crate::json_fast::{FastJsonDecoder, GiveUp};
-use crate::time::{date_and_hour, event_time_of, parse_time};
+use crate::rows::RowLayout;
+use crate::time::{event_time_of, parse_time};
 use crate::{DeadLetter, Decoded, ErrorKind, FormatError};
 
 /// Decodes one pipeline's records.
@@ -36,7 +37,7 @@ pub struct JsonDecoder {
     tz: Tz,
     max_record_size: usize,
     strict: bool,
-    include_headers: bool,
+    layout: RowLayout,
     /// The specialised decoder for flat schemas, tried first (see [`crate::json_fast`]).
     fast: Option<FastJsonDecoder>,
     fast_gate: FastGate,
@@ -96,14 +97,18 @@ impl JsonDecoder {
             }
         };
         Ok(Self {
-            output,
+            output: output.clone(),
             decode_schema: Arc::new(Schema::new(decode_fields)),
             timestamp_columns,
             event_time,
             tz: p.time_zone(),
             max_record_size: p.max_record_size.bytes() as usize,
             strict: p.unknown_fields == UnknownFields::Reject,
-            include_headers: p.include_headers,
+            layout: RowLayout {
+                output: output.clone(),
+                tz: p.time_zone(),
+                include_headers: p.include_headers,
+            },
             fast: None,
             fast_gate: FastGate::default(),
         }
@@ -484,17 +489,6 @@ impl JsonDecoder {
         if kept.is_empty() {
             return Ok((None, kept));
         }
-        // Kafka columns for the kept rows.
-        let take_idx = UInt32Array::from(kept.iter().map(|&i| i as u32).collect::<Vec<_>>());
-        let (partitions, offsets, timestamps) = raw.position_arrays();
-        let topics = raw.topic_array();
-        let pick = |a: &ArrayRef| {
-            take(a.as_ref(), &take_idx, None).map_err(|source| FormatError::Arrow {
-                what: "taking the Kafka columns",
-                source,
-            })
-        };
-        let keys: ArrayRef = Arc::new(raw.keys.clone());
         let mask = BooleanArray::from(ok.clone());
         let decoded = RecordBatch::try_new(
             Arc::new(Schema::new(
@@ -513,27 +507,9 @@ impl JsonDecoder {
             source,
         })?;
         let event: Vec<i64> = (0..n).filter(|&r| ok[r]).map(|r| event_us[r]).collect();
-        let (dates, hours) = date_and_hour(&event, self.tz);
-        let mut out: Vec<ArrayRef> = decoded.columns().to_vec();
-        out.push(pick(&topics)?);
-        out.push(pick(&partitions)?);
-        out.push(pick(&offsets)?);
-        out.push(pick(&timestamps)?);
-        out.push(pick(&keys)?);
-        if self.include_headers {
-            out.push(crate::headers::headers_array(raw, &kept));
-        }
-        out.push(Arc::new(
-            TimestampMicrosecondArray::from(event).with_timezone("UTC"),
-        ));
-        out.push(Arc::new(dates));
-        out.push(Arc::new(hours));
-        let batch = RecordBatch::try_new(self.output.clone(), out).map_err(|source| {
-            FormatError::Arrow {
-                what: "building the events batch",
-                source,
-            }
-        })?;
+        let batch = self
+            .layout
+            .rows(raw, &kept, decoded.columns().to_vec(), event)?;
         Ok((Some(batch), kept))
     }
 }

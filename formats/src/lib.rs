@@ -10,10 +10,13 @@
 //! A decoder never fails on a record's content: a [`FormatError`] means the decoder or the
 //! table is wrong, not the record.
 
+pub mod avro;
 pub mod dead_letter;
 pub mod headers;
 pub mod json;
 pub mod json_fast;
+pub mod registry;
+pub mod rows;
 pub mod schema;
 pub mod time;
 
@@ -36,6 +39,15 @@ pub enum ErrorKind {
     SchemaMismatch,
     /// The event time is missing or cannot be parsed.
     InvalidEventTime,
+    /// The value is not in the Confluent wire format (magic byte 0, a 4-byte schema id).
+    BadFraming,
+    /// The schema id is not in the registry.
+    UnknownSchema,
+    /// The writer's schema cannot be read as the table's (a narrowing, a type change, or
+    /// another kind of schema).
+    IncompatibleSchema,
+    /// The body does not decode with the writer's schema (truncated, corrupt, trailing bytes).
+    MalformedAvro,
 }
 
 impl ErrorKind {
@@ -48,6 +60,10 @@ impl ErrorKind {
             Self::MalformedJson => "malformed_json",
             Self::SchemaMismatch => "schema_mismatch",
             Self::InvalidEventTime => "invalid_event_time",
+            Self::BadFraming => "bad_framing",
+            Self::UnknownSchema => "unknown_schema",
+            Self::IncompatibleSchema => "incompatible_schema",
+            Self::MalformedAvro => "malformed_avro",
         }
     }
 }
@@ -90,6 +106,18 @@ pub enum FormatError {
         /// The field.
         field: String,
     },
+    /// The schema registry could not answer (not: it does not know an id, which makes dead
+    /// letters).
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    /// The subject's schema cannot become a table.
+    #[error("subject {subject}: {message}")]
+    Subject {
+        /// The registry subject.
+        subject: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Arrow refused to build what the decoder asked for.
     #[error("{what}: {source}")]
     Arrow {
@@ -99,4 +127,32 @@ pub enum FormatError {
         #[source]
         source: arrow::error::ArrowError,
     },
+}
+
+/// A pipeline's decoder, whichever its format.
+#[derive(Debug)]
+pub enum RecordDecoder {
+    /// `format = "json"`.
+    Json(JsonDecoder),
+    /// `format = "avro"`.
+    Avro(Box<avro::AvroDecoder>),
+}
+
+impl RecordDecoder {
+    /// Whatever the decoder must fetch before it can decode `raw` (the writer schemas of new
+    /// Avro schema ids).
+    pub async fn prepare(&mut self, raw: &sluice_kafka::RawBatch) -> Result<(), FormatError> {
+        match self {
+            Self::Json(_) => Ok(()),
+            Self::Avro(a) => a.prepare(raw).await,
+        }
+    }
+
+    /// Decodes a batch; bad records become dead letters.
+    pub fn decode(&mut self, raw: &sluice_kafka::RawBatch) -> Result<Decoded, FormatError> {
+        match self {
+            Self::Json(j) => j.decode(raw),
+            Self::Avro(a) => a.decode(raw),
+        }
+    }
 }

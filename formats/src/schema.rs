@@ -130,8 +130,16 @@ pub fn column_type_of(t: &DataType) -> Option<ColumnType> {
         DataType::Float64 => ColumnType::Double,
         DataType::Float32 => ColumnType::Float,
         DataType::Boolean => ColumnType::Boolean,
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ColumnType::Binary,
+        DataType::Binary
+        | DataType::LargeBinary
+        | DataType::BinaryView
+        | DataType::FixedSizeBinary(_) => ColumnType::Binary,
         DataType::Date32 => ColumnType::Date,
+        // Avro enums decode as dictionaries; the table holds their symbols.
+        DataType::Dictionary(_, v) => column_type_of(v)?,
+        // Avro time-of-day: micro- or milliseconds after midnight.
+        DataType::Time32(_) => ColumnType::Integer,
+        DataType::Time64(_) => ColumnType::Long,
         DataType::Timestamp(..) => ColumnType::Timestamp,
         DataType::Decimal128(p, s) => ColumnType::Decimal(*p, *s),
         DataType::List(f) | DataType::LargeList(f) => {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
-use sluice_config::{Config, PipelineConfig, StartPosition};
+use sluice_config::{Config, Format, PipelineConfig, StartPosition};
 use sluice_lake::{
     BackgroundWriter, Lake, LakeError, TableSpec, TableWriter, WriterOptions, clock_app_id,
     progress_app_id,
@@ -32,7 +32,9 @@ use crate::windows::{AggregateSink, CLOCK_KEY, late_rows, late_schema, window_sp
 use sluice_telemetry::{events, health, spec};
 
 use crate::{IngestError, Result};
-use sluice_formats::JsonDecoder;
+use sluice_formats::avro::{self, AvroDecoder};
+use sluice_formats::registry::Registry;
+use sluice_formats::{FormatError, JsonDecoder, RecordDecoder};
 use sluice_formats::dead_letter::dead_letter_batch;
 use sluice_formats::schema::{dead_letter_schema, events_schema};
 use sluice_kafka::RawBatch;
@@ -82,7 +84,7 @@ pub struct Pipeline {
     /// The events table's writer encodes on its own task, in parallel with decoding.
     events: BackgroundWriter,
     dead: TableWriter,
-    decoder: JsonDecoder,
+    decoder: RecordDecoder,
     aggs: Vec<AggregateSink>,
     /// Late tables, indexed as [`Table::Late`] (the aggregates of a pipeline usually share one).
     late: Vec<TableWriter>,
@@ -174,19 +176,41 @@ impl Pipeline {
     /// Opens the pipeline's tables. A pipeline without `schema` takes the columns of its
     /// existing events table.
     pub async fn open(config: &Config, p: &PipelineConfig, lake: &Lake) -> Result<Self> {
+        let format_err = |source| IngestError::Format {
+            table: p.table.clone(),
+            source,
+        };
         let resolved;
-        let p = if p.schema.is_empty() {
-            resolved = schema_from_table(p, lake).await?;
-            &resolved
-        } else {
-            p
+        let mut avro = None;
+        let p = match p.format {
+            Format::Avro => {
+                let registry = Arc::new(
+                    Registry::new(&config.schema_registry)
+                        .map_err(|e| format_err(FormatError::from(e)))?,
+                );
+                let subject = p.value_subject();
+                let latest = registry
+                    .latest(&subject)
+                    .await
+                    .map_err(|e| format_err(FormatError::from(e)))?;
+                let columns = avro::table_columns(&subject, &latest).map_err(format_err)?;
+                resolved = with_columns(p, columns)?;
+                avro = Some((registry, latest));
+                &resolved
+            }
+            Format::Json if p.schema.is_empty() => {
+                resolved = schema_from_table(p, lake).await?;
+                &resolved
+            }
+            Format::Json => p,
         };
         let (events, dead) = open_tables(config, p, lake).await?;
-        let decoder =
-            JsonDecoder::new(p, events.schema()).map_err(|source| IngestError::Format {
-                table: p.table.clone(),
-                source,
-            })?;
+        let decoder = match avro {
+            Some((registry, latest)) => RecordDecoder::Avro(Box::new(
+                AvroDecoder::new(p, registry, &latest, events.schema()).map_err(format_err)?,
+            )),
+            None => RecordDecoder::Json(JsonDecoder::new(p, events.schema()).map_err(format_err)?),
+        };
         let options = writer_options(config, p);
         let mut aggs = Vec::new();
         let mut late: Vec<TableWriter> = Vec::new();
@@ -591,6 +615,13 @@ impl Pipeline {
         spec::RECORDS_IN.inc([&self.cfg.name], raw.len() as u64);
         self.first_buffered.get_or_insert_with(Instant::now);
         let t0 = Instant::now();
+        self.decoder
+            .prepare(&raw)
+            .await
+            .map_err(|source| IngestError::Format {
+                table: self.cfg.table.clone(),
+                source,
+            })?;
         let decoded = self
             .decoder
             .decode(&raw)
@@ -970,6 +1001,18 @@ impl Pipeline {
         }
         Ok(source.seek(&seeks)?)
     }
+}
+
+/// `p` with `columns` (from its registry subject), checked against the rules that read the
+/// schema.
+fn with_columns(p: &PipelineConfig, columns: Vec<sluice_config::FieldConfig>) -> Result<PipelineConfig> {
+    p.with_schema(columns).map_err(|problems| {
+        let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        IngestError::Schema {
+            table: p.table.clone(),
+            message: format!("with the columns of subject {}: {}", p.value_subject(), list.join("; ")),
+        }
+    })
 }
 
 /// `p` with the columns of its existing events table, checked again against the rules that

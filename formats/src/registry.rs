@@ -1,0 +1,221 @@
+//! [`Registry`]: a client of a Confluent-compatible schema registry (Confluent, Apicurio's
+//! `/apis/ccompat/v7`, Redpanda, Karapace). Schemas are immutable by id, so each id is asked
+//! for once and cached for the life of the process; a subject's latest version is asked for
+//! when a pipeline opens and when a record brings an id newer than its table's schema.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use sluice_config::SchemaRegistryConfig;
+
+/// The kind of a registered schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaType {
+    /// Avro (the registry's default when it names none).
+    Avro,
+    /// Protocol Buffers.
+    Protobuf,
+    /// JSON Schema.
+    Json,
+}
+
+/// One registered schema.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisteredSchema {
+    /// Its id, as records carry it.
+    pub id: u32,
+    /// Its kind.
+    pub schema_type: SchemaType,
+    /// The schema text (Avro JSON, a .proto file, a JSON Schema).
+    pub text: String,
+}
+
+/// Why the registry could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The request did not get an answer.
+    #[error("schema registry {url}: {source}")]
+    Http {
+        /// The URL asked (no credentials in it).
+        url: String,
+        /// Why.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registry has no such schema or subject.
+    #[error("schema registry {url}: not found")]
+    NotFound {
+        /// The URL asked.
+        url: String,
+    },
+    /// The registry answered with an error status.
+    #[error("schema registry {url}: HTTP {status}: {body}")]
+    Status {
+        /// The URL asked.
+        url: String,
+        /// The status.
+        status: u16,
+        /// What it said (cut to 500 bytes).
+        body: String,
+    },
+    /// The CA file could not be read or parsed.
+    #[error("schema_registry.ca_file {path}: {message}")]
+    Tls {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl RegistryError {
+    /// True when the registry said the schema or subject does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::NotFound { .. })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SchemaAnswer {
+    schema: String,
+    #[serde(default)]
+    schema_type: Option<String>,
+    #[serde(default)]
+    id: Option<u32>,
+}
+
+/// A registry client with a cache of schemas by id.
+#[derive(Debug)]
+pub struct Registry {
+    client: reqwest::Client,
+    base: String,
+    auth: Option<(String, String)>,
+    by_id: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
+    requests: AtomicU64,
+}
+
+impl Registry {
+    /// A client of the registry `cfg` names.
+    pub fn new(cfg: &SchemaRegistryConfig) -> Result<Self, RegistryError> {
+        let mut builder = reqwest::Client::builder().timeout(cfg.timeout.get());
+        if let Some(path) = &cfg.ca_file {
+            let tls = |message: String| RegistryError::Tls {
+                path: path.display().to_string(),
+                message,
+            };
+            let pem = std::fs::read(path).map_err(|e| tls(e.to_string()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| tls(e.to_string()))? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|source| RegistryError::Http {
+            url: cfg.url.clone(),
+            source,
+        })?;
+        let auth = cfg.username.clone().zip(cfg.password.clone());
+        Ok(Self {
+            client,
+            base: cfg.url.trim().trim_end_matches('/').to_string(),
+            auth,
+            by_id: Mutex::new(HashMap::new()),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// Requests made so far (the cache answers the rest).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// The schema with id `id` (cached: one request per id for the life of the process).
+    pub async fn schema_by_id(&self, id: u32) -> Result<Arc<RegisteredSchema>, RegistryError> {
+        if let Some(s) = self.by_id.lock().ok().and_then(|m| m.get(&id).cloned()) {
+            return Ok(s);
+        }
+        let answer = self.get(&format!("/schemas/ids/{id}")).await?;
+        let schema = Arc::new(RegisteredSchema {
+            id,
+            schema_type: schema_type(answer.schema_type.as_deref()),
+            text: answer.schema,
+        });
+        if let Ok(mut m) = self.by_id.lock() {
+            m.insert(id, schema.clone());
+        }
+        Ok(schema)
+    }
+
+    /// The latest version registered under `subject`.
+    pub async fn latest(&self, subject: &str) -> Result<Arc<RegisteredSchema>, RegistryError> {
+        let path = format!("/subjects/{}/versions/latest", encode(subject));
+        let answer = self.get(&path).await?;
+        let id = answer.id.ok_or_else(|| RegistryError::Status {
+            url: format!("{}{path}", self.base),
+            status: 200,
+            body: "the answer has no schema id".into(),
+        })?;
+        let schema = Arc::new(RegisteredSchema {
+            id,
+            schema_type: schema_type(answer.schema_type.as_deref()),
+            text: answer.schema,
+        });
+        if let Ok(mut m) = self.by_id.lock() {
+            m.insert(id, schema.clone());
+        }
+        Ok(schema)
+    }
+
+    async fn get(&self, path: &str) -> Result<SchemaAnswer, RegistryError> {
+        let url = format!("{}{path}", self.base);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut req = self
+            .client
+            .get(&url)
+            .header("Accept", "application/vnd.schemaregistry.v1+json, application/json");
+        if let Some((user, password)) = &self.auth {
+            req = req.basic_auth(user, Some(password));
+        }
+        let http = |source| RegistryError::Http {
+            url: url.clone(),
+            source,
+        };
+        let resp = req.send().await.map_err(http)?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Err(RegistryError::NotFound { url });
+        }
+        if !status.is_success() {
+            let mut body = resp.text().await.unwrap_or_default();
+            body.truncate(500);
+            return Err(RegistryError::Status {
+                url,
+                status: status.as_u16(),
+                body,
+            });
+        }
+        resp.json::<SchemaAnswer>().await.map_err(http)
+    }
+}
+
+fn schema_type(t: Option<&str>) -> SchemaType {
+    match t.map(str::to_ascii_uppercase).as_deref() {
+        Some("PROTOBUF") => SchemaType::Protobuf,
+        Some("JSON") => SchemaType::Json,
+        _ => SchemaType::Avro,
+    }
+}
+
+/// A subject as one URL path segment.
+fn encode(subject: &str) -> String {
+    subject
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Starts or stops a schema registry (Apicurio Registry, in-memory storage) on 127.0.0.1 for
+# tests and development. It serves the Confluent-compatible API under /apis/ccompat/v7, which
+# is what sluice and Confluent's serializers speak.
+#
+#   scripts/registry.sh start    # fetch the app if missing, start, wait until ready
+#   scripts/registry.sh stop     # stop it; no process is left behind
+#   scripts/registry.sh status
+#   scripts/registry.sh fetch    # only fetch the app
+#
+# The app (io.apicurio:apicurio-registry-app:3.3.3, classifier `all`, a Quarkus app as a
+# tar.gz) comes from Maven Central through Maven into $SLUICE_CACHE/apicurio-<version> and is
+# reused when present. It needs Java 21+ (see java21 in lib.sh). HTTP and the management
+# interface are bound to 127.0.0.1 only. Port: SLUICE_REGISTRY_PORT (default 18081); the
+# management interface listens on the next port.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+PORT=$SLUICE_REGISTRY_PORT
+MANAGEMENT_PORT=$((PORT + 1))
+DIR="$SLUICE_RUN_DIR/registry-$PORT"
+PIDFILE="$DIR/registry.pid"
+URL="http://127.0.0.1:$PORT/apis/ccompat/v7"
+
+fetch_app() {
+  if [ -f "$APICURIO_HOME/.complete" ]; then return 0; fi
+  command -v mvn >/dev/null || die "Maven (mvn) is needed to fetch Apicurio Registry"
+  log "fetching Apicurio Registry $APICURIO_VERSION from Maven Central into $APICURIO_HOME"
+  local tmp
+  tmp=$(mktemp -d)
+  mvn -q -B -Dstyle.color=never dependency:copy \
+    "-Dartifact=io.apicurio:apicurio-registry-app:$APICURIO_VERSION:tar.gz:all" \
+    -DoutputDirectory="$tmp" >&2 || die "mvn could not fetch io.apicurio:apicurio-registry-app:$APICURIO_VERSION"
+  rm -rf "$APICURIO_HOME"; mkdir -p "$APICURIO_HOME"
+  tar xzf "$tmp"/apicurio-registry-app-*.tar.gz -C "$APICURIO_HOME" || die "cannot unpack the registry"
+  rm -rf "$tmp"
+  [ -f "$APICURIO_HOME/quarkus-run.jar" ] || die "the registry archive has no quarkus-run.jar"
+  touch "$APICURIO_HOME/.complete"
+}
+
+start() {
+  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    log "already running (pid $(cat "$PIDFILE"))"; echo "$URL"; return 0
+  fi
+  port_open "$PORT" && die "port $PORT is taken by another process; set SLUICE_REGISTRY_PORT"
+  port_open "$MANAGEMENT_PORT" && die "port $MANAGEMENT_PORT (management) is taken; set SLUICE_REGISTRY_PORT"
+  local java
+  java=$(java21) || die "Apicurio Registry needs Java 21 or newer: install one (e.g. Temurin 21+) or set SLUICE_JAVA21 to its java"
+  fetch_app
+  rm -rf "$DIR"; mkdir -p "$DIR"
+  setsid "$java" -Xms128m -Xmx512m -XX:+UseSerialGC \
+    -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$PORT" \
+    -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$MANAGEMENT_PORT" \
+    -Dquarkus.log.level=WARN -Dquarkus.log.console.level=WARN \
+    -jar "$APICURIO_HOME/quarkus-run.jar" >"$DIR/server.log" 2>&1 </dev/null &
+  echo $! >"$PIDFILE"
+  local deadline=$((SECONDS + 120))
+  until curl -fsS -o /dev/null "$URL/subjects" 2>/dev/null; do
+    kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 50 "$DIR/server.log" >&2; die "the registry exited during start-up"; }
+    [ $SECONDS -lt $deadline ] || { tail -n 50 "$DIR/server.log" >&2; die "the registry did not answer $URL/subjects within 120s"; }
+    sleep 0.5
+  done
+  log "ready: Apicurio Registry $APICURIO_VERSION, Confluent-compatible API at $URL"
+  echo "$URL"
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop_pidfile "$PIDFILE" "registry" ;;
+  status)
+    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "running at $URL"; else echo "stopped"; exit 1; fi ;;
+  fetch) fetch_app ;;
+  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+esac

@@ -27,4 +27,5 @@ for comp in rustfmt clippy; do
   fi
 done
 "$SCRIPTS_DIR/kafka.sh" fetch
+"$SCRIPTS_DIR/registry.sh" fetch
 "$SCRIPTS_DIR/python-env.sh"

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ByteSize, Compression, Duration, EventTimeConfig, FlushConfig, Format, KafkaConfig, LakeConfig,
-    MaintenanceConfig, SchemaRegistryConfig, ServerConfig, TieringConfig, TimeFormat, UnknownFields,
+    MaintenanceConfig, SchemaRegistryConfig, ServerConfig, TieringConfig, TimeFormat,
+    UnknownFields,
 };
 
 /// The whole file.

@@ -245,6 +245,10 @@ fn every_config_key_is_documented() {
     };
     c.pipelines[0].aggregates.push(agg);
     c.pipelines[0].dead_letter_table = Some("dl".into());
+    c.pipelines[0].subject = Some("s".into());
+    c.schema_registry.username = Some("u".into());
+    c.schema_registry.password = Some("p".into());
+    c.schema_registry.ca_file = Some("ca.pem".into());
     c.pipelines[0].event_time.field = Some("ts".into());
     c.pipelines[0].schema[0].format = Some(TimeFormat::Rfc3339);
     c.pipelines[0].schema[0].nullable = Some(true);
@@ -316,4 +320,58 @@ aggregates = ["count(*) AS n"]
         duration.is_some_and(|m| m.contains("5 parsecs")),
         "{duration:?}"
     );
+}
+
+#[test]
+fn avro_pipelines_need_a_registry_and_no_schema_and_the_password_is_never_printed() {
+    let text = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[lake]
+root = "/tmp/lake"
+[schema_registry]
+username = "sluice"
+[[pipeline]]
+name = "orders"
+topics = ["a", "b"]
+table = "orders"
+format = "avro"
+schema = [{ name = "id", type = "long" }]
+"#;
+    let err = load(text).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("expected Invalid, got {err}")
+    };
+    let keys: BTreeSet<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "schema_registry.url",
+            "schema_registry.username",
+            "pipeline[0].schema",
+            "pipeline[0].subject",
+        ]),
+        "{err}"
+    );
+    let ok = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[lake]
+root = "/tmp/lake"
+[schema_registry]
+url = "https://registry.example/apis/ccompat/v7"
+username = "sluice"
+password = "hunter2"
+[[pipeline]]
+name = "orders"
+topics = ["orders"]
+table = "orders"
+format = "avro"
+"#;
+    let c = load(ok).unwrap();
+    assert_eq!(c.pipelines[0].format, Format::Avro);
+    assert_eq!(c.pipelines[0].value_subject(), "orders-value");
+    let printed = format!("{c:?}");
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(printed.contains("***"), "{printed}");
 }

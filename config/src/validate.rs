@@ -6,9 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::raw::{RawAggregate, RawConfig, RawField, RawPipeline, RawWindow};
 use crate::{
-    AggregateConfig, AggregateSpec, ColumnType, Config, Duration, FieldConfig, Format,
-    KafkaConfig, LakeConfig, MaintenanceConfig, PipelineConfig, Problem, SchemaRegistryConfig,
-    ServerConfig, StartPosition, TieringConfig, TimeFormat, ValueError, WindowKind,
+    AggregateConfig, AggregateSpec, ColumnType, Config, Duration, FieldConfig, Format, KafkaConfig,
+    LakeConfig, MaintenanceConfig, PipelineConfig, Problem, SchemaRegistryConfig, ServerConfig,
+    StartPosition, TieringConfig, TimeFormat, ValueError, WindowKind,
 };
 
 /// The typed config of `raw`; every broken rule is appended to `problems` (the config is
@@ -139,7 +139,10 @@ fn schema_registry(reg: &SchemaRegistryConfig, pipelines: &[RawPipeline], c: &mu
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
             Ok(u) => c.problem(
                 "schema_registry.url",
-                format!("scheme {:?} is not supported; use http:// or https://", u.scheme()),
+                format!(
+                    "scheme {:?} is not supported; use http:// or https://",
+                    u.scheme()
+                ),
             ),
             Err(e) => c.problem(
                 "schema_registry.url",
@@ -161,7 +164,8 @@ fn schema_registry(reg: &SchemaRegistryConfig, pipelines: &[RawPipeline], c: &mu
         if !p.schema.is_empty() {
             c.problem(
                 &format!("pipeline[{i}].schema"),
-                "an Avro pipeline takes its columns from the registry's schema; remove schema".into(),
+                "an Avro pipeline takes its columns from the registry's schema; remove schema"
+                    .into(),
             );
         }
         if p.topics.len() > 1 && p.subject.is_none() {

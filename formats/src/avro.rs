@@ -31,7 +31,10 @@ use crate::{DeadLetter, Decoded, ErrorKind, FormatError};
 const HEADER: usize = 5;
 
 /// The events table's columns for the schema `latest` (the subject's latest version).
-pub fn table_columns(subject: &str, latest: &RegisteredSchema) -> Result<Vec<FieldConfig>, FormatError> {
+pub fn table_columns(
+    subject: &str,
+    latest: &RegisteredSchema,
+) -> Result<Vec<FieldConfig>, FormatError> {
     let bad = |message: String| FormatError::Subject {
         subject: subject.to_string(),
         message,
@@ -43,8 +46,13 @@ pub fn table_columns(subject: &str, latest: &RegisteredSchema) -> Result<Vec<Fie
         )));
     }
     let reader = AvroSchema::new(latest.text.clone());
-    let decoder = build(&reader, &BTreeMap::from([(latest.id, reader.clone())]), 1)
-        .map_err(|e| bad(format!("its latest schema (id {}) does not read: {e}", latest.id)))?;
+    let decoder =
+        build(&reader, &BTreeMap::from([(latest.id, reader.clone())]), 1).map_err(|e| {
+            bad(format!(
+                "its latest schema (id {}) does not read: {e}",
+                latest.id
+            ))
+        })?;
     decoder
         .schema()
         .fields()
@@ -200,7 +208,8 @@ impl AvroDecoder {
                     "schema id {id} is a {:?} schema; this pipeline reads Avro",
                     schema.schema_type
                 );
-                self.refused.insert(id, (ErrorKind::IncompatibleSchema, why));
+                self.refused
+                    .insert(id, (ErrorKind::IncompatibleSchema, why));
                 continue;
             }
             let writer = AvroSchema::new(schema.text.clone());
@@ -215,7 +224,8 @@ impl AvroDecoder {
                         self.subject, self.reader_id
                     );
                     tracing::warn!(subject = %self.subject, id, "{why}");
-                    self.refused.insert(id, (ErrorKind::IncompatibleSchema, why));
+                    self.refused
+                        .insert(id, (ErrorKind::IncompatibleSchema, why));
                 }
             }
         }
@@ -397,11 +407,14 @@ impl AvroDecoder {
         };
         self.columns
             .iter()
-            .map(|(name, ty)| match joined.as_ref().and_then(|b| b.column_by_name(name)) {
-                Some(c) if c.data_type() == ty => Ok(c.clone()),
-                Some(c) => cast(c, ty).map_err(|e| arrow("casting an Avro column to the table's type", e)),
-                None => Ok(new_null_array(ty, rows)),
-            })
+            .map(
+                |(name, ty)| match joined.as_ref().and_then(|b| b.column_by_name(name)) {
+                    Some(c) if c.data_type() == ty => Ok(c.clone()),
+                    Some(c) => cast(c, ty)
+                        .map_err(|e| arrow("casting an Avro column to the table's type", e)),
+                    None => Ok(new_null_array(ty, rows)),
+                },
+            )
             .collect()
     }
 
@@ -421,7 +434,9 @@ impl AvroDecoder {
                 EventTime::Kafka => raw.timestamps[i]
                     .map(|ms| ms.saturating_mul(1000))
                     .ok_or(TimeError::NoKafkaTimestamp),
-                EventTime::Field(col, fmt) => event_time_of(&decoded[col], row, fmt, self.layout.tz),
+                EventTime::Field(col, fmt) => {
+                    event_time_of(&decoded[col], row, fmt, self.layout.tz)
+                }
             };
             match t {
                 Ok(us) => event_us.push(us),
@@ -451,7 +466,12 @@ impl AvroDecoder {
                     what: "dropping rows with bad times",
                     source,
                 })?;
-            let kept = kept.iter().zip(&ok).filter(|(_, k)| **k).map(|(i, _)| *i).collect();
+            let kept = kept
+                .iter()
+                .zip(&ok)
+                .filter(|(_, k)| **k)
+                .map(|(i, _)| *i)
+                .collect();
             (batch.columns().to_vec(), kept)
         };
         if kept.is_empty() {

@@ -133,7 +133,7 @@ pub enum FormatError {
 #[derive(Debug)]
 pub enum RecordDecoder {
     /// `format = "json"`.
-    Json(JsonDecoder),
+    Json(Box<JsonDecoder>),
     /// `format = "avro"`.
     Avro(Box<avro::AvroDecoder>),
 }

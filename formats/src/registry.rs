@@ -107,7 +107,9 @@ impl Registry {
                 message,
             };
             let pem = std::fs::read(path).map_err(|e| tls(e.to_string()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| tls(e.to_string()))? {
+            for cert in
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| tls(e.to_string()))?
+            {
                 builder = builder.add_root_certificate(cert);
             }
         }
@@ -170,10 +172,10 @@ impl Registry {
     async fn get(&self, path: &str) -> Result<SchemaAnswer, RegistryError> {
         let url = format!("{}{path}", self.base);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut req = self
-            .client
-            .get(&url)
-            .header("Accept", "application/vnd.schemaregistry.v1+json, application/json");
+        let mut req = self.client.get(&url).header(
+            "Accept",
+            "application/vnd.schemaregistry.v1+json, application/json",
+        );
         if let Some((user, password)) = &self.auth {
             req = req.basic_auth(user, Some(password));
         }

@@ -33,10 +33,10 @@ use sluice_telemetry::{events, health, spec};
 
 use crate::{IngestError, Result};
 use sluice_formats::avro::{self, AvroDecoder};
-use sluice_formats::registry::Registry;
-use sluice_formats::{FormatError, JsonDecoder, RecordDecoder};
 use sluice_formats::dead_letter::dead_letter_batch;
+use sluice_formats::registry::Registry;
 use sluice_formats::schema::{dead_letter_schema, events_schema};
+use sluice_formats::{FormatError, JsonDecoder, RecordDecoder};
 use sluice_kafka::RawBatch;
 
 /// How a run ends.
@@ -209,7 +209,9 @@ impl Pipeline {
             Some((registry, latest)) => RecordDecoder::Avro(Box::new(
                 AvroDecoder::new(p, registry, &latest, events.schema()).map_err(format_err)?,
             )),
-            None => RecordDecoder::Json(JsonDecoder::new(p, events.schema()).map_err(format_err)?),
+            None => RecordDecoder::Json(Box::new(
+                JsonDecoder::new(p, events.schema()).map_err(format_err)?,
+            )),
         };
         let options = writer_options(config, p);
         let mut aggs = Vec::new();
@@ -1005,12 +1007,19 @@ impl Pipeline {
 
 /// `p` with `columns` (from its registry subject), checked against the rules that read the
 /// schema.
-fn with_columns(p: &PipelineConfig, columns: Vec<sluice_config::FieldConfig>) -> Result<PipelineConfig> {
+fn with_columns(
+    p: &PipelineConfig,
+    columns: Vec<sluice_config::FieldConfig>,
+) -> Result<PipelineConfig> {
     p.with_schema(columns).map_err(|problems| {
         let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         IngestError::Schema {
             table: p.table.clone(),
-            message: format!("with the columns of subject {}: {}", p.value_subject(), list.join("; ")),
+            message: format!(
+                "with the columns of subject {}: {}",
+                p.value_subject(),
+                list.join("; ")
+            ),
         }
     })
 }

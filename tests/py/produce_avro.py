@@ -1,0 +1,97 @@
+"""Produces Avro records with Confluent's own serializer (an independent client, not sluice's
+code) against a schema registry, and writes what it produced as JSON lines.
+
+usage: produce_avro.py BROKERS REGISTRY_URL TOPIC COUNT OUT.jsonl [--bad]
+
+Record i (0-based) is a deterministic function of i, so that a test can check every value
+the table holds. With --bad, two records that are not valid Avro follow: one value without
+the Confluent framing and one framed with a schema id the registry does not know.
+"""
+import decimal
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+
+from confluent_kafka import Producer, SerializingProducer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import StringSerializer
+
+SCHEMA = {
+    "type": "record",
+    "name": "Order",
+    "namespace": "sluice.test",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "user", "type": "string"},
+        {"name": "amount", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+        {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["NEW", "PAID", "SHIPPED"]}},
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "address", "type": {"type": "record", "name": "Address", "fields": [
+            {"name": "city", "type": "string"},
+            {"name": "zip", "type": ["null", "string"], "default": None},
+        ]}},
+        {"name": "tags", "type": {"type": "array", "items": "string"}},
+        {"name": "note", "type": ["null", "string"], "default": None},
+        {"name": "qty", "type": "int"},
+        {"name": "ok", "type": "boolean"},
+    ],
+}
+
+BASE = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+
+def record(i):
+    return {
+        "id": i,
+        "user": f"u{i % 97}",
+        "amount": decimal.Decimal(i % 100000) / 100,
+        "status": ["NEW", "PAID", "SHIPPED"][i % 3],
+        "ts": BASE + timedelta(milliseconds=i * 1000 + i % 1000),
+        "address": {"city": f"c{i % 13}", "zip": None if i % 5 == 0 else f"{10000 + i % 900}"},
+        "tags": [f"t{j}" for j in range(i % 4)],
+        "note": None if i % 2 else f"n{i}",
+        "qty": (i % 7) - 3,
+        "ok": i % 2 == 0,
+    }
+
+
+def as_json(r):
+    out = dict(r)
+    out["amount"] = str(r["amount"])
+    out["ts"] = int(r["ts"].timestamp() * 1_000_000)
+    return out
+
+
+def main():
+    brokers, registry, topic, count, out_path = sys.argv[1:6]
+    bad = "--bad" in sys.argv[6:]
+    count = int(count)
+    client = SchemaRegistryClient({"url": registry})
+    serializer = AvroSerializer(client, json.dumps(SCHEMA), conf={"auto.register.schemas": True})
+    producer = SerializingProducer({
+        "bootstrap.servers": brokers,
+        "key.serializer": StringSerializer("utf_8"),
+        "value.serializer": serializer,
+        "linger.ms": 20,
+        "enable.idempotence": True,
+    })
+    with open(out_path, "w") as out:
+        for i in range(count):
+            r = record(i)
+            producer.produce(topic, key=f"k{i}", value=r)
+            out.write(json.dumps(as_json(r)) + "\n")
+            if i % 5000 == 0:
+                producer.poll(0)
+    producer.flush(60)
+    if bad:
+        raw = Producer({"bootstrap.servers": brokers})
+        raw.produce(topic, key=b"bad-framing", value=b'{"not": "avro"}')
+        raw.produce(topic, key=b"unknown-id", value=b"\x00\x00\x0f\x42\x3f" + b"\x02\x04ab")
+        raw.flush(60)
+    if producer.flush(60) != 0:
+        sys.exit("records left unsent")
+
+
+if __name__ == "__main__":
+    main()

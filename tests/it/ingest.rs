@@ -766,16 +766,29 @@ flush = { max_rows = 0 }
         err.contains(&path.display().to_string()),
         "the file is named:\n{err}"
     );
-    let ok = Command::new(sluice_bin())
-        .args(["validate", "--config", "examples/sluice.toml"])
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    // Every example config is valid.
+    let mut examples: Vec<_> = std::fs::read_dir(repo_root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 6, "{examples:?}");
+    for example in examples {
+        let ok = Command::new(sluice_bin())
+            .arg("validate")
+            .arg("--config")
+            .arg(&example)
+            .current_dir(repo_root())
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}: {}",
+            example.display(),
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -360,7 +360,7 @@ impl AvroDecoder {
             let dec = self.decoder(2)?;
             let mut out = Vec::new();
             let fed = feed(dec, raw.value(i).unwrap_or_default(), &mut out)
-                .and_then(|()| dec.flush().map_err(|e| e.to_string()))
+                .and_then(|()| dec.flush().map_err(BodyError::from))
                 .map(|last| {
                     out.extend(last);
                     out
@@ -477,7 +477,13 @@ impl AvroDecoder {
         if kept.is_empty() {
             return Ok((None, Vec::new()));
         }
-        let rows = self.layout.rows(raw, &kept, decoded, event_us)?;
+        let named = self
+            .columns
+            .iter()
+            .map(|(c, _)| c.clone())
+            .zip(decoded)
+            .collect();
+        let rows = self.layout.rows(raw, &kept, named, event_us)?;
         Ok((Some(rows), kept.iter().map(|i| *i as u32).collect()))
     }
 }
@@ -492,18 +498,29 @@ pub fn schema_id(value: &[u8]) -> Option<u32> {
 
 /// Feeds one whole record to `dec`, flushing into `out` when the decoder asks for it (a
 /// full batch, or a change of writer schema).
-fn feed(dec: &mut Decoder, msg: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), String> {
+fn feed(dec: &mut Decoder, msg: &[u8], out: &mut Vec<RecordBatch>) -> Result<(), BodyError> {
     let mut at = 0;
     while at < msg.len() {
-        let n = dec.decode(&msg[at..]).map_err(|e| e.to_string())?;
+        let n = dec.decode(&msg[at..])?;
         at += n;
         if at < msg.len() {
-            let flushed = dec.flush().map_err(|e| e.to_string())?;
+            let flushed = dec.flush()?;
             if n == 0 && flushed.is_none() {
-                return Err("the body is truncated".into());
+                return Err(BodyError::Truncated);
             }
             out.extend(flushed);
         }
     }
     Ok(())
+}
+
+/// Why a record's body does not decode.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    /// arrow-avro refused it.
+    #[error(transparent)]
+    Avro(#[from] arrow_avro::errors::AvroError),
+    /// It ends before its last field.
+    #[error("the body is truncated")]
+    Truncated,
 }

@@ -507,9 +507,14 @@ impl JsonDecoder {
             source,
         })?;
         let event: Vec<i64> = (0..n).filter(|&r| ok[r]).map(|r| event_us[r]).collect();
-        let batch = self
-            .layout
-            .rows(raw, &kept, decoded.columns().to_vec(), event)?;
+        let named = self
+            .decode_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .zip(decoded.columns().iter().cloned())
+            .collect();
+        let batch = self.layout.rows(raw, &kept, named, event)?;
         Ok((Some(batch), kept))
     }
 }

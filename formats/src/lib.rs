@@ -100,6 +100,14 @@ pub enum FormatError {
         /// The column.
         column: String,
     },
+    /// A column of the table that cannot be null is not in the configuration any more.
+    #[error(
+        "the table's column {column:?} cannot be null and the configuration no longer has it; add it back to schema"
+    )]
+    DroppedRequiredColumn {
+        /// The column.
+        column: String,
+    },
     /// The event time field is not a configured column.
     #[error("event time field {field:?} is not in the schema")]
     NoEventTimeField {

@@ -116,7 +116,16 @@ pub fn raw_batch_avro(n: usize, start: u64) -> RawBatch {
         let id = start + i;
         let ts = base + id as i64 * 7;
         let v = event_avro(id, ts);
-        b.push(&topic, (id % 3) as i32, id as i64, Some(ts), 0, None, Some(&v), Vec::new);
+        b.push(
+            &topic,
+            (id % 3) as i32,
+            id as i64,
+            Some(ts),
+            0,
+            None,
+            Some(&v),
+            Vec::new,
+        );
     }
     b.finish()
 }

@@ -3,29 +3,34 @@
 //! builders.
 //!
 //! The table's columns are the top-level fields of the subject's latest schema when the
-//! pipeline opens ([`table_columns`]). Each record is read with its writer's schema (looked
-//! up by id in the registry, once per id) resolved to that schema, Avro's schema resolution:
-//! a field the reader has and the writer lacks takes its default (or null), a widening (int
-//! to long, float to double) is applied. A record whose id the registry does not know, whose
-//! writer schema cannot be resolved (a narrowing, a type change), whose value is not framed,
-//! or whose body does not decode is a dead letter with its own reason; the batch goes on.
+//! pipeline opens ([`table_columns`]), integers as long and floats as double
+//! ([`crate::evolve::widest`]). Each record is decoded with its writer's schema (looked up by
+//! id in the registry, once per id) and its columns are then matched to the table's by name
+//! ([`crate::evolve::conform`]): a column the writer lacks is null, a narrower number goes into
+//! the wider column, an enum becomes its symbol. A writer schema with a field the table lacks
+//! (a new field, a new nested field) is a schema change: [`AvroDecoder::take_change`] hands
+//! it to the pipeline, which adds the columns to the table before any of its rows are written.
+//! A writer schema the table cannot hold (a type change) makes its records dead letters with a
+//! reason naming the field, as do records whose id the registry does not know, whose value is
+//! not framed, or whose body does not decode; the batch goes on.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
-use arrow::compute::{cast, filter_record_batch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow_avro::reader::{Decoder, ReaderBuilder};
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 use sluice_config::{FieldConfig, PipelineConfig, TimeFormat};
 use sluice_kafka::RawBatch;
 
+use crate::evolve::{conform, growth, widest};
 use crate::registry::{RegisteredSchema, Registry, SchemaType};
 use crate::rows::RowLayout;
-use crate::schema::column_type_of;
+use crate::schema::{column_type_of, is_sluice_column};
 use crate::time::{TimeError, event_time_of};
-use crate::{DeadLetter, Decoded, ErrorKind, FormatError};
+use crate::{DeadLetter, Decoded, ErrorKind, FormatError, SchemaChange};
 
 /// The Confluent wire format's header: magic byte and schema id.
 const HEADER: usize = 5;
@@ -45,29 +50,41 @@ pub fn table_columns(
             latest.id, latest.schema_type
         )));
     }
-    let reader = AvroSchema::new(latest.text.clone());
-    let decoder =
-        build(&reader, &BTreeMap::from([(latest.id, reader.clone())]), 1).map_err(|e| {
-            bad(format!(
-                "its latest schema (id {}) does not read: {e}",
-                latest.id
-            ))
-        })?;
+    columns_of(&AvroSchema::new(latest.text.clone()), latest.id)
+        .map_err(|e| bad(format!("its latest schema (id {}) {e}", latest.id)))
+}
+
+/// Why an Avro schema does not make table columns.
+#[derive(Debug, thiserror::Error)]
+enum ColumnsError {
+    /// arrow-avro cannot read it.
+    #[error("does not read: {0}")]
+    DoesNotRead(#[from] arrow::error::ArrowError),
+    /// A field's Arrow type has no Delta type.
+    #[error("has field {field:?} of type {ty}, which a Delta table cannot hold")]
+    Unsupported {
+        /// The field.
+        field: String,
+        /// Its Arrow type.
+        ty: DataType,
+    },
+}
+
+/// The table columns of an Avro record schema: its top-level fields, numbers at their widest.
+fn columns_of(schema: &AvroSchema, id: u32) -> Result<Vec<FieldConfig>, ColumnsError> {
+    let decoder = build(schema, id, 1)?;
     decoder
         .schema()
         .fields()
         .iter()
         .map(|f| {
-            let ty = column_type_of(f.data_type()).ok_or_else(|| {
-                bad(format!(
-                    "field {:?} has type {}, which a Delta table cannot hold",
-                    f.name(),
-                    f.data_type()
-                ))
+            let ty = column_type_of(f.data_type()).ok_or_else(|| ColumnsError::Unsupported {
+                field: f.name().clone(),
+                ty: f.data_type().clone(),
             })?;
             Ok(FieldConfig {
                 name: f.name().clone(),
-                ty,
+                ty: widest(&ty),
                 nullable: f.is_nullable(),
                 format: None,
             })
@@ -75,45 +92,48 @@ pub fn table_columns(
         .collect()
 }
 
-/// A decoder over `writers` (by schema id) resolved to `reader`.
+/// A decoder of records written with `schema` (id `id`), read as written.
 fn build(
-    reader: &AvroSchema,
-    writers: &BTreeMap<u32, AvroSchema>,
+    schema: &AvroSchema,
+    id: u32,
     batch_size: usize,
 ) -> Result<Decoder, arrow::error::ArrowError> {
     let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
-    for (id, schema) in writers {
-        store.set(Fingerprint::Id(*id), schema.clone())?;
-    }
+    store.set(Fingerprint::Id(id), schema.clone())?;
     ReaderBuilder::new()
-        .with_reader_schema(reader.clone())
+        .with_reader_schema(schema.clone())
         .with_writer_schema_store(store)
         .with_batch_size(batch_size.max(1))
         .build_decoder()
 }
 
 /// Where the event time comes from.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum EventTime {
     Kafka,
-    /// Column index in the table, and how it is written.
-    Field(usize, TimeFormat),
+    /// The column, and how it is written.
+    Field(String, TimeFormat),
+}
+
+/// A writer schema whose records go into the table, and its decoder (built on first use).
+struct Writer {
+    schema: AvroSchema,
+    decoder: Option<Decoder>,
 }
 
 /// Decodes one Avro pipeline's records.
 pub struct AvroDecoder {
     registry: Arc<Registry>,
     subject: String,
-    /// The table's schema in the registry.
-    reader_id: u32,
-    reader: AvroSchema,
-    /// Writer schemas that resolve to the reader, by id.
-    writers: BTreeMap<u32, AvroSchema>,
+    /// Writer schemas whose records go into the table, by id.
+    writers: HashMap<u32, Writer>,
     /// Ids whose records are dead letters, with the reason.
     refused: HashMap<u32, (ErrorKind, String)>,
-    /// Built on first use after the writers change.
-    decoder: Option<Decoder>,
-    /// The columns the records decode into (the table's, without sluice's own).
+    /// The table's data columns (sluice's own left out), grown by the writer schemas seen.
+    table: Vec<FieldConfig>,
+    /// Columns grown or added since the last [`AvroDecoder::take_change`], and why.
+    pending: Vec<(String, String)>,
+    /// The table's data columns and their Arrow types, as the events schema has them.
     columns: Vec<(String, DataType)>,
     event_time: EventTime,
     max_record_size: usize,
@@ -124,64 +144,70 @@ impl std::fmt::Debug for AvroDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AvroDecoder")
             .field("subject", &self.subject)
-            .field("reader_id", &self.reader_id)
             .field("writers", &self.writers.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
 
 impl AvroDecoder {
-    /// A decoder of pipeline `p` (whose schema came from [`table_columns`] of `latest`),
-    /// producing rows of `output`, the events table's schema.
+    /// A decoder of pipeline `p` producing rows of `output`, the events table's schema; the
+    /// subject's `latest` schema is known without asking the registry again.
     pub fn new(
         p: &PipelineConfig,
         registry: Arc<Registry>,
         latest: &RegisteredSchema,
         output: SchemaRef,
     ) -> Result<Self, FormatError> {
-        let mut columns = Vec::with_capacity(p.schema.len());
-        for f in &p.schema {
-            let out = output
-                .field_with_name(&f.name)
-                .map_err(|_| FormatError::MissingColumn {
-                    column: f.name.clone(),
-                })?;
-            columns.push((f.name.clone(), out.data_type().clone()));
-        }
         let event_time = match (&p.event_time.field, p.event_time.format) {
             (_, TimeFormat::KafkaTimestamp) | (None, _) => EventTime::Kafka,
-            (Some(name), fmt) => {
-                let idx = columns.iter().position(|(c, _)| c == name).ok_or_else(|| {
-                    FormatError::NoEventTimeField {
-                        field: name.clone(),
-                    }
-                })?;
-                EventTime::Field(idx, fmt)
-            }
+            (Some(name), fmt) => EventTime::Field(name.clone(), fmt),
         };
-        let reader = AvroSchema::new(latest.text.clone());
-        Ok(Self {
+        let mut table = Vec::new();
+        for f in output
+            .fields()
+            .iter()
+            .filter(|f| !is_sluice_column(f.name()))
+        {
+            let ty = column_type_of(f.data_type()).ok_or_else(|| FormatError::Subject {
+                subject: p.value_subject(),
+                message: format!(
+                    "the table's column {:?} has type {}, which Avro records do not decode into",
+                    f.name(),
+                    f.data_type()
+                ),
+            })?;
+            table.push(FieldConfig {
+                name: f.name().clone(),
+                ty,
+                nullable: f.is_nullable(),
+                format: None,
+            });
+        }
+        let mut decoder = Self {
             registry,
             subject: p.value_subject(),
-            reader_id: latest.id,
-            writers: BTreeMap::from([(latest.id, reader.clone())]),
-            reader,
+            writers: HashMap::new(),
             refused: HashMap::new(),
-            decoder: None,
-            columns,
+            table,
+            pending: Vec::new(),
+            columns: Vec::new(),
             event_time,
             max_record_size: p.max_record_size.bytes() as usize,
             layout: RowLayout {
-                output,
+                output: output.clone(),
                 tz: p.time_zone(),
                 include_headers: p.include_headers,
             },
-        })
+        };
+        decoder.retarget(output)?;
+        decoder.admit(latest.id, latest);
+        Ok(decoder)
     }
 
     /// Looks up the writer schemas of ids in `raw` not seen before (one registry request per
-    /// new id). An id the registry does not know, or whose schema does not resolve to the
-    /// table's, makes its records dead letters; a registry that does not answer is an error.
+    /// new id). An id the registry does not know, or whose schema the table cannot hold,
+    /// makes its records dead letters; a schema with new fields leaves a change for
+    /// [`AvroDecoder::take_change`]; a registry that does not answer is an error.
     pub async fn prepare(&mut self, raw: &RawBatch) -> Result<(), FormatError> {
         let mut new_ids = Vec::new();
         for i in 0..raw.len() {
@@ -194,41 +220,114 @@ impl AvroDecoder {
             }
         }
         for id in new_ids {
-            let schema = match self.registry.schema_by_id(id).await {
-                Ok(s) => s,
+            match self.registry.schema_by_id(id).await {
+                Ok(schema) => self.admit(id, &schema),
                 Err(e) if e.is_not_found() => {
                     let why = format!("schema id {id} is not in the registry");
                     self.refused.insert(id, (ErrorKind::UnknownSchema, why));
-                    continue;
                 }
                 Err(e) => return Err(e.into()),
-            };
-            if schema.schema_type != SchemaType::Avro {
-                let why = format!(
-                    "schema id {id} is a {:?} schema; this pipeline reads Avro",
-                    schema.schema_type
-                );
-                self.refused
-                    .insert(id, (ErrorKind::IncompatibleSchema, why));
-                continue;
-            }
-            let writer = AvroSchema::new(schema.text.clone());
-            match build(&self.reader, &BTreeMap::from([(id, writer.clone())]), 1) {
-                Ok(_) => {
-                    self.writers.insert(id, writer);
-                    self.decoder = None;
-                }
-                Err(e) => {
-                    let why = format!(
-                        "schema id {id} cannot be read as the table's schema (subject {}, id {}): {e}",
-                        self.subject, self.reader_id
-                    );
-                    tracing::warn!(subject = %self.subject, id, "{why}");
-                    self.refused
-                        .insert(id, (ErrorKind::IncompatibleSchema, why));
-                }
             }
         }
+        Ok(())
+    }
+
+    /// Takes writer schema `id` in: its records go into the table (which may have to grow
+    /// first), or, when the table cannot hold them, to the dead-letter table.
+    fn admit(&mut self, id: u32, schema: &RegisteredSchema) {
+        let mut refuse = |why: String| {
+            tracing::warn!(subject = %self.subject, id, "{why}");
+            self.refused
+                .insert(id, (ErrorKind::IncompatibleSchema, why));
+        };
+        if schema.schema_type != SchemaType::Avro {
+            return refuse(format!(
+                "schema id {id} is a {:?} schema; this pipeline reads Avro",
+                schema.schema_type
+            ));
+        }
+        let writer = AvroSchema::new(schema.text.clone());
+        let columns = match columns_of(&writer, id) {
+            Ok(c) => c,
+            Err(e) => return refuse(format!("schema id {id} {e}")),
+        };
+        let grow = match growth(&self.table, &columns) {
+            Ok(g) => g,
+            Err(clash) => {
+                return refuse(format!("schema id {id} does not fit the table: {clash}"));
+            }
+        };
+        if !grow.is_empty() {
+            let why = format!(
+                "schema id {id} of subject {} {}",
+                self.subject,
+                grow.describe()
+            );
+            for f in grow.grown {
+                if let Some(t) = self.table.iter_mut().find(|t| t.name == f.name) {
+                    *t = f.clone();
+                }
+                self.pending.push((f.name, why.clone()));
+            }
+            for f in grow.added {
+                self.pending.push((f.name.clone(), why.clone()));
+                self.table.push(f);
+            }
+        }
+        self.writers.insert(
+            id,
+            Writer {
+                schema: writer,
+                decoder: None,
+            },
+        );
+    }
+
+    /// The columns the table must add or grow before the records prepared last can be
+    /// decoded, if any; afterwards, [`AvroDecoder::retarget`] to the table's new schema.
+    pub fn take_change(&mut self) -> Option<SchemaChange> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut reasons: Vec<String> = Vec::new();
+        let mut columns: Vec<FieldConfig> = Vec::new();
+        for (name, why) in pending {
+            if !reasons.contains(&why) {
+                reasons.push(why);
+            }
+            if !columns.iter().any(|c| c.name == name)
+                && let Some(t) = self.table.iter().find(|t| t.name == name)
+            {
+                columns.push(t.clone());
+            }
+        }
+        Some(SchemaChange {
+            columns,
+            reason: reasons.join("; "),
+        })
+    }
+
+    /// Decodes into `output`, the events table's schema after a change.
+    pub fn retarget(&mut self, output: SchemaRef) -> Result<(), FormatError> {
+        let mut columns = Vec::with_capacity(self.table.len());
+        for f in &self.table {
+            let out = output
+                .field_with_name(&f.name)
+                .map_err(|_| FormatError::MissingColumn {
+                    column: f.name.clone(),
+                })?;
+            columns.push((f.name.clone(), out.data_type().clone()));
+        }
+        if let EventTime::Field(name, _) = &self.event_time
+            && !columns.iter().any(|(c, _)| c == name)
+        {
+            return Err(FormatError::NoEventTimeField {
+                field: name.clone(),
+            });
+        }
+        self.columns = columns;
+        self.layout.output = output;
         Ok(())
     }
 
@@ -243,11 +342,16 @@ impl AvroDecoder {
                 Err(d) => dead.push(d),
             }
         }
-        let (batches, kept) = match self.decode_all(raw, &good) {
-            Some(batches) => (batches, good),
+        if !self.pending.is_empty() {
+            return Err(FormatError::UnappliedChange {
+                columns: self.pending.iter().map(|(c, _)| c.clone()).collect(),
+            });
+        }
+        let (parts, kept) = match self.decode_all(raw, &good)? {
+            Some(parts) => (parts, good),
             None => self.decode_one_by_one(raw, &good, &mut dead)?,
         };
-        let decoded = self.to_table_columns(&batches)?;
+        let decoded = self.join(parts, kept.len())?;
         let (events, event_indices) = self.finish(raw, decoded, kept, &mut dead)?;
         dead.sort_by_key(|d| d.index);
         Ok(Decoded {
@@ -297,54 +401,97 @@ impl AvroDecoder {
         Ok(())
     }
 
-    fn decoder(&mut self, batch_size: usize) -> Result<&mut Decoder, FormatError> {
-        if self
-            .decoder
+    /// The decoder of writer `id`, able to hold `batch_size` rows.
+    fn decoder(&mut self, id: u32, batch_size: usize) -> Result<&mut Decoder, FormatError> {
+        let subject = &self.subject;
+        let missing = || FormatError::Subject {
+            subject: subject.clone(),
+            message: format!("schema id {id} was not looked up"),
+        };
+        let w = self.writers.get_mut(&id).ok_or_else(missing)?;
+        if w.decoder
             .as_ref()
             .is_none_or(|d| d.batch_size() < batch_size)
         {
-            let d = build(&self.reader, &self.writers, batch_size).map_err(|source| {
-                FormatError::Arrow {
-                    what: "making an Avro decoder",
-                    source,
-                }
+            let d = build(&w.schema, id, batch_size).map_err(|source| FormatError::Arrow {
+                what: "making an Avro decoder",
+                source,
             })?;
-            self.decoder = Some(d);
+            w.decoder = Some(d);
         }
-        self.decoder.as_mut().ok_or(FormatError::Subject {
-            subject: String::new(),
-            message: "no decoder".into(),
-        })
+        w.decoder.as_mut().ok_or_else(missing)
     }
 
-    /// Every record of `rows` in one decoder; `None` when any record fails (or does not make
-    /// exactly one row), and the batch is then decoded record by record.
-    fn decode_all(&mut self, raw: &RawBatch, rows: &[usize]) -> Option<Vec<RecordBatch>> {
-        if rows.is_empty() {
-            return Some(Vec::new());
+    /// Forgets writer `id`'s decoder (after it failed mid-record).
+    fn reset(&mut self, id: u32) {
+        if let Some(w) = self.writers.get_mut(&id) {
+            w.decoder = None;
         }
-        let dec = self.decoder(rows.len() + 1).ok()?;
+    }
+
+    /// Every record of `rows`, each run of one writer schema in that schema's decoder, as the
+    /// table's columns (one part per run, in record order); `None` when any record fails (or
+    /// does not make exactly one row), and the batch is then decoded record by record.
+    fn decode_all(
+        &mut self,
+        raw: &RawBatch,
+        rows: &[usize],
+    ) -> Result<Option<Vec<Vec<ArrayRef>>>, FormatError> {
+        let id_of = |i: usize| raw.value(i).and_then(schema_id).unwrap_or_default();
+        let mut parts = Vec::new();
+        let mut at = 0;
+        while at < rows.len() {
+            let id = id_of(rows[at]);
+            let mut end = at + 1;
+            while end < rows.len() && id_of(rows[end]) == id {
+                end += 1;
+            }
+            let run = &rows[at..end];
+            match self.decode_run(id, raw, run)? {
+                Some(batch) => parts.push(self.to_table_columns(&batch)?),
+                None => return Ok(None),
+            }
+            at = end;
+        }
+        Ok(Some(parts))
+    }
+
+    /// The records `run`, all of writer `id`, in one batch; `None` if any does not decode.
+    fn decode_run(
+        &mut self,
+        id: u32,
+        raw: &RawBatch,
+        run: &[usize],
+    ) -> Result<Option<RecordBatch>, FormatError> {
+        let dec = self.decoder(id, run.len() + 1)?;
         let mut out = Vec::new();
-        for &i in rows {
+        let mut ok = true;
+        for &i in run {
             if feed(dec, raw.value(i).unwrap_or_default(), &mut out).is_err() {
-                self.decoder = None;
-                return None;
+                ok = false;
+                break;
             }
         }
-        match dec.flush() {
-            Ok(Some(b)) => out.push(b),
-            Ok(None) => {}
-            Err(_) => {
-                self.decoder = None;
-                return None;
+        if ok {
+            match dec.flush() {
+                Ok(last) => out.extend(last),
+                Err(_) => ok = false,
             }
         }
-        let n: usize = out.iter().map(|b| b.num_rows()).sum();
-        if n != rows.len() {
-            self.decoder = None;
-            return None;
+        if !ok || out.iter().map(|b| b.num_rows()).sum::<usize>() != run.len() {
+            self.reset(id);
+            return Ok(None);
         }
-        Some(out)
+        match out.as_slice() {
+            [one] => Ok(Some(one.clone())),
+            [first, ..] => arrow::compute::concat_batches(&first.schema(), &out)
+                .map(Some)
+                .map_err(|source| FormatError::Arrow {
+                    what: "joining Avro rows",
+                    source,
+                }),
+            [] => Ok(None),
+        }
     }
 
     /// Each record of `rows` alone, so that a bad one is found and the others kept.
@@ -353,69 +500,78 @@ impl AvroDecoder {
         raw: &RawBatch,
         rows: &[usize],
         dead: &mut Vec<DeadLetter>,
-    ) -> Result<(Vec<RecordBatch>, Vec<usize>), FormatError> {
-        let mut batches = Vec::new();
+    ) -> Result<(Vec<Vec<ArrayRef>>, Vec<usize>), FormatError> {
+        let mut parts = Vec::new();
         let mut kept = Vec::new();
         for &i in rows {
-            let dec = self.decoder(2)?;
+            let value = raw.value(i).unwrap_or_default();
+            let id = schema_id(value).unwrap_or_default();
+            let dec = self.decoder(id, 2)?;
             let mut out = Vec::new();
-            let fed = feed(dec, raw.value(i).unwrap_or_default(), &mut out)
+            let fed = feed(dec, value, &mut out)
                 .and_then(|()| dec.flush().map_err(BodyError::from))
                 .map(|last| {
                     out.extend(last);
                     out
                 });
-            match fed {
+            let message = match fed {
                 Ok(out) if out.iter().map(|b| b.num_rows()).sum::<usize>() == 1 => {
-                    batches.extend(out);
+                    parts.push(self.to_table_columns(&out[0])?);
                     kept.push(i);
+                    continue;
                 }
-                Ok(_) => {
-                    self.decoder = None;
-                    dead.push(DeadLetter {
-                        index: i,
-                        kind: ErrorKind::MalformedAvro,
-                        message: "the value holds more than one record (trailing bytes)".into(),
-                    });
-                }
-                Err(e) => {
-                    self.decoder = None;
-                    dead.push(DeadLetter {
-                        index: i,
-                        kind: ErrorKind::MalformedAvro,
-                        message: format!("the body does not decode: {e}"),
-                    });
-                }
-            }
+                Ok(_) => "the value holds more than one record (trailing bytes)".to_string(),
+                Err(e) => format!("the body does not decode: {e}"),
+            };
+            self.reset(id);
+            dead.push(DeadLetter {
+                index: i,
+                kind: ErrorKind::MalformedAvro,
+                message,
+            });
         }
-        Ok((batches, kept))
+        Ok((parts, kept))
     }
 
-    /// The decoded batches as the table's columns: matched by name, cast to the table's
-    /// types (enums to strings, millisecond times to microseconds); a column the records lack
-    /// is null.
-    fn to_table_columns(&self, batches: &[RecordBatch]) -> Result<Vec<ArrayRef>, FormatError> {
-        let arrow = |what, source| FormatError::Arrow { what, source };
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let joined = match batches {
-            [] => None,
-            [one] => Some(one.clone()),
-            [first, ..] => Some(
-                arrow::compute::concat_batches(&first.schema(), batches)
-                    .map_err(|e| arrow("joining Avro rows", e))?,
-            ),
-        };
+    /// A decoded batch as the table's columns: matched by name, conformed to the table's types
+    /// (enums to strings, narrower numbers to wider ones, missing nested fields null); a
+    /// column the writer lacks is null.
+    fn to_table_columns(&self, batch: &RecordBatch) -> Result<Vec<ArrayRef>, FormatError> {
         self.columns
             .iter()
-            .map(
-                |(name, ty)| match joined.as_ref().and_then(|b| b.column_by_name(name)) {
-                    Some(c) if c.data_type() == ty => Ok(c.clone()),
-                    Some(c) => cast(c, ty)
-                        .map_err(|e| arrow("casting an Avro column to the table's type", e)),
-                    None => Ok(new_null_array(ty, rows)),
-                },
-            )
+            .map(|(name, ty)| match batch.column_by_name(name) {
+                Some(c) => conform(c, ty).map_err(|source| FormatError::Arrow {
+                    what: "matching an Avro column to the table's type",
+                    source,
+                }),
+                None => Ok(new_null_array(ty, batch.num_rows())),
+            })
             .collect()
+    }
+
+    /// The parts (each the table's columns) joined into one array per column.
+    fn join(
+        &self,
+        mut parts: Vec<Vec<ArrayRef>>,
+        rows: usize,
+    ) -> Result<Vec<ArrayRef>, FormatError> {
+        match parts.len() {
+            0 => Ok(self
+                .columns
+                .iter()
+                .map(|(_, ty)| new_null_array(ty, rows))
+                .collect()),
+            1 => Ok(parts.remove(0)),
+            _ => (0..self.columns.len())
+                .map(|c| {
+                    let arrays: Vec<&dyn Array> = parts.iter().map(|p| p[c].as_ref()).collect();
+                    arrow::compute::concat(&arrays).map_err(|source| FormatError::Arrow {
+                        what: "joining Avro rows",
+                        source,
+                    })
+                })
+                .collect(),
+        }
     }
 
     /// Event times, then the events rows of the records whose event time reads.
@@ -427,15 +583,23 @@ impl AvroDecoder {
         dead: &mut Vec<DeadLetter>,
     ) -> Result<(Option<RecordBatch>, Vec<u32>), FormatError> {
         let n = kept.len();
+        let time_col = match &self.event_time {
+            EventTime::Field(name, _) => self
+                .columns
+                .iter()
+                .position(|(c, _)| c == name)
+                .unwrap_or_default(),
+            EventTime::Kafka => 0,
+        };
         let mut ok = vec![true; n];
         let mut event_us = Vec::with_capacity(n);
         for (row, &i) in kept.iter().enumerate() {
-            let t = match self.event_time {
+            let t = match &self.event_time {
                 EventTime::Kafka => raw.timestamps[i]
                     .map(|ms| ms.saturating_mul(1000))
                     .ok_or(TimeError::NoKafkaTimestamp),
-                EventTime::Field(col, fmt) => {
-                    event_time_of(&decoded[col], row, fmt, self.layout.tz)
+                EventTime::Field(_, fmt) => {
+                    event_time_of(&decoded[time_col], row, *fmt, self.layout.tz)
                 }
             };
             match t {

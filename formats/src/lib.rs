@@ -12,6 +12,7 @@
 
 pub mod avro;
 pub mod dead_letter;
+pub mod evolve;
 pub mod headers;
 pub mod json;
 pub mod json_fast;
@@ -126,6 +127,12 @@ pub enum FormatError {
         /// What is wrong.
         message: String,
     },
+    /// A batch was decoded before the table took the schema change the decoder asked for.
+    #[error("the table has not taken the new columns {columns:?} yet")]
+    UnappliedChange {
+        /// The columns waiting.
+        columns: Vec<String>,
+    },
     /// Arrow refused to build what the decoder asked for.
     #[error("{what}: {source}")]
     Arrow {
@@ -135,6 +142,16 @@ pub enum FormatError {
         #[source]
         source: arrow::error::ArrowError,
     },
+}
+
+/// Columns a table must add or grow before the records a decoder has prepared can be written:
+/// a new schema version with new fields, or new nested fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SchemaChange {
+    /// The added and grown columns, as the table should have them.
+    pub columns: Vec<sluice_config::FieldConfig>,
+    /// Which schema asked for it and what it adds, for the log.
+    pub reason: String,
 }
 
 /// A pipeline's decoder, whichever its format.
@@ -153,6 +170,22 @@ impl RecordDecoder {
         match self {
             Self::Json(_) => Ok(()),
             Self::Avro(a) => a.prepare(raw).await,
+        }
+    }
+
+    /// The columns the table must take before the prepared records are decoded, if any.
+    pub fn take_change(&mut self) -> Option<SchemaChange> {
+        match self {
+            Self::Json(_) => None,
+            Self::Avro(a) => a.take_change(),
+        }
+    }
+
+    /// Decodes into the table's new schema `output` after a [`SchemaChange`].
+    pub fn retarget(&mut self, output: arrow::datatypes::SchemaRef) -> Result<(), FormatError> {
+        match self {
+            Self::Json(_) => Ok(()),
+            Self::Avro(a) => a.retarget(output),
         }
     }
 

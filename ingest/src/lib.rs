@@ -9,6 +9,7 @@
 pub use sluice_lake::fault;
 pub mod pipeline;
 pub mod positions;
+pub mod schema_change;
 pub mod source;
 pub mod status;
 pub mod windows;

@@ -148,6 +148,7 @@ pub async fn open_tables(
     p: &PipelineConfig,
     lake: &Lake,
 ) -> Result<(TableWriter, TableWriter)> {
+    crate::schema_change::grow_at_open(p, lake).await?;
     let spec = table_spec(
         config,
         p.partition_by.clone(),
@@ -194,6 +195,7 @@ impl Pipeline {
                     .await
                     .map_err(|e| format_err(FormatError::from(e)))?;
                 let columns = avro::table_columns(&subject, &latest).map_err(format_err)?;
+                let columns = crate::schema_change::registry_columns(p, lake, columns).await?;
                 resolved = with_columns(p, columns)?;
                 avro = Some((registry, latest));
                 &resolved
@@ -624,6 +626,9 @@ impl Pipeline {
                 table: self.cfg.table.clone(),
                 source,
             })?;
+        if let Some(change) = self.decoder.take_change() {
+            self.take_schema_change(change).await?;
+        }
         let decoded = self
             .decoder
             .decode(&raw)
@@ -665,6 +670,32 @@ impl Pipeline {
                 })?;
             self.dead.write(batch).await?;
         }
+        Ok(())
+    }
+
+    /// Adds the columns a new writer schema brought to the events table, in a metadata commit
+    /// before any of its rows, and decodes into the new schema from then on.
+    async fn take_schema_change(&mut self, change: sluice_formats::SchemaChange) -> Result<()> {
+        let fields: Vec<_> = sluice_formats::evolve::arrow_fields(&change.columns)
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let schema = self.events.add_columns(fields).await?;
+        self.decoder
+            .retarget(schema)
+            .map_err(|source| IngestError::Format {
+                table: self.cfg.table.clone(),
+                source,
+            })?;
+        let names: Vec<String> = change.columns.iter().map(|c| c.name.clone()).collect();
+        spec::SCHEMA_CHANGES.inc([&self.cfg.name], 1);
+        events::schema_changed(
+            &self.cfg.name,
+            &self.cfg.table,
+            None,
+            &names,
+            &change.reason,
+        );
         Ok(())
     }
 

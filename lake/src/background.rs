@@ -27,6 +27,10 @@ enum Command {
     },
     Progress(String, oneshot::Sender<Result<Option<i64>>>),
     Refresh(oneshot::Sender<Result<()>>),
+    AddColumns(
+        Vec<deltalake::arrow::datatypes::Field>,
+        oneshot::Sender<Result<Arc<ArrowSchema>>>,
+    ),
     TakeError(oneshot::Sender<Option<LakeError>>),
 }
 
@@ -157,6 +161,20 @@ impl BackgroundWriter {
         self.ask(|reply| Command::Progress(app, reply)).await?
     }
 
+    /// [`TableWriter::add_columns`], after every queued batch is encoded; batches written
+    /// afterwards must have the returned schema.
+    pub async fn add_columns(
+        &mut self,
+        fields: Vec<deltalake::arrow::datatypes::Field>,
+    ) -> Result<Arc<ArrowSchema>> {
+        self.failure().await?;
+        let schema = self
+            .ask(|reply| Command::AddColumns(fields, reply))
+            .await??;
+        self.schema = schema.clone();
+        Ok(schema)
+    }
+
     /// [`TableWriter::refresh`]: drops what is buffered and moves to the latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         self.rows = 0;
@@ -205,6 +223,13 @@ async fn serve(mut writer: TableWriter, mut rx: mpsc::Receiver<Command>, shared:
                 error = None;
                 let out = writer.refresh().await;
                 shared.buffered_bytes.store(0, Ordering::Relaxed);
+                let _ = reply.send(out);
+            }
+            Command::AddColumns(fields, reply) => {
+                let out = match error.take() {
+                    Some(e) => Err(e),
+                    None => writer.add_columns(&fields).await,
+                };
                 let _ = reply.send(out);
             }
             Command::TakeError(reply) => {

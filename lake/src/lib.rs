@@ -217,6 +217,27 @@ impl Lake {
     }
 }
 
+/// Adds `fields` to table `name` in one metadata commit: columns the table lacks are added,
+/// a struct column given with new nested fields grows them (delta-rs merges by name). Rows
+/// written before read null in what was added.
+pub async fn add_columns(
+    name: &str,
+    table: DeltaTable,
+    fields: &[deltalake::arrow::datatypes::Field],
+) -> Result<DeltaTable> {
+    let schema = ArrowSchema::new(fields.to_vec());
+    let kernel: StructType = (&schema).try_into_kernel().map_err(|e| LakeError::Schema {
+        table: name.into(),
+        message: format!("cannot express the new columns in Delta: {e}"),
+    })?;
+    let fields: Vec<deltalake::kernel::StructField> = kernel.fields().cloned().collect();
+    table
+        .add_columns()
+        .with_fields(fields)
+        .await
+        .map_err(|e| LakeError::delta(name, e))
+}
+
 fn check_schema(name: &str, table: &DeltaTable, wanted: &ArrowSchema) -> Result<()> {
     let existing = table_arrow_schema(name, table)?;
     let mut problems = Vec::new();
@@ -257,12 +278,13 @@ fn types_compatible(
         (D::List(x) | D::LargeList(x), D::List(y) | D::LargeList(y)) => {
             types_compatible(x.data_type(), y.data_type())
         }
-        (D::Struct(x), D::Struct(y)) => {
-            x.len() == y.len()
-                && x.iter().zip(y.iter()).all(|(p, q)| {
-                    p.name() == q.name() && types_compatible(p.data_type(), q.data_type())
-                })
-        }
+        // Matched by name: the table may have nested fields the wanted type lacks (they
+        // read null), never the other way round.
+        (D::Struct(x), D::Struct(y)) => y.iter().all(|q| {
+            x.iter()
+                .find(|p| p.name() == q.name())
+                .is_some_and(|p| types_compatible(p.data_type(), q.data_type()))
+        }),
         (D::Map(x, _), D::Map(y, _)) => types_compatible(x.data_type(), y.data_type()),
         _ => a == b,
     }

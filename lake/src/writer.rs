@@ -378,6 +378,20 @@ impl TableWriter {
         }
     }
 
+    /// Adds columns to the table (or nested fields to its struct columns) in a metadata commit
+    /// of its own, before any row that needs them; returns the table's new schema. Rows
+    /// buffered before are finished into files of the old schema first and stay waiting for
+    /// the next [`TableWriter::commit`] (a file without a column reads null in it).
+    pub async fn add_columns(
+        &mut self,
+        fields: &[deltalake::arrow::datatypes::Field],
+    ) -> Result<Arc<ArrowSchema>> {
+        self.upload().await?;
+        self.table = crate::add_columns(&self.name, self.table.clone(), fields).await?;
+        self.schema = table_arrow_schema(&self.name, &self.table)?;
+        Ok(self.schema.clone())
+    }
+
     /// Finishes and uploads the files of the buffered rows without committing them; returns
     /// how many files are waiting for [`TableWriter::commit`]. Until then they are orphans.
     pub async fn upload(&mut self) -> Result<usize> {

@@ -55,6 +55,25 @@ pub fn commit_lost(pipeline: &str, error: &dyn Display, action: &str) {
     tracing::warn!(event = "commit_lost", pipeline, "{error}; {action}");
 }
 
+/// A pipeline's events table took new columns (or nested fields) at `version`, before the
+/// rows that need them: `reason` names the schema and what it adds.
+pub fn schema_changed(
+    pipeline: &str,
+    table: &str,
+    version: Option<i64>,
+    columns: &[String],
+    reason: &str,
+) {
+    tracing::info!(
+        event = "schema_changed",
+        pipeline,
+        table,
+        version = ?version,
+        columns = ?columns,
+        "table schema changed: {reason}"
+    );
+}
+
 /// A tiering round archived `rows` records of `topic` in one commit of `table`.
 pub fn archived(topic: &str, table: &str, version: i64, rows: u64, files: usize) {
     tracing::info!(

@@ -59,6 +59,13 @@ pub static COMMITS: Counter<2> = Counter::new(
     "Delta commits, by pipeline and table.",
 );
 
+/// Schema changes a pipeline's events table took (columns or nested fields added), by pipeline.
+pub static SCHEMA_CHANGES: Counter<1> = Counter::new(
+    "sluice_schema_changes_total",
+    ["pipeline"],
+    "Schema changes a pipeline's events table took (columns or nested fields added), by pipeline.",
+);
+
 /// Commits lost to another writer of the same partitions, by pipeline.
 pub static FENCED_COMMITS: Counter<1> = Counter::new(
     "sluice_fenced_commits_total",

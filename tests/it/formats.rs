@@ -193,3 +193,147 @@ async fn reordered_and_dropped_json_columns_keep_every_value_in_its_own_column()
         assert_eq!(page, want_page, "offset {offset}");
     }
 }
+
+/// Rows of table `name`, waiting (up to three minutes) until there are `want`; panics with
+/// the service's log when they do not come.
+async fn wait_for_rows(lake: &sluice_lake::Lake, name: &str, want: usize, log: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    loop {
+        let have = match lake.open(name).await {
+            Ok(Some(t)) => rows(&sluice_lake::scan(name, &t).await.expect("scan")),
+            _ => 0,
+        };
+        if have == want {
+            return;
+        }
+        assert!(
+            have < want,
+            "{name}: {have} rows, more than {want}\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "{name}: {have} rows after 3 minutes, want {want}\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+/// One `sluice run` stays up while the producer moves the subject on: version 2 adds a
+/// nullable field and a nested field, adds an enum symbol and widens `qty` from int to long
+/// (with values beyond int's range); the table takes the new columns in a commit of their
+/// own before the first row that needs them, earlier rows read null, and every record lands
+/// once with its values. Version 3 changes `qty` to a string: its records, and garbage bytes,
+/// are dead letters naming the reason, and the records after them still land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_avro_subject_evolves_mid_run_and_an_incompatible_version_is_dead_lettered() {
+    let topic = unique("avro-evolve");
+    create_topic(&topic, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = repo_root();
+    let producer = root.join("tests/py/produce_avro.py");
+    let produce_version = |version: &str, start: &str, count: &str, out: &str, bad: bool| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            producer.to_str().unwrap().to_string(),
+            kafka(),
+            registry(),
+            topic.clone(),
+            count.to_string(),
+            out.to_str().unwrap().to_string(),
+            "--version".into(),
+            version.into(),
+            "--start".into(),
+            start.into(),
+            "--evolving".into(),
+        ];
+        if bad {
+            args.push("--bad".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_python(&args);
+        std::fs::read_to_string(out).unwrap()
+    };
+    let v1 = produce_version("1", "0", "20000", "v1.jsonl", false);
+    let (_lake_dir, lake_cfg) = local_lake();
+    let config = avro_config(dir.path(), &topic, &lake_cfg);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "partition_by = [\"event_date\"]",
+            "partition_by = [\"event_date\"]\nflush = { max_latency = \"300ms\" }",
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("sluice.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut service = KillOnDrop(
+        std::process::Command::new(sluice_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("SLUICE_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start sluice"),
+    );
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    wait_for_rows(&lake, "orders", 20_000, &log_path).await;
+    let v2 = produce_version("2", "20000", "20000", "v2.jsonl", false);
+    wait_for_rows(&lake, "orders", 40_000, &log_path).await;
+    produce_version("3", "40000", "10", "v3.jsonl", true);
+    let v2_more = produce_version("2", "40010", "5000", "v2b.jsonl", false);
+    wait_for_rows(&lake, "orders", 45_000, &log_path).await;
+    wait_for_rows(&lake, "orders_dead_letter", 12, &log_path).await;
+    assert!(
+        matches!(service.0.try_wait(), Ok(None)),
+        "the service stopped:\n{}",
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    );
+    let _ = service.0.kill();
+    let _ = service.0.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(
+        log.matches("event=\"schema_changed\"").count(),
+        1,
+        "one schema change, in one process:\n{log}"
+    );
+
+    let produced = dir.path().join("produced.jsonl");
+    std::fs::write(&produced, format!("{v1}{v2}{v2_more}")).unwrap();
+    let table_root = lake_cfg
+        .root
+        .trim_start_matches("file://")
+        .trim_end_matches('/');
+    let checker = root.join("tests/py/check_avro_table.py");
+    let out = run_python(&[
+        checker.to_str().unwrap(),
+        &format!("{table_root}/orders"),
+        &format!("{table_root}/orders_dead_letter"),
+        produced.to_str().unwrap(),
+        "--evolved-at",
+        "20000",
+        "channel",
+    ]);
+    assert!(out.contains("rows 45000 equal\n"), "{out}");
+    assert!(out.contains("('bad_framing', 'bad-framing')"), "{out}");
+    assert!(out.contains("('unknown_schema', 'unknown-id')"), "{out}");
+    assert_eq!(
+        out.matches("('incompatible_schema', 'k400").count(),
+        10,
+        "{out}"
+    );
+    assert!(
+        out.contains("field \"qty\" is string in the data but long in the table"),
+        "{out}"
+    );
+    assert!(out.contains("evolved at version"), "{out}");
+
+    // A restart, with the incompatible version now the subject's latest, opens the evolved
+    // table and writes nothing twice.
+    let log = run_until_caught_up(&config);
+    assert!(log.contains("records=0 events=0 dead_letters=0"), "{log}");
+}

@@ -2,7 +2,11 @@
 with the deltalake reader (independent of sluice). Prints one line per check; exits non-zero
 with the first difference.
 
-usage: check_avro_table.py TABLE_URI DEAD_LETTER_URI PRODUCED.jsonl
+usage: check_avro_table.py TABLE_URI DEAD_LETTER_URI PRODUCED.jsonl [--evolved-at ID COLUMN]
+
+With --evolved-at, the table must have taken COLUMN in one ADD COLUMN commit that holds no
+rows and comes before every row with an id from ID on (the rows that need the column), and
+the version before it must lack COLUMN.
 """
 import decimal
 import json
@@ -16,6 +20,26 @@ def fail(message):
     print("FAIL", message)
     sys.stdout.flush()
     os._exit(1)
+
+
+def check_evolution(uri, first_id, column):
+    changes = [h for h in DeltaTable(uri).history() if h["operation"] == "ADD COLUMN"]
+    if len(changes) != 1:
+        fail(f"{len(changes)} ADD COLUMN commits, want 1")
+    v = changes[0]["version"]
+    before = DeltaTable(uri, version=v - 1)
+    after = DeltaTable(uri, version=v)
+    if column in before.schema().to_arrow().names:
+        fail(f"version {v - 1} already has {column}")
+    if column not in after.schema().to_arrow().names:
+        fail(f"version {v} (ADD COLUMN) lacks {column}")
+    ids_before = before.to_pyarrow_table(columns=["id"]).column("id").to_pylist()
+    ids_after = after.to_pyarrow_table(columns=["id"]).column("id").to_pylist()
+    if sorted(ids_before) != sorted(ids_after):
+        fail(f"the ADD COLUMN commit {v} changed rows")
+    if any(i >= first_id for i in ids_after):
+        fail(f"rows needing {column} were committed before it (version {v})")
+    print(f"evolved at version {v}: {column} added after {len(ids_after)} rows, before the rows needing it")
 
 
 def main():
@@ -51,6 +75,10 @@ def main():
     print("rows", len(rows), "equal")
     dead = DeltaTable(dead_uri).to_pyarrow_table().to_pylist()
     print("dead", sorted((d["error_kind"], d["key"].decode()) for d in dead))
+    print("dead_reasons", sorted(set((d["error_kind"], d["error_message"]) for d in dead)))
+    if "--evolved-at" in sys.argv:
+        at = sys.argv.index("--evolved-at")
+        check_evolution(table_uri, int(sys.argv[at + 1]), sys.argv[at + 2])
     sys.stdout.flush()
     os._exit(0)
 

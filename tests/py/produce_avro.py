@@ -1,12 +1,22 @@
 """Produces Avro records with Confluent's own serializer (an independent client, not sluice's
 code) against a schema registry, and writes what it produced as JSON lines.
 
-usage: produce_avro.py BROKERS REGISTRY_URL TOPIC COUNT OUT.jsonl [--bad]
+usage: produce_avro.py BROKERS REGISTRY_URL TOPIC COUNT OUT.jsonl [--bad] [--start N]
+                       [--version 1|2|3] [--evolving]
 
-Record i (0-based) is a deterministic function of i, so that a test can check every value
-the table holds. With --bad, two records that are not valid Avro follow: one value without
-the Confluent framing and one framed with a schema id the registry does not know.
+Record i is a deterministic function of i, so that a test can check every value the table
+holds; ids run from --start (default 0). With --bad, two records that are not valid Avro
+follow: one value without the Confluent framing and one framed with a schema id the registry
+does not know.
+
+--version picks the schema the records are written with (registered as the subject's next
+version when new): 1 is SCHEMA; 2 adds a nullable field `channel`, a nullable nested field
+`address.country` and an enum symbol RETURNED, and widens `qty` from int to long (with values
+beyond int's range); 3 changes `qty` to a string, which a table of longs cannot take. With
+--evolving, the JSON lines of version 1 also name version 2's new fields, as null, as a table
+that evolved reads them.
 """
+import copy
 import decimal
 import json
 import sys
@@ -38,6 +48,25 @@ SCHEMA = {
     ],
 }
 
+def schema_v2():
+    s = copy.deepcopy(SCHEMA)
+    fields = {f["name"]: f for f in s["fields"]}
+    fields["status"]["type"]["symbols"].append("RETURNED")
+    fields["address"]["type"]["fields"].append(
+        {"name": "country", "type": ["null", "string"], "default": None})
+    fields["qty"]["type"] = "long"
+    s["fields"].append({"name": "channel", "type": ["null", "string"], "default": None})
+    return s
+
+
+def schema_v3():
+    s = copy.deepcopy(SCHEMA)
+    for f in s["fields"]:
+        if f["name"] == "qty":
+            f["type"] = "string"
+    return s
+
+
 BASE = datetime(2026, 3, 1, tzinfo=timezone.utc)
 
 
@@ -56,6 +85,18 @@ def record(i):
     }
 
 
+def record_v(i, version):
+    r = record(i)
+    if version == 2:
+        r["status"] = ["NEW", "PAID", "SHIPPED", "RETURNED"][i % 4]
+        r["address"]["country"] = None if i % 3 == 0 else f"C{i % 5}"
+        r["qty"] = ((i % 7) - 3) * 3_000_000_000
+        r["channel"] = None if i % 4 == 0 else f"ch{i % 6}"
+    elif version == 3:
+        r["qty"] = str(r["qty"])
+    return r
+
+
 def as_json(r):
     out = dict(r)
     out["amount"] = str(r["amount"])
@@ -65,10 +106,15 @@ def as_json(r):
 
 def main():
     brokers, registry, topic, count, out_path = sys.argv[1:6]
-    bad = "--bad" in sys.argv[6:]
+    flags = sys.argv[6:]
+    bad = "--bad" in flags
+    evolving = "--evolving" in flags
+    start = int(flags[flags.index("--start") + 1]) if "--start" in flags else 0
+    version = int(flags[flags.index("--version") + 1]) if "--version" in flags else 1
     count = int(count)
+    schema = {1: SCHEMA, 2: schema_v2(), 3: schema_v3()}[version]
     client = SchemaRegistryClient({"url": registry})
-    serializer = AvroSerializer(client, json.dumps(SCHEMA), conf={"auto.register.schemas": True})
+    serializer = AvroSerializer(client, json.dumps(schema), conf={"auto.register.schemas": True})
     producer = SerializingProducer({
         "bootstrap.servers": brokers,
         "key.serializer": StringSerializer("utf_8"),
@@ -77,10 +123,14 @@ def main():
         "enable.idempotence": True,
     })
     with open(out_path, "w") as out:
-        for i in range(count):
-            r = record(i)
+        for i in range(start, start + count):
+            r = record_v(i, version)
             producer.produce(topic, key=f"k{i}", value=r)
-            out.write(json.dumps(as_json(r)) + "\n")
+            line = as_json(r)
+            if evolving and version == 1:
+                line["channel"] = None
+                line["address"] = dict(line["address"], country=None)
+            out.write(json.dumps(line) + "\n")
             if i % 5000 == 0:
                 producer.poll(0)
     producer.flush(60)

@@ -77,6 +77,11 @@ pub const AVRO_SCHEMA_ID: u32 = 1;
 /// [`AVRO_SCHEMA_ID`], body), encoded here by hand: the benchmark needs the bytes a producer
 /// sends, not sluice's own encoder.
 pub fn event_avro(i: u64, ts_ms: i64) -> Vec<u8> {
+    event_avro_with_id(i, ts_ms, AVRO_SCHEMA_ID)
+}
+
+/// [`event_avro`] framed with schema id `id` (the id a registry gave [`AVRO_SCHEMA`]).
+pub fn event_avro_with_id(i: u64, ts_ms: i64, id: u32) -> Vec<u8> {
     fn long(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         while z >= 0x80 {
@@ -92,7 +97,7 @@ pub fn event_avro(i: u64, ts_ms: i64) -> Vec<u8> {
     let r = mix(i);
     let mut out = Vec::with_capacity(160);
     out.push(0);
-    out.extend_from_slice(&AVRO_SCHEMA_ID.to_be_bytes());
+    out.extend_from_slice(&id.to_be_bytes());
     string(&mut out, &format!("ev-{i:012}-{:08x}", r as u32));
     string(&mut out, &format!("user-{:06}", r % 250_000));
     string(&mut out, &format!("s-{:016x}", r.rotate_left(17)));
@@ -188,6 +193,45 @@ name = "bench"
 topics = ["{topic}"]
 table = "events"
 {SCHEMA}
+{extra}
+"#
+    )
+}
+
+/// A config for one Avro pipeline `bench` reading `topic` into table `events` under `root`,
+/// its columns from the registry at `registry` (subject `<topic>-value`).
+pub fn config_text_avro(
+    brokers: &str,
+    group: &str,
+    root: &str,
+    topic: &str,
+    registry: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+
+[lake]
+root = "{root}"
+
+[server]
+listen = ""
+
+[maintenance]
+compact_interval = "0s"
+
+[schema_registry]
+url = "{registry}"
+
+[[pipeline]]
+name = "bench"
+topics = ["{topic}"]
+table = "events"
+format = "avro"
+event_time = {{ field = "ts" }}
+partition_by = ["event_date"]
 {extra}
 "#
     )

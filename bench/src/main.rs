@@ -24,6 +24,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
 use sluice_bench::{config_text, config_text_with, event_json, raw_batch, write_results};
 
+mod formats;
+
 #[derive(Parser)]
 #[command(name = "sluice-bench", about = "sluice's benchmark harness")]
 struct Cli {
@@ -53,6 +55,19 @@ enum Cmd {
         /// Partitions of the topic.
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+    },
+    /// The same events as JSON and as Avro (schema in the registry), side by side: decode
+    /// alone and end to end.
+    Formats {
+        /// Events to produce in each format.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Partitions of each topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// The schema registry's Confluent-compatible API.
+        #[arg(long, default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
+        registry: String,
     },
     /// Produce-to-queryable latency at a fixed rate.
     Freshness {
@@ -87,6 +102,22 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Throughput { events, partitions } => (
             "throughput",
             throughput(&cli.brokers, &sluice, &cli.lake, events, partitions).await?,
+        ),
+        Cmd::Formats {
+            events,
+            partitions,
+            registry,
+        } => (
+            "formats",
+            formats::formats(
+                &cli.brokers,
+                &registry,
+                &sluice,
+                &cli.lake,
+                events,
+                partitions,
+            )
+            .await?,
         ),
         Cmd::Freshness { rate, seconds } => (
             "freshness",
@@ -171,6 +202,7 @@ async fn produce_all(
     topic: &str,
     n: u64,
     partitions: i32,
+    encode: impl Fn(u64, i64) -> Vec<u8>,
 ) -> anyhow::Result<(f64, u64)> {
     let p = producer(brokers)?;
     let started = Instant::now();
@@ -180,7 +212,7 @@ async fn produce_all(
     let mut pending = Vec::with_capacity(100_000);
     for i in 0..n {
         let ts = base + i as i64 * step;
-        let v = event_json(i, ts);
+        let v = encode(i, ts);
         bytes += v.len() as u64;
         pending.push(send(&p, topic, (i % partitions as u64) as i32, &v, ts));
         if pending.len() == 100_000 {
@@ -363,7 +395,8 @@ async fn throughput(
     let topic = unique("bench");
     create_topic(brokers, &topic, partitions).await?;
     eprintln!("producing {events} events into {topic} ...");
-    let (produce_s, json_bytes) = produce_all(brokers, &topic, events, partitions).await?;
+    let (produce_s, json_bytes) =
+        produce_all(brokers, &topic, events, partitions, event_json).await?;
     let mb = json_bytes as f64 / 1e6;
 
     eprintln!("consume-only ...");
@@ -490,42 +523,6 @@ async fn replay_archive(
     Ok((replayed, from_archive))
 }
 
-/// Decoding the same `n` events as Avro (Confluent wire format) alone, one thread: seconds.
-fn avro_decode_only(n: usize) -> anyhow::Result<f64> {
-    use sluice_formats::registry::{RegisteredSchema, Registry, SchemaType};
-    let cfg = sluice_bench::pipeline_config()?;
-    let latest = RegisteredSchema {
-        id: sluice_bench::AVRO_SCHEMA_ID,
-        schema_type: SchemaType::Avro,
-        text: sluice_bench::AVRO_SCHEMA.to_string(),
-    };
-    let columns = sluice_formats::avro::table_columns("bench-value", &latest)?;
-    let mut p = cfg.pipelines[0]
-        .with_schema(columns)
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    p.format = sluice_config::Format::Avro;
-    let schema = sluice_formats::schema::events_schema(&p);
-    // Never asked: the one schema id is the table's own.
-    let registry = std::sync::Arc::new(Registry::new(&sluice_config::SchemaRegistryConfig {
-        url: "http://127.0.0.1:9".into(),
-        ..Default::default()
-    })?);
-    let mut decoder = sluice_formats::avro::AvroDecoder::new(&p, registry, &latest, schema)?;
-    let batches: Vec<_> = (0..n.div_ceil(10_000))
-        .map(|i| sluice_bench::raw_batch_avro(10_000.min(n - i * 10_000), (i * 10_000) as u64))
-        .collect();
-    let started = Instant::now();
-    let mut rows = 0;
-    for b in &batches {
-        let d = decoder.decode(b)?;
-        anyhow::ensure!(d.dead.is_empty(), "dead letters: {:?}", d.dead.first());
-        rows += d.events.map_or(0, |e| e.num_rows());
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    anyhow::ensure!(rows == n, "decoded {rows} of {n} Avro records");
-    Ok(seconds)
-}
-
 /// Decode alone and Parquet encode alone over `n` generated records (one thread each).
 /// Decoding alone (the fast path, then arrow-json's for comparison) and encoding alone, one
 /// thread each: (decode s, arrow-json decode s, encode s, encoded bytes).
@@ -552,7 +549,7 @@ fn stages(n: usize) -> anyhow::Result<(f64, f64, f64, u64, f64)> {
         decoded.extend(d.events);
     }
     let decode_s = started.elapsed().as_secs_f64();
-    let avro_s = avro_decode_only(n)?;
+    let avro_s = formats::avro_decode_only(n)?;
     // The properties the events table's files are written with.
     let props = sluice_lake::WriterOptions {
         compression: p.compression,
@@ -865,6 +862,6 @@ mod avro_tests {
     /// checks both).
     #[test]
     fn the_avro_events_decode_without_dead_letters() {
-        assert!(super::avro_decode_only(2_500).expect("decode") > 0.0);
+        assert!(super::formats::avro_decode_only(2_500).expect("decode") > 0.0);
     }
 }

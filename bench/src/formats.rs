@@ -1,0 +1,211 @@
+//! `sluice-bench formats`: the same generated events as JSON and as Avro (Confluent wire
+//! format, schema in a real registry), side by side: bytes per record, consume-only, decode
+//! alone (one thread) and `sluice run --until-caught-up` end to end with peak RSS.
+
+use super::*;
+
+/// Registers [`sluice_bench::AVRO_SCHEMA`] under `subject`; returns its id.
+async fn register(registry: &str, subject: &str) -> anyhow::Result<u32> {
+    let url = format!(
+        "{}/subjects/{subject}/versions",
+        registry.trim_end_matches('/')
+    );
+    let answer: Value = reqwest::Client::new()
+        .post(&url)
+        .header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        .json(&json!({ "schema": sluice_bench::AVRO_SCHEMA }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = answer
+        .get("id")
+        .and_then(Value::as_u64)
+        .with_context(|| format!("no id in the registry's answer {answer}"))?;
+    Ok(u32::try_from(id)?)
+}
+
+/// One format's figures over `events` records of `topic`.
+async fn one_format(
+    brokers: &str,
+    sluice: &Path,
+    lake: &Path,
+    topic: &str,
+    config: String,
+    events: u64,
+    partitions: i32,
+) -> anyhow::Result<Value> {
+    let (b, t) = (brokers.to_string(), topic.to_string());
+    let (consume_s, consumed) =
+        tokio::task::spawn_blocking(move || consume_only(&b, &t, partitions)).await??;
+    anyhow::ensure!(consumed == events, "consumed {consumed} of {events}");
+    fresh_lake(lake)?;
+    let path = lake.join("bench.toml");
+    std::fs::write(&path, config)?;
+    let mut child = spawn_sluice(sluice, &["run", "--until-caught-up"], &path)?;
+    let (e2e_s, peak_rss, _) = wait_sampling(&mut child, Duration::from_millis(100))?;
+    let cfg = sluice_config::Config::load(&path)?;
+    let lake_h = sluice_lake::Lake::new(&cfg.lake)?;
+    let table = lake_h.open("events").await?.context("no events table")?;
+    let rows = sluice_lake::table_row_count("events", &table).await?;
+    anyhow::ensure!(
+        rows == events,
+        "the events table has {rows} rows, not {events}"
+    );
+    let rate = |s: f64| events as f64 / s;
+    Ok(json!({
+        "consume_only": { "seconds": consume_s, "records_per_s": rate(consume_s) },
+        "end_to_end": {
+            "seconds": e2e_s,
+            "records_per_s": rate(e2e_s),
+            "peak_rss_mb": peak_rss as f64 / 1e6,
+            "rows": rows,
+        },
+    }))
+}
+
+/// JSON and Avro side by side on the same `events` generated events.
+pub(crate) async fn formats(
+    brokers: &str,
+    registry: &str,
+    sluice: &Path,
+    lake: &Path,
+    events: u64,
+    partitions: i32,
+) -> anyhow::Result<Value> {
+    let json_topic = unique("bench-json");
+    let avro_topic = unique("bench-avro");
+    let id = register(registry, &format!("{avro_topic}-value")).await?;
+    create_topic(brokers, &json_topic, partitions).await?;
+    create_topic(brokers, &avro_topic, partitions).await?;
+    eprintln!("producing {events} JSON and {events} Avro events ...");
+    let (_, json_bytes) = produce_all(
+        brokers,
+        &json_topic,
+        events,
+        partitions,
+        sluice_bench::event_json,
+    )
+    .await?;
+    let (_, avro_bytes) = produce_all(brokers, &avro_topic, events, partitions, move |i, ts| {
+        sluice_bench::event_avro_with_id(i, ts, id)
+    })
+    .await?;
+
+    eprintln!("decode alone ...");
+    let stage_n = events.min(1_000_000) as usize;
+    let (json_s, avro_s) = tokio::task::spawn_blocking(move || {
+        anyhow::Ok((json_decode_only(stage_n)?, avro_decode_only(stage_n)?))
+    })
+    .await??;
+
+    let group = |f: &str| unique(&format!("bench-{f}-group"));
+    let root = lake.display().to_string();
+    let flush = "flush = { max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"10s\" }";
+    eprintln!("JSON end to end ...");
+    let json_cfg = config_text(brokers, &group("json"), &root, &json_topic, flush);
+    let json = one_format(
+        brokers,
+        sluice,
+        lake,
+        &json_topic,
+        json_cfg,
+        events,
+        partitions,
+    )
+    .await?;
+    eprintln!("Avro end to end ...");
+    let avro_cfg = sluice_bench::config_text_avro(
+        brokers,
+        &group("avro"),
+        &root,
+        &avro_topic,
+        registry,
+        flush,
+    );
+    let avro = one_format(
+        brokers,
+        sluice,
+        lake,
+        &avro_topic,
+        avro_cfg,
+        events,
+        partitions,
+    )
+    .await?;
+    let per_s = |s: f64| stage_n as f64 / s;
+    Ok(json!({
+        "events": events,
+        "partitions": partitions,
+        "json": {
+            "bytes_per_record": json_bytes as f64 / events as f64,
+            "decode_only": { "records": stage_n, "seconds": json_s, "records_per_s": per_s(json_s) },
+            "consume_only": json["consume_only"],
+            "end_to_end": json["end_to_end"],
+        },
+        "avro": {
+            "bytes_per_record": avro_bytes as f64 / events as f64,
+            "decode_only": { "records": stage_n, "seconds": avro_s, "records_per_s": per_s(avro_s) },
+            "consume_only": avro["consume_only"],
+            "end_to_end": avro["end_to_end"],
+        },
+    }))
+}
+
+/// The JSON decoder alone (its fast path, as a pipeline runs it) over `n` generated records.
+fn json_decode_only(n: usize) -> anyhow::Result<f64> {
+    let cfg = sluice_bench::pipeline_config()?;
+    let p = &cfg.pipelines[0];
+    let schema = sluice_formats::schema::events_schema(p);
+    let decoder = sluice_formats::JsonDecoder::new(p, schema).map_err(|e| anyhow::anyhow!(e))?;
+    let batches: Vec<_> = (0..n.div_ceil(10_000))
+        .map(|i| raw_batch(10_000.min(n - i * 10_000), (i * 10_000) as u64))
+        .collect();
+    let started = Instant::now();
+    let mut rows = 0;
+    for b in &batches {
+        let d = decoder.decode(b).map_err(|e| anyhow::anyhow!(e))?;
+        anyhow::ensure!(d.dead.is_empty(), "dead letters: {:?}", d.dead.first());
+        rows += d.events.map_or(0, |e| e.num_rows());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(rows == n, "decoded {rows} of {n} JSON records");
+    Ok(seconds)
+}
+
+/// The Avro decoder alone over `n` generated records (the same events, one thread).
+pub(crate) fn avro_decode_only(n: usize) -> anyhow::Result<f64> {
+    use sluice_formats::registry::{RegisteredSchema, Registry, SchemaType};
+    let cfg = sluice_bench::pipeline_config()?;
+    let latest = RegisteredSchema {
+        id: sluice_bench::AVRO_SCHEMA_ID,
+        schema_type: SchemaType::Avro,
+        text: sluice_bench::AVRO_SCHEMA.to_string(),
+    };
+    let columns = sluice_formats::avro::table_columns("bench-value", &latest)?;
+    let mut p = cfg.pipelines[0]
+        .with_schema(columns)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    p.format = sluice_config::Format::Avro;
+    let schema = sluice_formats::schema::events_schema(&p);
+    // Never asked: the one schema id is the table's own.
+    let registry = std::sync::Arc::new(Registry::new(&sluice_config::SchemaRegistryConfig {
+        url: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    })?);
+    let mut decoder = sluice_formats::avro::AvroDecoder::new(&p, registry, &latest, schema)?;
+    let batches: Vec<_> = (0..n.div_ceil(10_000))
+        .map(|i| sluice_bench::raw_batch_avro(10_000.min(n - i * 10_000), (i * 10_000) as u64))
+        .collect();
+    let started = Instant::now();
+    let mut rows = 0;
+    for b in &batches {
+        let d = decoder.decode(b)?;
+        anyhow::ensure!(d.dead.is_empty(), "dead letters: {:?}", d.dead.first());
+        rows += d.events.map_or(0, |e| e.num_rows());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(rows == n, "decoded {rows} of {n} Avro records");
+    Ok(seconds)
+}

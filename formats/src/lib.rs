@@ -14,6 +14,7 @@ pub mod avro;
 pub mod dead_letter;
 pub mod evolve;
 pub mod headers;
+pub mod infer;
 pub mod json;
 pub mod json_fast;
 pub mod registry;
@@ -161,6 +162,8 @@ pub enum RecordDecoder {
     Json(Box<JsonDecoder>),
     /// `format = "avro"`.
     Avro(Box<avro::AvroDecoder>),
+    /// `format = "json"` without a configured `schema`: columns inferred from the records.
+    InferredJson(Box<infer::InferringJson>),
 }
 
 impl RecordDecoder {
@@ -170,6 +173,10 @@ impl RecordDecoder {
         match self {
             Self::Json(_) => Ok(()),
             Self::Avro(a) => a.prepare(raw).await,
+            Self::InferredJson(j) => {
+                j.prepare(raw);
+                Ok(())
+            }
         }
     }
 
@@ -178,6 +185,7 @@ impl RecordDecoder {
         match self {
             Self::Json(_) => None,
             Self::Avro(a) => a.take_change(),
+            Self::InferredJson(j) => j.take_change(),
         }
     }
 
@@ -186,6 +194,7 @@ impl RecordDecoder {
         match self {
             Self::Json(_) => Ok(()),
             Self::Avro(a) => a.retarget(output),
+            Self::InferredJson(j) => j.retarget(output),
         }
     }
 
@@ -194,6 +203,7 @@ impl RecordDecoder {
         match self {
             Self::Json(j) => j.decode(raw),
             Self::Avro(a) => a.decode(raw),
+            Self::InferredJson(j) => j.decode(raw),
         }
     }
 }

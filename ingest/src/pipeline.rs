@@ -34,6 +34,7 @@ use sluice_telemetry::{events, health, spec};
 use crate::{IngestError, Result};
 use sluice_formats::avro::{self, AvroDecoder};
 use sluice_formats::dead_letter::dead_letter_batch;
+use sluice_formats::infer::InferringJson;
 use sluice_formats::registry::Registry;
 use sluice_formats::schema::{dead_letter_schema, events_schema};
 use sluice_formats::{FormatError, JsonDecoder, RecordDecoder};
@@ -183,6 +184,7 @@ impl Pipeline {
         };
         let resolved;
         let mut avro = None;
+        let mut infer = false;
         let p = match p.format {
             Format::Avro => {
                 let registry = Arc::new(
@@ -202,6 +204,7 @@ impl Pipeline {
             }
             Format::Json if p.schema.is_empty() => {
                 resolved = schema_from_table(p, lake).await?;
+                infer = true;
                 &resolved
             }
             Format::Json => p,
@@ -210,6 +213,9 @@ impl Pipeline {
         let decoder = match avro {
             Some((registry, latest)) => RecordDecoder::Avro(Box::new(
                 AvroDecoder::new(p, registry, &latest, events.schema()).map_err(format_err)?,
+            )),
+            None if infer => RecordDecoder::InferredJson(Box::new(
+                InferringJson::new(p, events.schema()).map_err(format_err)?,
             )),
             None => RecordDecoder::Json(Box::new(
                 JsonDecoder::new(p, events.schema()).map_err(format_err)?,
@@ -1055,45 +1061,27 @@ fn with_columns(
     })
 }
 
-/// `p` with the columns of its existing events table, checked again against the rules that
-/// read the schema.
+/// `p` with the columns of its existing events table (or, for a new table, the event time
+/// field alone: the records' other fields become columns as they arrive), checked again
+/// against the rules that read the schema.
 async fn schema_from_table(p: &PipelineConfig, lake: &Lake) -> Result<PipelineConfig> {
-    let fail = |message: String| IngestError::Schema {
-        table: p.table.clone(),
-        message,
-    };
-    let table = lake.open(&p.table).await?.ok_or_else(|| {
-        fail(format!(
-            "pipeline {} has no schema and its table does not exist yet: declare schema = [...] in the config",
-            p.name
-        ))
-    })?;
-    let arrow = sluice_lake::table_arrow_schema(&p.table, &table)?;
-    let mut fields = Vec::new();
-    for f in arrow.fields() {
-        if sluice_formats::schema::is_sluice_column(f.name()) {
-            continue;
+    let fields = match lake.open(&p.table).await? {
+        Some(table) => {
+            let arrow = sluice_lake::table_arrow_schema(&p.table, &table)?;
+            crate::schema_change::data_columns(&p.table, &arrow)?
         }
-        let ty = sluice_formats::schema::column_type_of(f.data_type()).ok_or_else(|| {
-            fail(format!(
-                "column {:?} has type {} which sluice cannot decode JSON into",
-                f.name(),
-                f.data_type()
-            ))
-        })?;
-        fields.push(sluice_config::FieldConfig {
-            name: f.name().clone(),
-            ty,
-            nullable: f.is_nullable(),
-            format: None,
-        });
-    }
+        None => sluice_formats::infer::seed_columns(p),
+    };
     p.with_schema(fields).map_err(|problems| {
         let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-        fail(format!(
-            "with the columns of the existing table: {}",
-            list.join("; ")
-        ))
+        IngestError::Schema {
+            table: p.table.clone(),
+            message: format!(
+                "pipeline {} has no schema, so its columns come from its records and its table, which has no such columns yet: {}; declare schema = [...] with them",
+                p.name,
+                list.join("; ")
+            ),
+        }
     })
 }
 

@@ -337,3 +337,147 @@ async fn an_avro_subject_evolves_mid_run_and_an_incompatible_version_is_dead_let
     let log = run_until_caught_up(&config);
     assert!(log.contains("records=0 events=0 dead_letters=0"), "{log}");
 }
+
+/// JSON records into a pipeline whose config names no column: the table's columns come from
+/// the records. The first run reads 15,000 records, of which the last 5,000 carry a new field
+/// and a new nested field (they become columns mid-run); a second run, against the existing
+/// table, reads 5,000 more with one more new field. Every value of every record is checked by
+/// an independent reader; a field that is always null makes no column; the records that lack
+/// a later field read null in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_without_a_schema_takes_its_columns_from_the_records_as_they_arrive() {
+    let topic = unique("json-infer");
+    create_topic(&topic, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let script = repo_root().join("tests/py/json_infer.py");
+    let script = script.to_str().unwrap();
+    run_python(&[script, "produce", &kafka(), &topic, "0", "15000"]);
+    let (_lake_dir, lake) = local_lake();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[lake]
+root = "{root}"
+[server]
+listen = ""
+
+[[pipeline]]
+name = "inferred"
+topics = ["{topic}"]
+table = "inferred"
+event_time = {{ field = "ts" }}
+"#,
+            brokers = kafka(),
+            group = unique("sluice-infer"),
+            root = lake.root,
+        ),
+    )
+    .unwrap();
+    let log = run_until_caught_up(&config);
+    assert!(
+        log.contains("records=15000 events=15000 dead_letters=0"),
+        "{log}"
+    );
+    assert!(log.contains("have new fields: "), "{log}");
+    assert!(log.contains("coupon"), "{log}");
+    run_python(&[script, "produce", &kafka(), &topic, "15000", "5000"]);
+    let log = run_until_caught_up(&config);
+    assert!(
+        log.contains("records=5000 events=5000 dead_letters=0"),
+        "{log}"
+    );
+    let table_root = lake
+        .root
+        .trim_start_matches("file://")
+        .trim_end_matches('/');
+    let out = run_python(&[script, "check", &format!("{table_root}/inferred"), "20000"]);
+    assert!(
+        out.contains(
+            "columns ['amount', 'coupon', 'geo', 'id', 'mixed', 'ok', 'score', 'tags', 'ts', 'user']"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("rows 20000 equal"), "{out}");
+}
+
+/// A column added to a JSON pipeline's configured `schema` after its table exists is added to
+/// the table when the pipeline opens again (an ADD COLUMN commit): the earlier rows read null
+/// in it, the later ones hold their values, and no other column moves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_to_the_configured_schema_joins_the_existing_table() {
+    let topic = unique("json-add-column");
+    create_topic(&topic, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_lake_dir, lake_cfg) = local_lake();
+    let config = pipeline_config(dir.path(), &topic, &lake_cfg, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let before = r#"  { name = "ts", type = "timestamp" },
+]"#;
+    assert!(text.contains(before), "{text}");
+    let with_ref = |i: u64| {
+        let click = String::from_utf8(click(i, "2026-03-01T10:00:00Z")).unwrap();
+        click
+            .replace('}', &format!(r#","referrer":"r{}"}}"#, i % 5))
+            .into_bytes()
+    };
+    let phase = |range: std::ops::Range<u64>| {
+        range
+            .map(|i| TestRecord {
+                value: Some(with_ref(i)),
+                ..Default::default()
+            })
+            .collect::<Vec<_>>()
+    };
+    produce(&topic, phase(0..100)).await;
+    run_until_caught_up(&config);
+    let after = r#"  { name = "ts", type = "timestamp" },
+  { name = "referrer", type = "string" },
+]"#;
+    std::fs::write(&config, text.replace(before, after)).unwrap();
+    produce(&topic, phase(100..200)).await;
+    let log = run_until_caught_up(&config);
+    assert!(log.contains("event=\"schema_changed\""), "{log}");
+
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    let batches = read_table(&lake, "events").await;
+    let mut seen = std::collections::BTreeMap::new();
+    for b in &batches {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::DataType as D;
+        let col = |name: &str, to: &D| arrow::compute::cast(b.column_by_name(name).unwrap(), to);
+        let offsets = col("_kafka_offset", &D::Int64).unwrap();
+        let offsets = offsets.as_primitive::<arrow::datatypes::Int64Type>();
+        let (users, pages, refs) = (
+            col("user_id", &D::Utf8).unwrap(),
+            col("page", &D::Utf8).unwrap(),
+            col("referrer", &D::Utf8).unwrap(),
+        );
+        let (users, pages, refs) = (
+            users.as_string::<i32>(),
+            pages.as_string::<i32>(),
+            refs.as_string::<i32>(),
+        );
+        for r in 0..b.num_rows() {
+            let referrer = (!refs.is_null(r)).then(|| refs.value(r).to_string());
+            let row = (
+                users.value(r).to_string(),
+                pages.value(r).to_string(),
+                referrer,
+            );
+            assert!(seen.insert(offsets.value(r), row).is_none(), "a row twice");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+    for (offset, (user, page, referrer)) in seen {
+        let i = offset as u64;
+        assert_eq!(user, format!("u{}", i % 1000), "offset {offset}");
+        assert_eq!(page, format!("/p/{}", i % 7), "offset {offset}");
+        let want = (i >= 100).then(|| format!("r{}", i % 5));
+        assert_eq!(referrer, want, "offset {offset}");
+    }
+}

@@ -687,6 +687,7 @@ impl Pipeline {
             .map(|f| f.as_ref().clone())
             .collect();
         let schema = self.events.add_columns(fields).await?;
+        crate::fault::point("after_schema_change");
         self.decoder
             .retarget(schema)
             .map_err(|source| IngestError::Format {

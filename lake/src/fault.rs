@@ -3,7 +3,8 @@
 //!
 //! Ingest points: `before_commit` (data files uploaded, nothing committed),
 //! `after_dead_letter_commit` (dead letters committed, events not), `after_aggregate_commit`,
-//! `after_events_commit` (events committed, consumer-group offsets not). Tiering points:
+//! `after_events_commit` (events committed, consumer-group offsets not), `after_schema_change`
+//! (new columns committed to the events table, the rows that need them not). Tiering points:
 //! `tier_after_upload` (archive files uploaded, not committed), `tier_after_commit` (archive
 //! committed, DeleteRecords not sent).
 

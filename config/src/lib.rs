@@ -236,6 +236,25 @@ pub enum Format {
     /// Avro in the Confluent wire format (magic byte, 4-byte schema id, body); the writer's
     /// schema is looked up by id in `[schema_registry]`.
     Avro,
+    /// Protocol Buffers in the Confluent wire format (magic byte, 4-byte schema id, message
+    /// indexes, body); the writer's schema is looked up by id in `[schema_registry]`.
+    Protobuf,
+}
+
+impl Format {
+    /// Whether the format's schemas live in a schema registry.
+    pub fn uses_registry(self) -> bool {
+        matches!(self, Self::Avro | Self::Protobuf)
+    }
+
+    /// The format's name for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Json => "JSON",
+            Self::Avro => "Avro",
+            Self::Protobuf => "Protobuf",
+        }
+    }
 }
 
 /// What to do with JSON fields that are not in the schema.

@@ -125,13 +125,13 @@ fn kafka(mut kafka: KafkaConfig, c: &mut Check<'_>) -> KafkaConfig {
 /// `[schema_registry]`, and what the pipelines that read through it need.
 fn schema_registry(reg: &SchemaRegistryConfig, pipelines: &[RawPipeline], c: &mut Check<'_>) {
     let avro: Vec<usize> = (0..pipelines.len())
-        .filter(|i| pipelines[*i].format == Format::Avro)
+        .filter(|i| pipelines[*i].format.uses_registry())
         .collect();
     if reg.url.trim().is_empty() {
         if let Some(i) = avro.first() {
             c.problem(
                 "schema_registry.url",
-                format!("missing; pipeline[{i}] reads Avro, whose schemas live in a registry: set url = \"http://host:8081\""),
+                format!("missing; pipeline[{i}] reads {}, whose schemas live in a registry: set url = \"http://host:8081\"", pipelines[*i].format.label()),
             );
         }
     } else {
@@ -164,14 +164,17 @@ fn schema_registry(reg: &SchemaRegistryConfig, pipelines: &[RawPipeline], c: &mu
         if !p.schema.is_empty() {
             c.problem(
                 &format!("pipeline[{i}].schema"),
-                "an Avro pipeline takes its columns from the registry's schema; remove schema"
-                    .into(),
+                format!(
+                    "a{} {} pipeline takes its columns from the registry's schema; remove schema",
+                    if p.format == Format::Avro { "n" } else { "" },
+                    p.format.label()
+                ),
             );
         }
         if p.topics.len() > 1 && p.subject.is_none() {
             c.problem(
                 &format!("pipeline[{i}].subject"),
-                "an Avro pipeline over several topics needs the subject their values share, e.g. subject = \"orders-value\"".into(),
+                format!("a pipeline reading {} over several topics needs the subject their values share, e.g. subject = \"orders-value\"", p.format.label()),
             );
         }
     }

@@ -17,6 +17,7 @@ pub mod headers;
 pub mod infer;
 pub mod json;
 pub mod json_fast;
+pub mod protobuf;
 pub mod registry;
 pub mod rows;
 pub mod schema;
@@ -50,6 +51,8 @@ pub enum ErrorKind {
     IncompatibleSchema,
     /// The body does not decode with the writer's schema (truncated, corrupt, trailing bytes).
     MalformedAvro,
+    /// The Protobuf body does not decode with the writer's message.
+    MalformedProtobuf,
 }
 
 impl ErrorKind {
@@ -66,6 +69,7 @@ impl ErrorKind {
             Self::UnknownSchema => "unknown_schema",
             Self::IncompatibleSchema => "incompatible_schema",
             Self::MalformedAvro => "malformed_avro",
+            Self::MalformedProtobuf => "malformed_protobuf",
         }
     }
 }
@@ -162,6 +166,8 @@ pub enum RecordDecoder {
     Json(Box<JsonDecoder>),
     /// `format = "avro"`.
     Avro(Box<avro::AvroDecoder>),
+    /// `format = "protobuf"`.
+    Protobuf(Box<protobuf::ProtobufDecoder>),
     /// `format = "json"` without a configured `schema`: columns inferred from the records.
     InferredJson(Box<infer::InferringJson>),
 }
@@ -173,6 +179,7 @@ impl RecordDecoder {
         match self {
             Self::Json(_) => Ok(()),
             Self::Avro(a) => a.prepare(raw).await,
+            Self::Protobuf(p) => p.prepare(raw).await,
             Self::InferredJson(j) => {
                 j.prepare(raw);
                 Ok(())
@@ -185,6 +192,7 @@ impl RecordDecoder {
         match self {
             Self::Json(_) => None,
             Self::Avro(a) => a.take_change(),
+            Self::Protobuf(p) => p.take_change(),
             Self::InferredJson(j) => j.take_change(),
         }
     }
@@ -194,6 +202,7 @@ impl RecordDecoder {
         match self {
             Self::Json(_) => Ok(()),
             Self::Avro(a) => a.retarget(output),
+            Self::Protobuf(p) => p.retarget(output),
             Self::InferredJson(j) => j.retarget(output),
         }
     }
@@ -203,6 +212,7 @@ impl RecordDecoder {
         match self {
             Self::Json(j) => j.decode(raw),
             Self::Avro(a) => a.decode(raw),
+            Self::Protobuf(p) => p.decode(raw),
             Self::InferredJson(j) => j.decode(raw),
         }
     }

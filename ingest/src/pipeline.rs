@@ -35,6 +35,7 @@ use crate::{IngestError, Result};
 use sluice_formats::avro::{self, AvroDecoder};
 use sluice_formats::dead_letter::dead_letter_batch;
 use sluice_formats::infer::InferringJson;
+use sluice_formats::protobuf::ProtobufDecoder;
 use sluice_formats::registry::Registry;
 use sluice_formats::schema::{dead_letter_schema, events_schema};
 use sluice_formats::{FormatError, JsonDecoder, RecordDecoder};
@@ -186,7 +187,7 @@ impl Pipeline {
         let mut avro = None;
         let mut infer = false;
         let p = match p.format {
-            Format::Avro => {
+            Format::Avro | Format::Protobuf => {
                 let registry = Arc::new(
                     Registry::new(&config.schema_registry)
                         .map_err(|e| format_err(FormatError::from(e)))?,
@@ -196,7 +197,12 @@ impl Pipeline {
                     .latest(&subject)
                     .await
                     .map_err(|e| format_err(FormatError::from(e)))?;
-                let columns = avro::table_columns(&subject, &latest).map_err(format_err)?;
+                let columns = if p.format == Format::Avro {
+                    avro::table_columns(&subject, &latest)
+                } else {
+                    sluice_formats::protobuf::table_columns(&subject, &latest)
+                }
+                .map_err(format_err)?;
                 let columns = crate::schema_change::registry_columns(p, lake, columns).await?;
                 resolved = with_columns(p, columns)?;
                 avro = Some((registry, latest));
@@ -211,6 +217,12 @@ impl Pipeline {
         };
         let (events, dead) = open_tables(config, p, lake).await?;
         let decoder = match avro {
+            Some((registry, latest)) if p.format == Format::Protobuf => {
+                RecordDecoder::Protobuf(Box::new(
+                    ProtobufDecoder::new(p, registry, &latest, events.schema())
+                        .map_err(format_err)?,
+                ))
+            }
             Some((registry, latest)) => RecordDecoder::Avro(Box::new(
                 AvroDecoder::new(p, registry, &latest, events.schema()).map_err(format_err)?,
             )),

@@ -31,6 +31,16 @@ fn avro_config(
     topic: &str,
     lake: &sluice_config::LakeConfig,
 ) -> std::path::PathBuf {
+    registry_config(dir, topic, lake, "avro")
+}
+
+/// [`avro_config`] for another registry format.
+fn registry_config(
+    dir: &std::path::Path,
+    topic: &str,
+    lake: &sluice_config::LakeConfig,
+    format: &str,
+) -> std::path::PathBuf {
     let text = format!(
         r#"
 [kafka]
@@ -47,12 +57,12 @@ url = "{registry}"
 name = "orders"
 topics = ["{topic}"]
 table = "orders"
-format = "avro"
+format = "{format}"
 event_time = {{ field = "ts" }}
 partition_by = ["event_date"]
 "#,
         brokers = kafka(),
-        group = unique("sluice-avro"),
+        group = unique(&format!("sluice-{format}")),
         root = lake.root,
         registry = registry(),
     );
@@ -497,4 +507,53 @@ async fn a_column_added_to_the_configured_schema_joins_the_existing_table() {
         let want = (i >= 100).then(|| format!("r{}", i % 5));
         assert_eq!(referrer, want, "offset {offset}");
     }
+}
+
+/// 50,000 Protobuf records from Confluent's own serializer (the message built at run time from
+/// a descriptor, registered by the serializer), then a value without the wire format and one
+/// with an unknown id: every record lands once with the values produced (an enum, a
+/// Timestamp, a nested message, a repeated field, a wrapper that is null when unset), the two
+/// bad ones are dead letters with their reasons, and the config names no column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_records_from_the_registry_land_exactly_once_with_their_values() {
+    let topic = unique("proto-orders");
+    create_topic(&topic, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let produced = dir.path().join("produced.jsonl");
+    let root = repo_root();
+    let producer = root.join("tests/py/produce_protobuf.py");
+    run_python(&[
+        producer.to_str().unwrap(),
+        &kafka(),
+        &registry(),
+        &topic,
+        "50000",
+        produced.to_str().unwrap(),
+        "--bad",
+    ]);
+    let (_lake_dir, lake) = local_lake();
+    let config = registry_config(dir.path(), &topic, &lake, "protobuf");
+    let log = run_until_caught_up(&config);
+    assert!(
+        log.contains("records=50002 events=50000 dead_letters=2"),
+        "{log}"
+    );
+    let checker = root.join("tests/py/check_avro_table.py");
+    let table_root = lake
+        .root
+        .trim_start_matches("file://")
+        .trim_end_matches('/');
+    let out = run_python(&[
+        checker.to_str().unwrap(),
+        &format!("{table_root}/orders"),
+        &format!("{table_root}/orders_dead_letter"),
+        produced.to_str().unwrap(),
+    ]);
+    assert!(out.contains("rows 50000 equal\n"), "{out}");
+    assert!(
+        out.contains("dead [('bad_framing', 'bad-framing'), ('unknown_schema', 'unknown-id')]"),
+        "{out}"
+    );
+    let log = run_until_caught_up(&config);
+    assert!(log.contains("records=0 events=0 dead_letters=0"), "{log}");
 }

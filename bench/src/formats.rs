@@ -1,11 +1,11 @@
-//! `sluice-bench formats`: the same generated events as JSON and as Avro (Confluent wire
-//! format, schema in a real registry), side by side: bytes per record, consume-only, decode
+//! `sluice-bench formats`: the same generated events as JSON, as Avro and as Protobuf
+//! (Confluent wire format, schemas in a real registry), side by side: bytes per record, consume-only, decode
 //! alone (one thread) and `sluice run --until-caught-up` end to end with peak RSS.
 
 use super::*;
 
-/// Registers [`sluice_bench::AVRO_SCHEMA`] under `subject`; returns its id.
-async fn register(registry: &str, subject: &str) -> anyhow::Result<u32> {
+/// Registers `schema` (of `kind`, e.g. `AVRO` or `PROTOBUF`) under `subject`; returns its id.
+async fn register(registry: &str, subject: &str, kind: &str, schema: &str) -> anyhow::Result<u32> {
     let url = format!(
         "{}/subjects/{subject}/versions",
         registry.trim_end_matches('/')
@@ -13,7 +13,7 @@ async fn register(registry: &str, subject: &str) -> anyhow::Result<u32> {
     let answer: Value = reqwest::Client::new()
         .post(&url)
         .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        .json(&json!({ "schema": sluice_bench::AVRO_SCHEMA }))
+        .json(&json!({ "schemaType": kind, "schema": schema }))
         .send()
         .await?
         .error_for_status()?
@@ -76,10 +76,25 @@ pub(crate) async fn formats(
 ) -> anyhow::Result<Value> {
     let json_topic = unique("bench-json");
     let avro_topic = unique("bench-avro");
-    let id = register(registry, &format!("{avro_topic}-value")).await?;
-    create_topic(brokers, &json_topic, partitions).await?;
-    create_topic(brokers, &avro_topic, partitions).await?;
-    eprintln!("producing {events} JSON and {events} Avro events ...");
+    let proto_topic = unique("bench-protobuf");
+    let id = register(
+        registry,
+        &format!("{avro_topic}-value"),
+        "AVRO",
+        sluice_bench::AVRO_SCHEMA,
+    )
+    .await?;
+    let proto_id = register(
+        registry,
+        &format!("{proto_topic}-value"),
+        "PROTOBUF",
+        sluice_bench::PROTO_SCHEMA,
+    )
+    .await?;
+    for t in [&json_topic, &avro_topic, &proto_topic] {
+        create_topic(brokers, t, partitions).await?;
+    }
+    eprintln!("producing {events} events as JSON, as Avro and as Protobuf ...");
     let (_, json_bytes) = produce_all(
         brokers,
         &json_topic,
@@ -92,11 +107,19 @@ pub(crate) async fn formats(
         sluice_bench::event_avro_with_id(i, ts, id)
     })
     .await?;
+    let (_, proto_bytes) = produce_all(brokers, &proto_topic, events, partitions, move |i, ts| {
+        sluice_bench::event_protobuf_with_id(i, ts, proto_id)
+    })
+    .await?;
 
     eprintln!("decode alone ...");
     let stage_n = events.min(1_000_000) as usize;
-    let (json_s, avro_s) = tokio::task::spawn_blocking(move || {
-        anyhow::Ok((json_decode_only(stage_n)?, avro_decode_only(stage_n)?))
+    let (json_s, avro_s, proto_s) = tokio::task::spawn_blocking(move || {
+        anyhow::Ok((
+            json_decode_only(stage_n)?,
+            avro_decode_only(stage_n)?,
+            protobuf_decode_only(stage_n)?,
+        ))
     })
     .await??;
 
@@ -134,6 +157,26 @@ pub(crate) async fn formats(
         partitions,
     )
     .await?;
+    eprintln!("Protobuf end to end ...");
+    let proto_cfg = sluice_bench::config_text_avro(
+        brokers,
+        &group("protobuf"),
+        &root,
+        &proto_topic,
+        registry,
+        flush,
+    )
+    .replace("format = \"avro\"", "format = \"protobuf\"");
+    let proto = one_format(
+        brokers,
+        sluice,
+        lake,
+        &proto_topic,
+        proto_cfg,
+        events,
+        partitions,
+    )
+    .await?;
     let per_s = |s: f64| stage_n as f64 / s;
     Ok(json!({
         "events": events,
@@ -149,6 +192,12 @@ pub(crate) async fn formats(
             "decode_only": { "records": stage_n, "seconds": avro_s, "records_per_s": per_s(avro_s) },
             "consume_only": avro["consume_only"],
             "end_to_end": avro["end_to_end"],
+        },
+        "protobuf": {
+            "bytes_per_record": proto_bytes as f64 / events as f64,
+            "decode_only": { "records": stage_n, "seconds": proto_s, "records_per_s": per_s(proto_s) },
+            "consume_only": proto["consume_only"],
+            "end_to_end": proto["end_to_end"],
         },
     }))
 }
@@ -171,6 +220,43 @@ fn json_decode_only(n: usize) -> anyhow::Result<f64> {
     }
     let seconds = started.elapsed().as_secs_f64();
     anyhow::ensure!(rows == n, "decoded {rows} of {n} JSON records");
+    Ok(seconds)
+}
+
+/// The Protobuf decoder alone over `n` generated records (the same events, one thread).
+pub(crate) fn protobuf_decode_only(n: usize) -> anyhow::Result<f64> {
+    use sluice_formats::registry::{RegisteredSchema, Registry, SchemaType};
+    let cfg = sluice_bench::pipeline_config()?;
+    let latest = RegisteredSchema {
+        id: 1,
+        schema_type: SchemaType::Protobuf,
+        text: sluice_bench::PROTO_SCHEMA.to_string(),
+    };
+    let columns = sluice_formats::protobuf::table_columns("bench-value", &latest)?;
+    let mut p = cfg.pipelines[0]
+        .with_schema(columns)
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    p.format = sluice_config::Format::Protobuf;
+    let schema = sluice_formats::schema::events_schema(&p);
+    // Never asked: the one schema id is the table's own.
+    let registry = std::sync::Arc::new(Registry::new(&sluice_config::SchemaRegistryConfig {
+        url: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    })?);
+    let mut decoder =
+        sluice_formats::protobuf::ProtobufDecoder::new(&p, registry, &latest, schema)?;
+    let batches: Vec<_> = (0..n.div_ceil(10_000))
+        .map(|i| sluice_bench::raw_batch_protobuf(10_000.min(n - i * 10_000), (i * 10_000) as u64))
+        .collect();
+    let started = Instant::now();
+    let mut rows = 0;
+    for b in &batches {
+        let d = decoder.decode(b)?;
+        anyhow::ensure!(d.dead.is_empty(), "dead letters: {:?}", d.dead.first());
+        rows += d.events.map_or(0, |e| e.num_rows());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(rows == n, "decoded {rows} of {n} Protobuf records");
     Ok(seconds)
 }
 

@@ -112,6 +112,96 @@ pub fn event_avro_with_id(i: u64, ts_ms: i64, id: u32) -> Vec<u8> {
     out
 }
 
+/// The generated events' Protobuf schema (the same fields as [`event_json`]; `ts` is a
+/// `google.protobuf.Timestamp`), registered as `.proto` text in the Protobuf benchmarks.
+pub const PROTO_SCHEMA: &str = r#"syntax = "proto3";
+package sluice.bench;
+import "google/protobuf/timestamp.proto";
+message Event {
+  string event_id = 1;
+  string user_id = 2;
+  string session_id = 3;
+  string page = 4;
+  string referrer = 5;
+  double amount = 6;
+  int32 quantity = 7;
+  bool is_mobile = 8;
+  string country = 9;
+  google.protobuf.Timestamp ts = 10;
+}
+"#;
+
+/// Event `i` of [`event_json`] as Protobuf in the Confluent wire format (magic byte, schema
+/// id `id`, message indexes `[0]`, body), encoded here by hand as a producer would send it.
+pub fn event_protobuf_with_id(i: u64, ts_ms: i64, id: u32) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8 & 0x7f) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn string(out: &mut Vec<u8>, field: u64, s: &str) {
+        varint(out, field << 3 | 2);
+        varint(out, s.len() as u64);
+        out.extend_from_slice(s.as_bytes());
+    }
+    let r = mix(i);
+    let mut out = Vec::with_capacity(160);
+    out.push(0);
+    out.extend_from_slice(&id.to_be_bytes());
+    out.push(0);
+    string(&mut out, 1, &format!("ev-{i:012}-{:08x}", r as u32));
+    string(&mut out, 2, &format!("user-{:06}", r % 250_000));
+    string(&mut out, 3, &format!("s-{:016x}", r.rotate_left(17)));
+    string(&mut out, 4, PAGES[(r % 8) as usize]);
+    string(&mut out, 5, REFERRERS[((r >> 8) % 4) as usize]);
+    let amount = ((r >> 16) % 500) as f64 + ((r >> 24) % 100) as f64 / 100.0;
+    varint(&mut out, 6 << 3 | 1);
+    out.extend_from_slice(&amount.to_le_bytes());
+    varint(&mut out, 7 << 3);
+    varint(&mut out, (r >> 32) % 9 + 1);
+    varint(&mut out, 8 << 3);
+    varint(&mut out, u64::from((r >> 40).is_multiple_of(3)));
+    string(&mut out, 9, COUNTRIES[((r >> 44) % 6) as usize]);
+    let mut ts = Vec::with_capacity(12);
+    varint(&mut ts, 1 << 3);
+    varint(&mut ts, ts_ms.div_euclid(1000) as u64);
+    varint(&mut ts, 2 << 3);
+    varint(&mut ts, (ts_ms.rem_euclid(1000) * 1_000_000) as u64);
+    varint(&mut out, 10 << 3 | 2);
+    varint(&mut out, ts.len() as u64);
+    out.extend_from_slice(&ts);
+    out
+}
+
+/// `n` generated records as Protobuf (schema id 1), as the Kafka source would hand them over.
+pub fn raw_batch_protobuf(n: usize, start: u64) -> RawBatch {
+    raw_batch_with(n, start, |id, ts| event_protobuf_with_id(id, ts, 1))
+}
+
+fn raw_batch_with(n: usize, start: u64, encode: impl Fn(u64, i64) -> Vec<u8>) -> RawBatch {
+    let topic: Arc<str> = Arc::from("bench");
+    let mut b = RawBatchBuilder::new(n, false);
+    let base = 1_772_359_200_000i64;
+    for i in 0..n as u64 {
+        let id = start + i;
+        let ts = base + id as i64 * 7;
+        let v = encode(id, ts);
+        b.push(
+            &topic,
+            (id % 3) as i32,
+            id as i64,
+            Some(ts),
+            0,
+            None,
+            Some(&v),
+            Vec::new,
+        );
+    }
+    b.finish()
+}
+
 /// `n` generated records as Avro, as the Kafka source would hand them over.
 pub fn raw_batch_avro(n: usize, start: u64) -> RawBatch {
     let topic: Arc<str> = Arc::from("bench");

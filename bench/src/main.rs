@@ -864,4 +864,10 @@ mod avro_tests {
     fn the_avro_events_decode_without_dead_letters() {
         assert!(super::formats::avro_decode_only(2_500).expect("decode") > 0.0);
     }
+
+    /// The hand-encoded Protobuf events decode, every one, with no dead letter.
+    #[test]
+    fn the_protobuf_events_decode_without_dead_letters() {
+        assert!(super::formats::protobuf_decode_only(2_500).expect("decode") > 0.0);
+    }
 }

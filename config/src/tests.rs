@@ -375,3 +375,40 @@ format = "avro"
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(printed.contains("***"), "{printed}");
 }
+
+#[test]
+fn protobuf_pipelines_need_a_registry_and_no_schema_like_avro_ones() {
+    let text = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[lake]
+root = "/tmp/lake"
+[[pipeline]]
+name = "payments"
+topics = ["a", "b"]
+table = "payments"
+format = "protobuf"
+schema = [{ name = "id", type = "long" }]
+"#;
+    let err = load(text).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("expected Invalid, got {err}")
+    };
+    let by_key: std::collections::BTreeMap<&str, &str> = problems
+        .iter()
+        .map(|p| (p.key.as_str(), p.message.as_str()))
+        .collect();
+    assert!(
+        by_key
+            .get("schema_registry.url")
+            .is_some_and(|m| m.contains("reads Protobuf")),
+        "{err}"
+    );
+    assert!(
+        by_key
+            .get("pipeline[0].schema")
+            .is_some_and(|m| m.contains("a Protobuf pipeline")),
+        "{err}"
+    );
+    assert!(by_key.contains_key("pipeline[0].subject"), "{err}");
+}

@@ -241,6 +241,18 @@ pub enum Format {
     Protobuf,
 }
 
+/// How a pipeline reads its records' keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyFormat {
+    /// Kept as bytes in `_kafka_key` only.
+    #[default]
+    Bytes,
+    /// Avro in the Confluent wire format, decoded into the `key_column` column too (the bytes
+    /// stay in `_kafka_key`).
+    Avro,
+}
+
 impl Format {
     /// Whether the format's schemas live in a schema registry.
     pub fn uses_registry(self) -> bool {
@@ -408,6 +420,12 @@ pub struct PipelineConfig {
     /// The registry subject of the record values' schema (Avro); default: the topic name
     /// strategy, `<topic>-value`.
     pub subject: Option<String>,
+    /// How the record keys are read.
+    pub key_format: KeyFormat,
+    /// The registry subject of the keys' schema (`key_format = "avro"`); default `<topic>-key`.
+    pub key_subject: Option<String>,
+    /// The column decoded keys go to (`key_format = "avro"`; default `key`).
+    pub key_column: String,
     /// Start position for partitions without progress in the table.
     pub start: StartPosition,
     /// The events table.
@@ -449,6 +467,9 @@ impl Default for PipelineConfig {
             topics: Vec::new(),
             format: Format::Json,
             subject: None,
+            key_format: KeyFormat::Bytes,
+            key_subject: None,
+            key_column: "key".into(),
             start: StartPosition::Earliest,
             table: String::new(),
             dead_letter_table: None,
@@ -489,6 +510,16 @@ impl PipelineConfig {
         self.subject.clone().unwrap_or_else(|| {
             format!(
                 "{}-value",
+                self.topics.first().map(String::as_str).unwrap_or_default()
+            )
+        })
+    }
+
+    /// The registry subject of the keys' schema: `key_subject`, or `<first topic>-key`.
+    pub fn key_subject(&self) -> String {
+        self.key_subject.clone().unwrap_or_else(|| {
+            format!(
+                "{}-key",
                 self.topics.first().map(String::as_str).unwrap_or_default()
             )
         })

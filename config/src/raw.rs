@@ -45,6 +45,12 @@ pub struct RawPipeline {
     pub format: Format,
     /// See [`crate::PipelineConfig::subject`].
     pub subject: Option<String>,
+    /// See [`crate::PipelineConfig::key_format`].
+    pub key_format: crate::KeyFormat,
+    /// See [`crate::PipelineConfig::key_subject`].
+    pub key_subject: Option<String>,
+    /// See [`crate::PipelineConfig::key_column`].
+    pub key_column: String,
     /// `earliest`, `latest`, `offset:N` or `time:RFC3339`.
     pub start: String,
     /// See [`crate::PipelineConfig::table`].
@@ -86,6 +92,9 @@ impl Default for RawPipeline {
             topics: typed.topics,
             format: typed.format,
             subject: None,
+            key_format: typed.key_format,
+            key_subject: None,
+            key_column: typed.key_column,
             start: "earliest".into(),
             table: typed.table,
             dead_letter_table: typed.dead_letter_table,

@@ -412,3 +412,37 @@ schema = [{ name = "id", type = "long" }]
     );
     assert!(by_key.contains_key("pipeline[0].subject"), "{err}");
 }
+
+#[test]
+fn avro_keys_need_an_avro_pipeline_a_key_subject_over_several_topics_and_a_free_column() {
+    let text = r#"
+[kafka]
+brokers = "127.0.0.1:9092"
+[lake]
+root = "/tmp/lake"
+[schema_registry]
+url = "http://127.0.0.1:18081"
+[[pipeline]]
+name = "clicks"
+topics = ["a", "b"]
+table = "clicks"
+subject = "clicks-value"
+key_format = "avro"
+key_column = "_kafka_key"
+schema = [{ name = "id", type = "long" }]
+"#;
+    let err = load(text).unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("expected Invalid, got {err}")
+    };
+    let keys: BTreeSet<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from([
+            "pipeline[0].key_format",
+            "pipeline[0].key_subject",
+            "pipeline[0].key_column",
+        ]),
+        "{err}"
+    );
+}

@@ -159,6 +159,30 @@ fn schema_registry(reg: &SchemaRegistryConfig, pipelines: &[RawPipeline], c: &mu
     if reg.timeout.get() < std::time::Duration::from_millis(100) {
         c.problem("schema_registry.timeout", "must be at least 100ms".into());
     }
+    for (i, p) in pipelines.iter().enumerate() {
+        if p.key_format != crate::KeyFormat::Avro {
+            continue;
+        }
+        if p.format != Format::Avro {
+            c.problem(
+                &format!("pipeline[{i}].key_format"),
+                "Avro keys are read by Avro pipelines only for now: set format = \"avro\", or key_format = \"bytes\"".into(),
+            );
+        }
+        if p.topics.len() > 1 && p.key_subject.is_none() {
+            c.problem(
+                &format!("pipeline[{i}].key_subject"),
+                "Avro keys over several topics need the subject their keys share, e.g. key_subject = \"orders-key\"".into(),
+            );
+        }
+        let column = p.key_column.trim();
+        if column.is_empty() || crate::is_reserved_column(column) {
+            c.problem(
+                &format!("pipeline[{i}].key_column"),
+                format!("{column:?} cannot hold the decoded key: name a column that is not empty and not one of sluice's own, e.g. key_column = \"key\""),
+            );
+        }
+    }
     for i in avro {
         let p = &pipelines[i];
         if !p.schema.is_empty() {
@@ -231,6 +255,9 @@ fn pipeline(
         topics: raw.topics,
         format: raw.format,
         subject: raw.subject,
+        key_format: raw.key_format,
+        key_subject: raw.key_subject,
+        key_column: raw.key_column,
         start,
         table: raw.table,
         dead_letter_table: raw.dead_letter_table,

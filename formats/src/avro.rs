@@ -138,6 +138,8 @@ pub struct AvroDecoder {
     event_time: EventTime,
     max_record_size: usize,
     layout: RowLayout,
+    /// The keys' decoder, with `key_format = "avro"`.
+    keys: Option<crate::avro_key::AvroKeys>,
 }
 
 impl std::fmt::Debug for AvroDecoder {
@@ -198,10 +200,17 @@ impl AvroDecoder {
                 tz: p.time_zone(),
                 include_headers: p.include_headers,
             },
+            keys: None,
         };
         decoder.retarget(output)?;
         decoder.admit(latest.id, latest);
         Ok(decoder)
+    }
+
+    /// Decodes the records' keys too, into their column (`key_format = "avro"`).
+    pub fn with_keys(mut self, keys: crate::avro_key::AvroKeys) -> Self {
+        self.keys = Some(keys);
+        self
     }
 
     /// Looks up the writer schemas of ids in `raw` not seen before (one registry request per
@@ -218,6 +227,9 @@ impl AvroDecoder {
             {
                 new_ids.push(id);
             }
+        }
+        if let Some(keys) = self.keys.as_mut() {
+            keys.prepare(raw).await?;
         }
         for id in new_ids {
             match self.registry.schema_by_id(id).await {
@@ -576,13 +588,28 @@ impl AvroDecoder {
 
     /// Event times, then the events rows of the records whose event time reads.
     fn finish(
-        &self,
+        &mut self,
         raw: &RawBatch,
-        decoded: Vec<ArrayRef>,
+        mut decoded: Vec<ArrayRef>,
         kept: Vec<usize>,
         dead: &mut Vec<DeadLetter>,
     ) -> Result<(Option<RecordBatch>, Vec<u32>), FormatError> {
         let n = kept.len();
+        let mut ok = vec![true; n];
+        if let Some(keys) = self.keys.as_mut() {
+            let (column, bad) = keys.decode(raw, &kept)?;
+            if let Some(at) = self.columns.iter().position(|(c, _)| c == keys.column()) {
+                decoded[at] = column;
+            }
+            for (row, message) in bad {
+                ok[row] = false;
+                dead.push(DeadLetter {
+                    index: kept[row],
+                    kind: ErrorKind::BadKey,
+                    message,
+                });
+            }
+        }
         let time_col = match &self.event_time {
             EventTime::Field(name, _) => self
                 .columns
@@ -591,9 +618,11 @@ impl AvroDecoder {
                 .unwrap_or_default(),
             EventTime::Kafka => 0,
         };
-        let mut ok = vec![true; n];
         let mut event_us = Vec::with_capacity(n);
         for (row, &i) in kept.iter().enumerate() {
+            if !ok[row] {
+                continue;
+            }
             let t = match &self.event_time {
                 EventTime::Kafka => raw.timestamps[i]
                     .map(|ms| ms.saturating_mul(1000))

@@ -11,6 +11,7 @@
 //! table is wrong, not the record.
 
 pub mod avro;
+pub mod avro_key;
 pub mod dead_letter;
 pub mod evolve;
 pub mod headers;
@@ -53,6 +54,8 @@ pub enum ErrorKind {
     MalformedAvro,
     /// The Protobuf body does not decode with the writer's message.
     MalformedProtobuf,
+    /// The key does not decode (`key_format = "avro"`).
+    BadKey,
 }
 
 impl ErrorKind {
@@ -70,6 +73,7 @@ impl ErrorKind {
             Self::IncompatibleSchema => "incompatible_schema",
             Self::MalformedAvro => "malformed_avro",
             Self::MalformedProtobuf => "malformed_protobuf",
+            Self::BadKey => "bad_key",
         }
     }
 }

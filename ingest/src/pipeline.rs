@@ -33,6 +33,7 @@ use sluice_telemetry::{events, health, spec};
 
 use crate::{IngestError, Result};
 use sluice_formats::avro::{self, AvroDecoder};
+use sluice_formats::avro_key::AvroKeys;
 use sluice_formats::dead_letter::dead_letter_batch;
 use sluice_formats::infer::InferringJson;
 use sluice_formats::protobuf::ProtobufDecoder;
@@ -203,6 +204,7 @@ impl Pipeline {
                     sluice_formats::protobuf::table_columns(&subject, &latest)
                 }
                 .map_err(format_err)?;
+                let columns = with_key_column(p, &registry, columns).await?;
                 let columns = crate::schema_change::registry_columns(p, lake, columns).await?;
                 resolved = with_columns(p, columns)?;
                 avro = Some((registry, latest));
@@ -223,9 +225,25 @@ impl Pipeline {
                         .map_err(format_err)?,
                 ))
             }
-            Some((registry, latest)) => RecordDecoder::Avro(Box::new(
-                AvroDecoder::new(p, registry, &latest, events.schema()).map_err(format_err)?,
-            )),
+            Some((registry, latest)) => {
+                let mut decoder = AvroDecoder::new(p, registry.clone(), &latest, events.schema())
+                    .map_err(format_err)?;
+                if p.key_format == sluice_config::KeyFormat::Avro {
+                    let ty = events
+                        .schema()
+                        .field_with_name(&p.key_column)
+                        .map(|f| f.data_type().clone())
+                        .map_err(|_| {
+                            format_err(FormatError::MissingColumn {
+                                column: p.key_column.clone(),
+                            })
+                        })?;
+                    let keys = AvroKeys::new(registry, p.key_subject(), p.key_column.clone(), ty)
+                        .map_err(format_err)?;
+                    decoder = decoder.with_keys(keys);
+                }
+                RecordDecoder::Avro(Box::new(decoder))
+            }
             None if infer => RecordDecoder::InferredJson(Box::new(
                 InferringJson::new(p, events.schema()).map_err(format_err)?,
             )),
@@ -1053,6 +1071,40 @@ impl Pipeline {
         }
         Ok(source.seek(&seeks)?)
     }
+}
+
+/// The value's `columns`, and with `key_format = "avro"` the key column, its type from the key
+/// subject's latest schema.
+async fn with_key_column(
+    p: &PipelineConfig,
+    registry: &Registry,
+    mut columns: Vec<sluice_config::FieldConfig>,
+) -> Result<Vec<sluice_config::FieldConfig>> {
+    if p.key_format != sluice_config::KeyFormat::Avro {
+        return Ok(columns);
+    }
+    let format_err = |source| IngestError::Format {
+        table: p.table.clone(),
+        source,
+    };
+    if columns.iter().any(|c| c.name == p.key_column) {
+        return Err(IngestError::Schema {
+            table: p.table.clone(),
+            message: format!(
+                "the values already have a field {:?}, where the decoded keys would go: set key_column to another name",
+                p.key_column
+            ),
+        });
+    }
+    let subject = p.key_subject();
+    let latest = registry
+        .latest(&subject)
+        .await
+        .map_err(|e| format_err(FormatError::from(e)))?;
+    let key = sluice_formats::avro_key::key_column(&p.key_column, &subject, &latest)
+        .map_err(format_err)?;
+    columns.push(key);
+    Ok(columns)
 }
 
 /// `p` with `columns` (from its registry subject), checked against the rules that read the

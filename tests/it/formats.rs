@@ -557,3 +557,61 @@ async fn protobuf_records_from_the_registry_land_exactly_once_with_their_values(
     let log = run_until_caught_up(&config);
     assert!(log.contains("records=0 events=0 dead_letters=0"), "{log}");
 }
+
+/// Avro keys (`key_format = "avro"`): every record's key, written by Confluent's key
+/// serializer, lands decoded in the `key` column (a struct of the key record's fields) beside
+/// its value, with its bytes still in `_kafka_key`; a record whose key is not Avro is a dead
+/// letter (`bad_key`) and the rest go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_keys_land_decoded_in_their_own_column() {
+    let topic = unique("avro-keys");
+    create_topic(&topic, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let produced = dir.path().join("produced.jsonl");
+    let root = repo_root();
+    let producer = root.join("tests/py/produce_avro.py");
+    run_python(&[
+        producer.to_str().unwrap(),
+        &kafka(),
+        &registry(),
+        &topic,
+        "3000",
+        produced.to_str().unwrap(),
+        "--bad",
+        "--avro-keys",
+    ]);
+    let (_lake_dir, lake) = local_lake();
+    let config = avro_config(dir.path(), &topic, &lake);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            "format = \"avro\"",
+            "format = \"avro\"\nkey_format = \"avro\"",
+        ),
+    )
+    .unwrap();
+    let log = run_until_caught_up(&config);
+    assert!(
+        log.contains("records=3003 events=3000 dead_letters=3"),
+        "{log}"
+    );
+    let checker = root.join("tests/py/check_avro_table.py");
+    let table_root = lake
+        .root
+        .trim_start_matches("file://")
+        .trim_end_matches('/');
+    let out = run_python(&[
+        checker.to_str().unwrap(),
+        &format!("{table_root}/orders"),
+        &format!("{table_root}/orders_dead_letter"),
+        produced.to_str().unwrap(),
+    ]);
+    assert!(out.contains("rows 3000 equal\n"), "{out}");
+    assert!(
+        out.contains(
+            "dead [('bad_framing', 'bad-framing'), ('bad_key', 'not-avro-key'), ('unknown_schema', 'unknown-id')]"
+        ),
+        "{out}"
+    );
+}

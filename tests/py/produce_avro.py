@@ -2,7 +2,7 @@
 code) against a schema registry, and writes what it produced as JSON lines.
 
 usage: produce_avro.py BROKERS REGISTRY_URL TOPIC COUNT OUT.jsonl [--bad] [--start N]
-                       [--version 1|2|3] [--evolving]
+                       [--version 1|2|3] [--evolving] [--avro-keys]
 
 Record i is a deterministic function of i, so that a test can check every value the table
 holds; ids run from --start (default 0). With --bad, two records that are not valid Avro
@@ -15,6 +15,9 @@ version when new): 1 is SCHEMA; 2 adds a nullable field `channel`, a nullable ne
 beyond int's range); 3 changes `qty` to a string, which a table of longs cannot take. With
 --evolving, the JSON lines of version 1 also name version 2's new fields, as null, as a table
 that evolved reads them.
+
+With --avro-keys, keys are Avro records too (id, region) from the key serializer, and with
+--bad a record with a valid value and a key that is not Avro follows.
 """
 import copy
 import decimal
@@ -47,6 +50,18 @@ SCHEMA = {
         {"name": "ok", "type": "boolean"},
     ],
 }
+
+KEY_SCHEMA = {
+    "type": "record",
+    "name": "OrderKey",
+    "namespace": "sluice.test",
+    "fields": [{"name": "id", "type": "long"}, {"name": "region", "type": "string"}],
+}
+
+
+def key_of(i):
+    return {"id": i, "region": f"r{i % 4}"}
+
 
 def schema_v2():
     s = copy.deepcopy(SCHEMA)
@@ -109,15 +124,18 @@ def main():
     flags = sys.argv[6:]
     bad = "--bad" in flags
     evolving = "--evolving" in flags
+    avro_keys = "--avro-keys" in flags
     start = int(flags[flags.index("--start") + 1]) if "--start" in flags else 0
     version = int(flags[flags.index("--version") + 1]) if "--version" in flags else 1
     count = int(count)
     schema = {1: SCHEMA, 2: schema_v2(), 3: schema_v3()}[version]
     client = SchemaRegistryClient({"url": registry})
     serializer = AvroSerializer(client, json.dumps(schema), conf={"auto.register.schemas": True})
+    key_serializer = (AvroSerializer(client, json.dumps(KEY_SCHEMA), conf={"auto.register.schemas": True})
+                      if avro_keys else StringSerializer("utf_8"))
     producer = SerializingProducer({
         "bootstrap.servers": brokers,
-        "key.serializer": StringSerializer("utf_8"),
+        "key.serializer": key_serializer,
         "value.serializer": serializer,
         "linger.ms": 20,
         "enable.idempotence": True,
@@ -125,8 +143,10 @@ def main():
     with open(out_path, "w") as out:
         for i in range(start, start + count):
             r = record_v(i, version)
-            producer.produce(topic, key=f"k{i}", value=r)
+            producer.produce(topic, key=key_of(i) if avro_keys else f"k{i}", value=r)
             line = as_json(r)
+            if avro_keys:
+                line["key"] = key_of(i)
             if evolving and version == 1:
                 line["channel"] = None
                 line["address"] = dict(line["address"], country=None)
@@ -138,6 +158,11 @@ def main():
         raw = Producer({"bootstrap.servers": brokers})
         raw.produce(topic, key=b"bad-framing", value=b'{"not": "avro"}')
         raw.produce(topic, key=b"unknown-id", value=b"\x00\x00\x0f\x42\x3f" + b"\x02\x04ab")
+        if avro_keys:
+            from confluent_kafka.serialization import MessageField, SerializationContext
+            value = serializer(record_v(start + count, version),
+                               SerializationContext(topic, MessageField.VALUE))
+            raw.produce(topic, key=b"not-avro-key", value=value)
         raw.flush(60)
     if producer.flush(60) != 0:
         sys.exit("records left unsent")

@@ -65,28 +65,35 @@ async fn one_format(
     }))
 }
 
-/// JSON and Avro side by side on the same `events` generated events.
-pub(crate) async fn formats(
+/// The three topics of the formats benchmark and the bytes produced into each.
+struct Produced {
+    json: (String, u64),
+    avro: (String, u64),
+    proto: (String, u64),
+}
+
+/// Registers the Avro and Protobuf schemas and produces `events` events into a topic per
+/// format.
+async fn produce_formats(
     brokers: &str,
     registry: &str,
-    sluice: &Path,
-    lake: &Path,
     events: u64,
     partitions: i32,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Produced> {
     let json_topic = unique("bench-json");
     let avro_topic = unique("bench-avro");
     let proto_topic = unique("bench-protobuf");
+    let subject = |t: &str| format!("{t}-value");
     let id = register(
         registry,
-        &format!("{avro_topic}-value"),
+        &subject(&avro_topic),
         "AVRO",
         sluice_bench::AVRO_SCHEMA,
     )
     .await?;
     let proto_id = register(
         registry,
-        &format!("{proto_topic}-value"),
+        &subject(&proto_topic),
         "PROTOBUF",
         sluice_bench::PROTO_SCHEMA,
     )
@@ -111,6 +118,27 @@ pub(crate) async fn formats(
         sluice_bench::event_protobuf_with_id(i, ts, proto_id)
     })
     .await?;
+    Ok(Produced {
+        json: (json_topic, json_bytes),
+        avro: (avro_topic, avro_bytes),
+        proto: (proto_topic, proto_bytes),
+    })
+}
+
+/// JSON, Avro and Protobuf side by side on the same `events` generated events.
+pub(crate) async fn formats(
+    brokers: &str,
+    registry: &str,
+    sluice: &Path,
+    lake: &Path,
+    events: u64,
+    partitions: i32,
+) -> anyhow::Result<Value> {
+    let Produced {
+        json: (json_topic, json_bytes),
+        avro: (avro_topic, avro_bytes),
+        proto: (proto_topic, proto_bytes),
+    } = produce_formats(brokers, registry, events, partitions).await?;
 
     eprintln!("decode alone ...");
     let stage_n = events.min(1_000_000) as usize;

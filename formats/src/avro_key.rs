@@ -23,6 +23,34 @@ use crate::evolve::{conform, merge_type, widest};
 use crate::registry::{RegisteredSchema, Registry, SchemaType};
 use crate::schema::column_type_of;
 
+/// Why a key schema or a key does not go into the key column.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// arrow-avro cannot read the schema.
+    #[error("does not read: {0}")]
+    DoesNotRead(#[from] arrow::error::ArrowError),
+    /// The schema's type has no table type.
+    #[error("is {0}, which a table cannot hold")]
+    Unsupported(DataType),
+    /// The key is not in the Confluent wire format.
+    #[error(
+        "the key is not in the Confluent wire format (magic byte 0, a 4-byte schema id, the body)"
+    )]
+    NotFramed,
+    /// The key's schema id was refused when it was looked up.
+    #[error("{0}")]
+    Refused(String),
+    /// The key's schema id was not looked up.
+    #[error("key schema id {0} was not looked up")]
+    NotLookedUp(u32),
+    /// The key's body does not decode.
+    #[error("the key does not decode{0}")]
+    Body(String),
+    /// The decoded key does not fit the column.
+    #[error("the key does not fit its column: {0}")]
+    Fit(arrow::error::ArrowError),
+}
+
 /// The field a primitive key is wrapped in, so that arrow-avro reads it as a record (a record
 /// of one field is encoded exactly as that field).
 const WRAPPED: &str = "key";
@@ -66,20 +94,17 @@ fn build(schema: &AvroSchema, id: u32) -> Result<Decoder, arrow::error::ArrowErr
 }
 
 /// The key column's type for a key schema.
-fn key_type(schema: &AvroSchema, wrapped: bool, id: u32) -> Result<ColumnType, String> {
-    let decoder = build(schema, id).map_err(|e| format!("does not read: {e}"))?;
+fn key_type(schema: &AvroSchema, wrapped: bool, id: u32) -> Result<ColumnType, KeyError> {
+    let decoder = build(schema, id)?;
     let arrow = decoder.schema();
     let t = if wrapped {
-        arrow
-            .field_with_name(WRAPPED)
-            .map(|f| f.data_type().clone())
-            .map_err(|e| e.to_string())?
+        arrow.field_with_name(WRAPPED)?.data_type().clone()
     } else {
         DataType::Struct(arrow.fields().clone())
     };
     column_type_of(&t)
         .map(|t| widest(&t))
-        .ok_or_else(|| format!("is {t}, which a table cannot hold"))
+        .ok_or(KeyError::Unsupported(t))
 }
 
 /// The key column of a table whose keys have the schema `latest` (the key subject's latest).
@@ -197,16 +222,17 @@ impl AvroKeys {
             return;
         }
         let (record, wrapped) = as_record(&schema.text);
-        let fits = key_type(&record, wrapped, id).and_then(|t| {
-            match merge_type(&self.column, &self.ty, &t) {
+        let fits = match key_type(&record, wrapped, id) {
+            Err(e) => Err(e.to_string()),
+            Ok(t) => match merge_type(&self.column, &self.ty, &t) {
                 Ok(None) => Ok(()),
                 Ok(Some(_)) => Err(format!(
                     "adds fields to the key column {:?}, which keys cannot change yet",
                     self.column
                 )),
                 Err(clash) => Err(clash.to_string()),
-            }
-        });
+            },
+        };
         match fits {
             Ok(()) => {
                 self.writers.insert(
@@ -241,7 +267,7 @@ impl AvroKeys {
                 Some(Ok(a)) => parts.push(a),
                 Some(Err(why)) => {
                     parts.push(new_null_array(&self.arrow_type, 1));
-                    bad.push((at, why));
+                    bad.push((at, why.to_string()));
                 }
             }
         }
@@ -258,38 +284,30 @@ impl AvroKeys {
     }
 
     /// One key as a one-row array of the key column's type.
-    fn one(&mut self, key: &[u8]) -> Result<ArrayRef, String> {
-        let id = schema_id(key).ok_or_else(|| {
-            "the key is not in the Confluent wire format (magic byte 0, a 4-byte schema id, the body)"
-                .to_string()
-        })?;
+    fn one(&mut self, key: &[u8]) -> Result<ArrayRef, KeyError> {
+        let id = schema_id(key).ok_or(KeyError::NotFramed)?;
         if let Some(why) = self.refused.get(&id) {
-            return Err(why.clone());
+            return Err(KeyError::Refused(why.clone()));
         }
-        let w = self
-            .writers
-            .get_mut(&id)
-            .ok_or_else(|| format!("key schema id {id} was not looked up"))?;
-        if w.decoder.is_none() {
-            w.decoder = Some(build(&w.schema, id).map_err(|e| e.to_string())?);
-        }
-        let dec = w.decoder.as_mut().ok_or("no key decoder")?;
-        let decoded = dec.decode(key).map_err(|e| e.to_string()).and_then(|n| {
-            if n == key.len() {
-                dec.flush().map_err(|e| e.to_string())
-            } else {
-                Err("the key holds trailing bytes".into())
-            }
-        });
+        let w = self.writers.get_mut(&id).ok_or(KeyError::NotLookedUp(id))?;
+        let dec = match w.decoder.as_mut() {
+            Some(d) => d,
+            None => w.decoder.insert(build(&w.schema, id)?),
+        };
+        let decoded = match dec.decode(key) {
+            Ok(n) if n == key.len() => dec.flush().map_err(|e| format!(": {e}")),
+            Ok(_) => Err(" (trailing bytes)".to_string()),
+            Err(e) => Err(format!(": {e}")),
+        };
         let batch = match decoded {
             Ok(Some(b)) if b.num_rows() == 1 => b,
             Ok(_) => {
                 w.decoder = None;
-                return Err("the key does not decode".into());
+                return Err(KeyError::Body(String::new()));
             }
             Err(e) => {
                 w.decoder = None;
-                return Err(format!("the key does not decode: {e}"));
+                return Err(KeyError::Body(e));
             }
         };
         let array: ArrayRef = if w.wrapped {
@@ -297,6 +315,6 @@ impl AvroKeys {
         } else {
             Arc::new(StructArray::from(batch))
         };
-        conform(&array, &self.arrow_type).map_err(|e| format!("the key does not fit: {e}"))
+        conform(&array, &self.arrow_type).map_err(KeyError::Fit)
     }
 }

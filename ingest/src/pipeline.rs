@@ -184,73 +184,24 @@ impl Pipeline {
             table: p.table.clone(),
             source,
         };
+        let infer = p.format == Format::Json && p.schema.is_empty();
         let resolved;
-        let mut avro = None;
-        let mut infer = false;
+        let mut registry = None;
         let p = match p.format {
             Format::Avro | Format::Protobuf => {
-                let registry = Arc::new(
-                    Registry::new(&config.schema_registry)
-                        .map_err(|e| format_err(FormatError::from(e)))?,
-                );
-                let subject = p.value_subject();
-                let latest = registry
-                    .latest(&subject)
-                    .await
-                    .map_err(|e| format_err(FormatError::from(e)))?;
-                let columns = if p.format == Format::Avro {
-                    avro::table_columns(&subject, &latest)
-                } else {
-                    sluice_formats::protobuf::table_columns(&subject, &latest)
-                }
-                .map_err(format_err)?;
-                let columns = with_key_column(p, &registry, columns).await?;
-                let columns = crate::schema_change::registry_columns(p, lake, columns).await?;
+                let (columns, reg) = registry_schema(config, p, lake).await?;
                 resolved = with_columns(p, columns)?;
-                avro = Some((registry, latest));
+                registry = Some(reg);
                 &resolved
             }
             Format::Json if p.schema.is_empty() => {
                 resolved = schema_from_table(p, lake).await?;
-                infer = true;
                 &resolved
             }
             Format::Json => p,
         };
         let (events, dead) = open_tables(config, p, lake).await?;
-        let decoder = match avro {
-            Some((registry, latest)) if p.format == Format::Protobuf => {
-                RecordDecoder::Protobuf(Box::new(
-                    ProtobufDecoder::new(p, registry, &latest, events.schema())
-                        .map_err(format_err)?,
-                ))
-            }
-            Some((registry, latest)) => {
-                let mut decoder = AvroDecoder::new(p, registry.clone(), &latest, events.schema())
-                    .map_err(format_err)?;
-                if p.key_format == sluice_config::KeyFormat::Avro {
-                    let ty = events
-                        .schema()
-                        .field_with_name(&p.key_column)
-                        .map(|f| f.data_type().clone())
-                        .map_err(|_| {
-                            format_err(FormatError::MissingColumn {
-                                column: p.key_column.clone(),
-                            })
-                        })?;
-                    let keys = AvroKeys::new(registry, p.key_subject(), p.key_column.clone(), ty)
-                        .map_err(format_err)?;
-                    decoder = decoder.with_keys(keys);
-                }
-                RecordDecoder::Avro(Box::new(decoder))
-            }
-            None if infer => RecordDecoder::InferredJson(Box::new(
-                InferringJson::new(p, events.schema()).map_err(format_err)?,
-            )),
-            None => RecordDecoder::Json(Box::new(
-                JsonDecoder::new(p, events.schema()).map_err(format_err)?,
-            )),
-        };
+        let decoder = make_decoder(p, registry, infer, events.schema()).map_err(format_err)?;
         let options = writer_options(config, p);
         let mut aggs = Vec::new();
         let mut late: Vec<TableWriter> = Vec::new();
@@ -1071,6 +1022,80 @@ impl Pipeline {
         }
         Ok(source.seek(&seeks)?)
     }
+}
+
+/// The columns of a pipeline whose schemas live in the registry (its subject's latest, the key
+/// column, the existing table's), and the registry with that latest schema.
+async fn registry_schema(
+    config: &Config,
+    p: &PipelineConfig,
+    lake: &Lake,
+) -> Result<(
+    Vec<sluice_config::FieldConfig>,
+    (
+        Arc<Registry>,
+        Arc<sluice_formats::registry::RegisteredSchema>,
+    ),
+)> {
+    let format_err = |source| IngestError::Format {
+        table: p.table.clone(),
+        source,
+    };
+    let registry = Arc::new(
+        Registry::new(&config.schema_registry).map_err(|e| format_err(FormatError::from(e)))?,
+    );
+    let subject = p.value_subject();
+    let latest = registry
+        .latest(&subject)
+        .await
+        .map_err(|e| format_err(FormatError::from(e)))?;
+    let columns = if p.format == Format::Avro {
+        avro::table_columns(&subject, &latest)
+    } else {
+        sluice_formats::protobuf::table_columns(&subject, &latest)
+    }
+    .map_err(format_err)?;
+    let columns = with_key_column(p, &registry, columns).await?;
+    let columns = crate::schema_change::registry_columns(p, lake, columns).await?;
+    Ok((columns, (registry, latest)))
+}
+
+/// The decoder of pipeline `p` (its columns resolved) into the events table's schema `output`.
+fn make_decoder(
+    p: &PipelineConfig,
+    registry: Option<(
+        Arc<Registry>,
+        Arc<sluice_formats::registry::RegisteredSchema>,
+    )>,
+    infer: bool,
+    output: arrow::datatypes::SchemaRef,
+) -> std::result::Result<RecordDecoder, FormatError> {
+    Ok(match (p.format, registry) {
+        (Format::Protobuf, Some((registry, latest))) => RecordDecoder::Protobuf(Box::new(
+            ProtobufDecoder::new(p, registry, &latest, output)?,
+        )),
+        (_, Some((registry, latest))) => {
+            let mut decoder = AvroDecoder::new(p, registry.clone(), &latest, output.clone())?;
+            if p.key_format == sluice_config::KeyFormat::Avro {
+                let ty = output
+                    .field_with_name(&p.key_column)
+                    .map(|f| f.data_type().clone())
+                    .map_err(|_| FormatError::MissingColumn {
+                        column: p.key_column.clone(),
+                    })?;
+                decoder = decoder.with_keys(AvroKeys::new(
+                    registry,
+                    p.key_subject(),
+                    p.key_column.clone(),
+                    ty,
+                )?);
+            }
+            RecordDecoder::Avro(Box::new(decoder))
+        }
+        // A JSON pipeline without a configured schema: its columns follow the records.
+        (_, None) if infer => RecordDecoder::InferredJson(Box::new(InferringJson::new(p, output)?)),
+        (_, None) => RecordDecoder::Json(Box::new(JsonDecoder::new(p, output)?)),
+    })
 }
 
 /// The value's `columns`, and with `key_format = "avro"` the key column, its type from the key

@@ -12,15 +12,21 @@
 # tar.gz) comes from Maven Central through Maven into $SLUICE_CACHE/apicurio-<version> and is
 # reused when present. It needs Java 21+ (see java21 in lib.sh). HTTP and the management
 # interface are bound to 127.0.0.1 only. Port: SLUICE_REGISTRY_PORT (default 18081); the
-# management interface listens on the next port.
+# management interface listens on the next port, and HTTPS on the one after (a self-signed
+# certificate for 127.0.0.1 made with openssl at start, in $DIR/cert.pem: the TLS tests trust
+# it through schema_registry.ca_file).
+#
+#   scripts/registry.sh tls-url  # the HTTPS URL;  scripts/registry.sh ca-file  # its cert
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
 PORT=$SLUICE_REGISTRY_PORT
 MANAGEMENT_PORT=$((PORT + 1))
+TLS_PORT=$((PORT + 2))
 DIR="$SLUICE_RUN_DIR/registry-$PORT"
 PIDFILE="$DIR/registry.pid"
 URL="http://127.0.0.1:$PORT/apis/ccompat/v7"
+TLS_URL="https://127.0.0.1:$TLS_PORT/apis/ccompat/v7"
 
 fetch_app() {
   if [ -f "$APICURIO_HOME/.complete" ]; then return 0; fi
@@ -47,9 +53,16 @@ start() {
   local java
   java=$(java21) || die "Apicurio Registry needs Java 21 or newer: install one (e.g. Temurin 21+) or set SLUICE_JAVA21 to its java"
   fetch_app
+  port_open "$TLS_PORT" && die "port $TLS_PORT (HTTPS) is taken; set SLUICE_REGISTRY_PORT"
   rm -rf "$DIR"; mkdir -p "$DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=127.0.0.1" \
+    -addext "subjectAltName=IP:127.0.0.1" \
+    -keyout "$DIR/key.pem" -out "$DIR/cert.pem" >/dev/null 2>&1 || die "openssl could not make the registry's certificate"
   setsid "$java" -Xms128m -Xmx512m -XX:+UseSerialGC \
     -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$PORT" \
+    -Dquarkus.http.ssl-port="$TLS_PORT" \
+    -Dquarkus.http.ssl.certificate.files="$DIR/cert.pem" \
+    -Dquarkus.http.ssl.certificate.key-files="$DIR/key.pem" \
     -Dquarkus.management.host=127.0.0.1 -Dquarkus.management.port="$MANAGEMENT_PORT" \
     -Dquarkus.log.level=WARN -Dquarkus.log.console.level=WARN \
     -jar "$APICURIO_HOME/quarkus-run.jar" >"$DIR/server.log" 2>&1 </dev/null &
@@ -70,5 +83,7 @@ case "${1:-}" in
   status)
     if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo "running at $URL"; else echo "stopped"; exit 1; fi ;;
   fetch) fetch_app ;;
-  *) echo "usage: $0 start|stop|status|fetch" >&2; exit 2 ;;
+  tls-url) echo "$TLS_URL" ;;
+  ca-file) echo "$DIR/cert.pem" ;;
+  *) echo "usage: $0 start|stop|status|fetch|tls-url|ca-file" >&2; exit 2 ;;
 esac

@@ -615,3 +615,57 @@ async fn avro_keys_land_decoded_in_their_own_column() {
         "{out}"
     );
 }
+
+/// The registry over HTTPS: with `ca_file` naming the registry's certificate (self-signed, made
+/// by scripts/registry.sh) the records land; without it the pipeline stops with an error that
+/// names the registry, before it writes anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_over_tls_is_trusted_through_ca_file() {
+    let tls = std::env::var("SLUICE_TEST_REGISTRY_TLS").expect("SLUICE_TEST_REGISTRY_TLS");
+    let ca = std::env::var("SLUICE_TEST_REGISTRY_CA").expect("SLUICE_TEST_REGISTRY_CA");
+    let topic = unique("avro-tls");
+    create_topic(&topic, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let produced = dir.path().join("produced.jsonl");
+    let producer = repo_root().join("tests/py/produce_avro.py");
+    run_python(&[
+        producer.to_str().unwrap(),
+        &kafka(),
+        &registry(),
+        &topic,
+        "500",
+        produced.to_str().unwrap(),
+    ]);
+    let (_lake_dir, lake) = local_lake();
+    let config = avro_config(dir.path(), &topic, &lake);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("url = \"{}\"", registry()),
+        &format!("url = \"{tls}\""),
+    );
+    assert!(text.contains(&tls), "{text}");
+    std::fs::write(&config, &text).unwrap();
+    let out = Command::new(sluice_bin())
+        .args(["run", "--until-caught-up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("registry") && !err.contains("panicked"),
+        "{err}"
+    );
+    std::fs::write(
+        &config,
+        text.replace(
+            &format!("url = \"{tls}\""),
+            &format!("url = \"{tls}\"\nca_file = \"{ca}\""),
+        ),
+    )
+    .unwrap();
+    let log = run_until_caught_up(&config);
+    assert!(
+        log.contains("records=500 events=500 dead_letters=0"),
+        "{log}"
+    );
+}

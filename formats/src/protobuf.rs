@@ -567,6 +567,52 @@ message Other { string x = 1; }
         assert_eq!(message_at(&file, &[1]).unwrap().name(), "Other");
     }
 
+    /// A table made from version 1, then a decoder whose latest schema is version 2 (a new
+    /// field, a new nested field): the change asks for both, and a field whose type changed is
+    /// refused, naming it.
+    #[test]
+    fn a_newer_message_grows_the_table_and_a_changed_type_is_refused() {
+        let v1 = "syntax = \"proto3\"; message M { int64 id = 1; message A { string city = 1; } A a = 2; }";
+        let v2 = "syntax = \"proto3\"; message M { int64 id = 1; message A { string city = 1; int32 zip = 2; } A a = 2; string note = 3; }";
+        let v3 = "syntax = \"proto3\"; message M { string id = 1; }";
+        let schema = |id, text: &str| RegisteredSchema {
+            id,
+            schema_type: SchemaType::Protobuf,
+            text: text.to_string(),
+        };
+        let p = PipelineConfig {
+            name: "p".into(),
+            topics: vec!["t".into()],
+            table: "t".into(),
+            ..Default::default()
+        };
+        let cols = table_columns("t-value", &schema(1, v1)).unwrap();
+        let p1 = p.with_schema(cols).unwrap();
+        let output = crate::schema::events_schema(&p1);
+        let registry = Arc::new(
+            Registry::new(&sluice_config::SchemaRegistryConfig {
+                url: "http://127.0.0.1:9".into(),
+                ..Default::default()
+            })
+            .unwrap(),
+        );
+        let mut d = ProtobufDecoder::new(&p1, registry, &schema(2, v2), output).unwrap();
+        let change = d.take_change().expect("a change");
+        let names: Vec<String> = change
+            .columns
+            .iter()
+            .map(|c| format!("{}:{}", c.name, c.ty))
+            .collect();
+        assert_eq!(names, vec!["a:struct<city:string,zip:long>", "note:string"]);
+        d.admit(3, &schema(3, v3));
+        let (kind, why) = d.refused.get(&3).expect("refused");
+        assert_eq!(*kind, ErrorKind::IncompatibleSchema);
+        assert!(
+            why.contains("field \"id\" is string in the data but long"),
+            "{why}"
+        );
+    }
+
     #[test]
     fn the_wire_format_gives_the_id_the_message_indexes_and_the_body() {
         // One zero byte: the first message.

@@ -142,9 +142,10 @@ pub(crate) async fn formats(
 
     eprintln!("decode alone ...");
     let stage_n = events.min(1_000_000) as usize;
-    let (json_s, avro_s, proto_s) = tokio::task::spawn_blocking(move || {
+    let (json_s, inferred_s, avro_s, proto_s) = tokio::task::spawn_blocking(move || {
         anyhow::Ok((
             json_decode_only(stage_n)?,
+            json_inferred_decode_only(stage_n)?,
             avro_decode_only(stage_n)?,
             protobuf_decode_only(stage_n)?,
         ))
@@ -156,6 +157,24 @@ pub(crate) async fn formats(
     let flush = "flush = { max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"10s\" }";
     eprintln!("JSON end to end ...");
     let json_cfg = config_text(brokers, &group("json"), &root, &json_topic, flush);
+    eprintln!("JSON with inferred columns end to end ...");
+    let inferred_cfg = without_schema(&config_text(
+        brokers,
+        &group("json-inferred"),
+        &root,
+        &json_topic,
+        flush,
+    ));
+    let inferred = one_format(
+        brokers,
+        sluice,
+        lake,
+        &json_topic,
+        inferred_cfg,
+        events,
+        partitions,
+    )
+    .await?;
     let json = one_format(
         brokers,
         sluice,
@@ -215,6 +234,10 @@ pub(crate) async fn formats(
             "consume_only": json["consume_only"],
             "end_to_end": json["end_to_end"],
         },
+        "json_inferred": {
+            "decode_only": { "records": stage_n, "seconds": inferred_s, "records_per_s": per_s(inferred_s) },
+            "end_to_end": inferred["end_to_end"],
+        },
         "avro": {
             "bytes_per_record": avro_bytes as f64 / events as f64,
             "decode_only": { "records": stage_n, "seconds": avro_s, "records_per_s": per_s(avro_s) },
@@ -228,6 +251,63 @@ pub(crate) async fn formats(
             "end_to_end": proto["end_to_end"],
         },
     }))
+}
+
+/// `config` (a JSON pipeline's) without its `schema`: the columns are inferred.
+fn without_schema(config: &str) -> String {
+    match (config.find("schema = ["), config.find("]\nevent_time")) {
+        (Some(from), Some(to)) => format!("{}{}", &config[..from], &config[to + 2..]),
+        _ => config.to_string(),
+    }
+}
+
+/// The JSON decoder with inferred columns alone over `n` generated records: each batch read
+/// for new fields, then decoded (the first batch's fields become the columns).
+pub(crate) fn json_inferred_decode_only(n: usize) -> anyhow::Result<f64> {
+    use sluice_formats::infer::{InferringJson, seed_columns};
+    let cfg = sluice_bench::pipeline_config()?;
+    let base = &cfg.pipelines[0];
+    let mut columns = seed_columns(base);
+    let schema_of = |cols: &[sluice_config::FieldConfig]| {
+        base.with_schema(cols.to_vec())
+            .map(|p| sluice_formats::schema::events_schema(&p))
+            .map_err(|e| anyhow::anyhow!("{e:?}"))
+    };
+    let p = base
+        .with_schema(columns.clone())
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut decoder = InferringJson::new(&p, schema_of(&columns)?)?;
+    let batches: Vec<_> = (0..n.div_ceil(10_000))
+        .map(|i| raw_batch(10_000.min(n - i * 10_000), (i * 10_000) as u64))
+        .collect();
+    let started = Instant::now();
+    let mut rows = 0;
+    for b in &batches {
+        decoder.prepare(b);
+        if let Some(change) = decoder.take_change() {
+            for c in change.columns {
+                match columns.iter_mut().find(|have| have.name == c.name) {
+                    Some(have) => *have = c,
+                    None => columns.push(c),
+                }
+            }
+            decoder.retarget(schema_of(&columns)?)?;
+        }
+        let d = decoder.decode(b)?;
+        anyhow::ensure!(d.dead.is_empty(), "dead letters: {:?}", d.dead.first());
+        rows += d.events.map_or(0, |e| e.num_rows());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        rows == n,
+        "decoded {rows} of {n} JSON records with inferred columns"
+    );
+    anyhow::ensure!(
+        columns.len() == 10,
+        "inferred {} columns, not 10",
+        columns.len()
+    );
+    Ok(seconds)
 }
 
 /// The JSON decoder alone (its fast path, as a pipeline runs it) over `n` generated records.

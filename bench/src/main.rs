@@ -865,6 +865,12 @@ mod avro_tests {
         assert!(super::formats::avro_decode_only(2_500).expect("decode") > 0.0);
     }
 
+    /// The generated JSON events decode with inferred columns, every one, into 10 columns.
+    #[test]
+    fn the_json_events_decode_with_inferred_columns() {
+        assert!(super::formats::json_inferred_decode_only(2_500).expect("decode") > 0.0);
+    }
+
     /// The hand-encoded Protobuf events decode, every one, with no dead letter.
     #[test]
     fn the_protobuf_events_decode_without_dead_letters() {

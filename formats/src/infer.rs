@@ -14,6 +14,7 @@
 //! stays: a later value of another type is a dead letter (`schema_mismatch`) naming it.
 
 use arrow::datatypes::SchemaRef;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sluice_config::{ColumnType, FieldConfig, PipelineConfig, StructField, UnknownFields};
 use sluice_kafka::RawBatch;
@@ -113,10 +114,17 @@ impl InferringJson {
         let mut found: Vec<FieldConfig> = Vec::new();
         for i in 0..raw.len() {
             let Some(bytes) = raw.value(i) else { continue };
-            let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) else {
-                continue;
-            };
-            self.observe(&map, &mut found);
+            // The top-level fields without parsing their values; a value is parsed only when
+            // its field is new or a struct or list column that may have grown. Keys with
+            // escapes do not borrow: those records are parsed whole.
+            match top_level(bytes) {
+                Some(fields) => self.observe_raw(&fields, &mut found),
+                None => {
+                    if let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(bytes) {
+                        self.observe(&map, &mut found);
+                    }
+                }
+            }
         }
         self.seen += raw.len() as u64;
         // Keep what the table does not hold yet; a clash with an existing column is left to
@@ -130,6 +138,26 @@ impl InferringJson {
                     }
                 }
             }
+        }
+    }
+
+    /// [`InferringJson::observe`] over a record's top-level fields, parsing only the values of
+    /// fields that may add a column or a nested field.
+    fn observe_raw(&self, fields: &[(&str, &RawValue)], found: &mut Vec<FieldConfig>) {
+        let mut map = Map::new();
+        for (name, raw) in fields {
+            let settled = self.pipeline.schema.iter().any(|c| {
+                c.name == *name && !matches!(c.ty, ColumnType::Struct(_) | ColumnType::Array(_))
+            });
+            if settled {
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(raw.get()) {
+                map.insert((*name).to_string(), v);
+            }
+        }
+        if !map.is_empty() {
+            self.observe(&map, found);
         }
     }
 
@@ -197,6 +225,39 @@ impl InferringJson {
             });
         }
         self.decoder.decode(raw)
+    }
+}
+
+/// A JSON object's top-level fields, unparsed, when its keys need no unescaping.
+fn top_level(bytes: &[u8]) -> Option<Vec<(&str, &RawValue)>> {
+    serde_json::from_slice::<Fields<'_>>(bytes)
+        .ok()
+        .map(|f| f.0)
+}
+
+/// The fields of a JSON object, in order, their values left unparsed.
+struct Fields<'a>(Vec<(&'a str, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Fields<'de>, A::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(16));
+                while let Some(entry) = m.next_entry::<&'de str, &'de RawValue>()? {
+                    out.push(entry);
+                }
+                Ok(Fields(out))
+            }
+        }
+        d.deserialize_map(Visit)
     }
 }
 
@@ -274,6 +335,15 @@ mod tests {
                 },
             ]))
         );
+    }
+
+    #[test]
+    fn top_level_fields_come_unparsed_and_escaped_keys_fall_back_to_a_full_parse() {
+        let fields = top_level(br#"{"a": {"b": [1, 2]}, "c": "x"}"#).unwrap();
+        let got: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.get())).collect();
+        assert_eq!(got, vec![("a", r#"{"b": [1, 2]}"#), ("c", r#""x""#)]);
+        assert!(top_level(br#"{"a\"b": 1}"#).is_none());
+        assert!(top_level(b"[1]").is_none());
     }
 
     #[test]

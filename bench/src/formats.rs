@@ -155,102 +155,61 @@ pub(crate) async fn formats(
     let group = |f: &str| unique(&format!("bench-{f}-group"));
     let root = lake.display().to_string();
     let flush = "flush = { max_rows = 1000000, max_bytes = \"128MiB\", max_latency = \"10s\" }";
-    eprintln!("JSON end to end ...");
-    let json_cfg = config_text(brokers, &group("json"), &root, &json_topic, flush);
-    eprintln!("JSON with inferred columns end to end ...");
-    let inferred_cfg = without_schema(&config_text(
-        brokers,
-        &group("json-inferred"),
-        &root,
-        &json_topic,
-        flush,
-    ));
-    let inferred = one_format(
-        brokers,
-        sluice,
-        lake,
-        &json_topic,
-        inferred_cfg,
-        events,
-        partitions,
-    )
-    .await?;
-    let json = one_format(
-        brokers,
-        sluice,
-        lake,
-        &json_topic,
-        json_cfg,
-        events,
-        partitions,
-    )
-    .await?;
-    eprintln!("Avro end to end ...");
-    let avro_cfg = sluice_bench::config_text_avro(
-        brokers,
-        &group("avro"),
-        &root,
-        &avro_topic,
-        registry,
-        flush,
-    );
-    let avro = one_format(
-        brokers,
-        sluice,
-        lake,
-        &avro_topic,
-        avro_cfg,
-        events,
-        partitions,
-    )
-    .await?;
-    eprintln!("Protobuf end to end ...");
-    let proto_cfg = sluice_bench::config_text_avro(
-        brokers,
-        &group("protobuf"),
-        &root,
-        &proto_topic,
-        registry,
-        flush,
-    )
-    .replace("format = \"avro\"", "format = \"protobuf\"");
-    let proto = one_format(
-        brokers,
-        sluice,
-        lake,
-        &proto_topic,
-        proto_cfg,
-        events,
-        partitions,
-    )
-    .await?;
-    let per_s = |s: f64| stage_n as f64 / s;
-    Ok(json!({
-        "events": events,
-        "partitions": partitions,
-        "json": {
-            "bytes_per_record": json_bytes as f64 / events as f64,
-            "decode_only": { "records": stage_n, "seconds": json_s, "records_per_s": per_s(json_s) },
-            "consume_only": json["consume_only"],
-            "end_to_end": json["end_to_end"],
-        },
-        "json_inferred": {
-            "decode_only": { "records": stage_n, "seconds": inferred_s, "records_per_s": per_s(inferred_s) },
-            "end_to_end": inferred["end_to_end"],
-        },
-        "avro": {
-            "bytes_per_record": avro_bytes as f64 / events as f64,
-            "decode_only": { "records": stage_n, "seconds": avro_s, "records_per_s": per_s(avro_s) },
-            "consume_only": avro["consume_only"],
-            "end_to_end": avro["end_to_end"],
-        },
-        "protobuf": {
-            "bytes_per_record": proto_bytes as f64 / events as f64,
-            "decode_only": { "records": stage_n, "seconds": proto_s, "records_per_s": per_s(proto_s) },
-            "consume_only": proto["consume_only"],
-            "end_to_end": proto["end_to_end"],
-        },
-    }))
+    let json_cfg = |g: &str| config_text(brokers, &group(g), &root, &json_topic, flush);
+    let registry_cfg = |g: &str, topic: &str| {
+        sluice_bench::config_text_avro(brokers, &group(g), &root, topic, registry, flush)
+            .replace("format = \"avro\"", &format!("format = \"{g}\""))
+    };
+    // (result key, topic, config, bytes produced, decode-alone seconds), run in this order.
+    let runs = [
+        (
+            "json_inferred",
+            &json_topic,
+            without_schema(&json_cfg("json-inferred")),
+            None,
+            inferred_s,
+        ),
+        (
+            "json",
+            &json_topic,
+            json_cfg("json"),
+            Some(json_bytes),
+            json_s,
+        ),
+        (
+            "avro",
+            &avro_topic,
+            registry_cfg("avro", &avro_topic),
+            Some(avro_bytes),
+            avro_s,
+        ),
+        (
+            "protobuf",
+            &proto_topic,
+            registry_cfg("protobuf", &proto_topic),
+            Some(proto_bytes),
+            proto_s,
+        ),
+    ];
+    let mut out = json!({ "events": events, "partitions": partitions });
+    for (key, topic, config, bytes, decode_s) in runs {
+        eprintln!("{key} end to end ...");
+        let measured = one_format(brokers, sluice, lake, topic, config, events, partitions).await?;
+        let mut entry = json!({
+            "decode_only": {
+                "records": stage_n,
+                "seconds": decode_s,
+                "records_per_s": stage_n as f64 / decode_s,
+            },
+            "end_to_end": measured["end_to_end"],
+        });
+        if let Some(bytes) = bytes {
+            entry["bytes_per_record"] = json!(bytes as f64 / events as f64);
+            entry["consume_only"] = measured["consume_only"].clone();
+        }
+        out[key] = entry;
+    }
+    Ok(out)
 }
 
 /// `config` (a JSON pipeline's) without its `schema`: the columns are inferred.

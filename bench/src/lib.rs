@@ -204,25 +204,7 @@ fn raw_batch_with(n: usize, start: u64, encode: impl Fn(u64, i64) -> Vec<u8>) ->
 
 /// `n` generated records as Avro, as the Kafka source would hand them over.
 pub fn raw_batch_avro(n: usize, start: u64) -> RawBatch {
-    let topic: Arc<str> = Arc::from("bench");
-    let mut b = RawBatchBuilder::new(n, false);
-    let base = 1_772_359_200_000i64;
-    for i in 0..n as u64 {
-        let id = start + i;
-        let ts = base + id as i64 * 7;
-        let v = event_avro(id, ts);
-        b.push(
-            &topic,
-            (id % 3) as i32,
-            id as i64,
-            Some(ts),
-            0,
-            None,
-            Some(&v),
-            Vec::new,
-        );
-    }
-    b.finish()
+    raw_batch_with(n, start, event_avro)
 }
 
 /// The `[[pipeline]]` schema of the generated events.

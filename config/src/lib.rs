@@ -130,6 +130,9 @@ pub struct SchemaRegistryConfig {
     pub ca_file: Option<PathBuf>,
     /// How long one request may take.
     pub timeout: Duration,
+    /// How long a request that got no answer, timed out, or was answered with a 5xx or 429
+    /// status is retried (with backoff) before the pipeline stops with the error.
+    pub retry_for: Duration,
 }
 
 impl Default for SchemaRegistryConfig {
@@ -140,6 +143,7 @@ impl Default for SchemaRegistryConfig {
             password: None,
             ca_file: None,
             timeout: Duration::from_secs(10),
+            retry_for: Duration::from_secs(120),
         }
     }
 }
@@ -152,6 +156,7 @@ impl fmt::Debug for SchemaRegistryConfig {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
+            .field("retry_for", &self.retry_for)
             .finish()
     }
 }

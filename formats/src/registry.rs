@@ -75,6 +75,22 @@ impl RegistryError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, Self::NotFound { .. })
     }
+
+    /// True when asking again may succeed: no answer (refused, reset, timed out, cut off
+    /// mid-body), or a 5xx or 429 status. A 404, another 4xx, or an answer that is not a
+    /// schema is final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Http { source, .. } => {
+                source.is_timeout()
+                    || source.is_connect()
+                    || source.is_request()
+                    || source.is_body()
+            }
+            Self::Status { status, .. } => *status >= 500 || *status == 429,
+            Self::NotFound { .. } | Self::Tls { .. } => false,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -95,6 +111,7 @@ pub struct Registry {
     auth: Option<(String, String)>,
     by_id: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
     requests: AtomicU64,
+    retry_for: std::time::Duration,
 }
 
 impl Registry {
@@ -124,6 +141,7 @@ impl Registry {
             auth,
             by_id: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
+            retry_for: cfg.retry_for.get(),
         })
     }
 
@@ -169,7 +187,24 @@ impl Registry {
         Ok(schema)
     }
 
+    /// One GET, retried with backoff while the failure is transient (see
+    /// [`RegistryError::is_transient`]) and `retry_for` has not run out.
     async fn get(&self, path: &str) -> Result<SchemaAnswer, RegistryError> {
+        let start = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(250);
+        loop {
+            match self.get_once(path).await {
+                Err(e) if e.is_transient() && start.elapsed() + pause < self.retry_for => {
+                    tracing::warn!(error = %e, retry_in = ?pause, "schema registry request failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn get_once(&self, path: &str) -> Result<SchemaAnswer, RegistryError> {
         let url = format!("{}{path}", self.base);
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut req = self.client.get(&url).header(
@@ -220,4 +255,78 @@ fn encode(subject: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A socket on 127.0.0.1 that answers each connection with the next of `answers`
+    /// (status, body), then closes it: the failures a real registry shows under load.
+    async fn answering(answers: Vec<(u16, &'static str)>) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for (status, body) in answers {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(reply.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn config(url: String) -> SchemaRegistryConfig {
+        SchemaRegistryConfig {
+            url,
+            retry_for: sluice_config::Duration::from_secs(30),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn unavailable_answers_are_retried_until_the_schema_comes() {
+        let url = answering(vec![
+            (503, "{}"),
+            (500, "{}"),
+            (200, r#"{"schema":"\"string\"","id":7}"#),
+        ])
+        .await;
+        let registry = Registry::new(&config(url)).unwrap();
+        let schema = registry.latest("t-value").await.unwrap();
+        assert_eq!((schema.id, schema.text.as_str()), (7, "\"string\""));
+        assert_eq!(registry.requests(), 3);
+    }
+
+    #[tokio::test]
+    async fn not_found_and_client_errors_are_final() {
+        let url = answering(vec![(404, "{}"), (401, "{}")]).await;
+        let registry = Registry::new(&config(url)).unwrap();
+        assert!(registry.schema_by_id(3).await.unwrap_err().is_not_found());
+        let e = registry.schema_by_id(4).await.unwrap_err();
+        assert!(
+            matches!(e, RegistryError::Status { status: 401, .. }),
+            "{e}"
+        );
+        assert_eq!(registry.requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_stays_away_ends_in_its_error_after_retry_for() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        drop(listener);
+        let mut cfg = config(url);
+        cfg.retry_for = sluice_config::Duration::from_secs(1);
+        let registry = Registry::new(&cfg).unwrap();
+        let e = registry.latest("t-value").await.unwrap_err();
+        assert!(e.is_transient(), "{e}");
+        assert!(registry.requests() >= 2, "retried: {}", registry.requests());
+    }
 }

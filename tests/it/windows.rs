@@ -174,19 +174,39 @@ fn spawn_with(config: &std::path::Path, env: &[(&str, &str)]) -> Child {
         cmd.env(k, v);
     }
     if std::env::var_os("SLUICE_TEST_SHOW_LOG").is_none() {
-        cmd.stderr(Stdio::null());
+        // Kept beside the config, and printed when a wait times out.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_path(config))
+            .unwrap();
+        cmd.stderr(log);
     }
     cmd.spawn().unwrap()
 }
 
+fn log_path(config: &std::path::Path) -> std::path::PathBuf {
+    config.with_extension("log")
+}
+
+/// Waits until `f` holds; after `limit`, fails with the last lines of the service's log.
 async fn wait_for<F: std::future::Future<Output = bool>>(
     what: &str,
     limit: Duration,
+    config: &std::path::Path,
     mut f: impl FnMut() -> F,
 ) {
     let start = Instant::now();
     while !f().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        if start.elapsed() > limit {
+            let log = std::fs::read_to_string(log_path(config)).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "timed out waiting for {what}; the service's log ends:\n{}",
+                tail.join("\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -238,7 +258,7 @@ async fn out_of_order_events_with_late_ones_give_exactly_the_oracle_rows() {
     let expected = oracle(&evs);
     assert_eq!(expected.len(), 15, "5 pages x 3 minutes");
     let addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
-    let mut child = spawn_with(&config, &[("SLUICE__SERVER__LISTEN", &addr)]);
+    let mut child = KillOnDrop(spawn_with(&config, &[("SLUICE__SERVER__LISTEN", &addr)]));
     let mut all: BTreeSet<(i32, i64)> = produce_events(&topic, &evs).await.into_iter().collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
@@ -246,16 +266,22 @@ async fn out_of_order_events_with_late_ones_give_exactly_the_oracle_rows() {
         "nothing closes before the clock passes end + grace"
     );
     all.extend(produce_events(&topic, &clock_advance()).await);
-    wait_for("the closed windows", Duration::from_secs(60), || async {
-        aggregate_rows(&lake).await.len() >= 15
-    })
+    wait_for(
+        "the closed windows",
+        Duration::from_secs(120),
+        &config,
+        || async { aggregate_rows(&lake).await.len() >= 15 },
+    )
     .await;
     let late = late_events();
     let late_pos = produce_events(&topic, &late).await;
     all.extend(late_pos.iter().copied());
-    wait_for("the late rows", Duration::from_secs(60), || async {
-        late_offsets(&lake).await.len() >= 30
-    })
+    wait_for(
+        "the late rows",
+        Duration::from_secs(120),
+        &config,
+        || async { late_offsets(&lake).await.len() >= 30 },
+    )
     .await;
     // docs/windows.md: one late record and one skipped assignment per late event.
     let series = |name: &str| format!("{name}{{pipeline=\"clicks\",table=\"clicks_per_minute\"}}");
@@ -283,10 +309,10 @@ async fn out_of_order_events_with_late_ones_give_exactly_the_oracle_rows() {
         Some(30.0)
     );
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 
     assert_matches_oracle(&aggregate_rows(&lake).await, &expected);
     assert_eq!(
@@ -505,14 +531,18 @@ async fn a_record_ten_years_ahead_does_not_move_the_window_clock() {
     let future_pos = produce_events(&topic, std::slice::from_ref(&future)).await[0];
     produce_events(&topic, second).await;
     produce_events(&topic, &on_zero(clock_advance())).await;
-    wait_for("the closed windows", Duration::from_secs(60), || async {
-        aggregate_rows(&lake).await.len() >= 15
-    })
+    wait_for(
+        "the closed windows",
+        Duration::from_secs(120),
+        &config,
+        || async { aggregate_rows(&lake).await.len() >= 15 },
+    )
     .await;
     let series = "sluice_future_records_total{pipeline=\"clicks\",table=\"clicks_per_minute\"}";
     wait_for(
         "the future record's count",
         Duration::from_secs(30),
+        &config,
         || async { metric_value(&scrape(&addr), series).is_some() },
     )
     .await;

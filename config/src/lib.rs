@@ -246,6 +246,30 @@ pub enum Format {
     Protobuf,
 }
 
+/// How a pipeline writes its table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Every record is a new row.
+    #[default]
+    Append,
+    /// Records are changes to rows identified by `key`: the table holds the latest state per
+    /// key (docs/changelog.md).
+    Upsert,
+}
+
+/// How a change is wrapped in its record (upsert mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Envelope {
+    /// The value is the row; a record without a value (a tombstone) deletes its key.
+    #[default]
+    None,
+    /// Debezium's change events: `op` (c, u, d, r), `before`, `after`, `ts_ms`, optionally
+    /// inside `payload` (the JSON converter with schemas).
+    Debezium,
+}
+
 /// How a pipeline reads its records' keys.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -463,6 +487,12 @@ pub struct PipelineConfig {
     pub max_future_skew: Duration,
     /// Windowed aggregates over this pipeline's records.
     pub aggregates: Vec<AggregateConfig>,
+    /// Append rows, or keep the latest row per key.
+    pub mode: Mode,
+    /// The primary key columns (upsert mode).
+    pub key: Vec<String>,
+    /// How changes are wrapped (upsert mode).
+    pub envelope: Envelope,
 }
 
 impl Default for PipelineConfig {
@@ -493,6 +523,9 @@ impl Default for PipelineConfig {
             idle_timeout: Duration::from_secs(30),
             max_future_skew: Duration::from_secs(24 * 3600),
             aggregates: Vec::new(),
+            mode: Mode::Append,
+            key: Vec::new(),
+            envelope: Envelope::None,
         }
     }
 }

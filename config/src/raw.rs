@@ -82,6 +82,12 @@ pub struct RawPipeline {
     /// `[[pipeline.aggregate]]`.
     #[serde(rename = "aggregate")]
     pub aggregates: Vec<RawAggregate>,
+    /// See [`crate::PipelineConfig::mode`].
+    pub mode: crate::Mode,
+    /// See [`crate::PipelineConfig::key`].
+    pub key: Vec<String>,
+    /// See [`crate::PipelineConfig::envelope`].
+    pub envelope: crate::Envelope,
 }
 
 impl Default for RawPipeline {
@@ -110,6 +116,9 @@ impl Default for RawPipeline {
             idle_timeout: typed.idle_timeout,
             max_future_skew: typed.max_future_skew,
             aggregates: Vec::new(),
+            mode: typed.mode,
+            key: typed.key,
+            envelope: typed.envelope,
         }
     }
 }

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::raw::{RawAggregate, RawConfig, RawField, RawPipeline, RawWindow};
 use crate::{
-    AggregateConfig, AggregateSpec, ColumnType, Config, Duration, FieldConfig, Format, KafkaConfig,
-    LakeConfig, MaintenanceConfig, PipelineConfig, Problem, SchemaRegistryConfig, ServerConfig,
-    StartPosition, TieringConfig, TimeFormat, ValueError, WindowKind,
+    AggregateConfig, AggregateSpec, ColumnType, Config, Duration, Envelope, FieldConfig, Format,
+    KafkaConfig, LakeConfig, MaintenanceConfig, Mode, PipelineConfig, Problem,
+    SchemaRegistryConfig, ServerConfig, StartPosition, TieringConfig, TimeFormat, ValueError,
+    WindowKind,
 };
 
 /// The typed config of `raw`; every broken rule is appended to `problems` (the config is
@@ -273,9 +274,66 @@ fn pipeline(
         idle_timeout: raw.idle_timeout,
         max_future_skew: raw.max_future_skew,
         aggregates,
+        mode: raw.mode,
+        key: raw.key,
+        envelope: raw.envelope,
     };
     check_schema_rules(i, &p, c.problems);
+    changes(i, &p, c);
     p
+}
+
+/// `mode`, `key` and `envelope`: what upsert mode needs, and what only it takes.
+fn changes(i: usize, p: &PipelineConfig, c: &mut Check<'_>) {
+    let k = |s: &str| format!("pipeline[{i}].{s}");
+    if p.mode == Mode::Append {
+        if !p.key.is_empty() {
+            c.problem(
+                &k("key"),
+                "a key is only used with mode = \"upsert\"; remove it or set the mode".into(),
+            );
+        }
+        if p.envelope != Envelope::None {
+            c.problem(
+                &k("envelope"),
+                "an envelope is only read with mode = \"upsert\"; remove it or set the mode".into(),
+            );
+        }
+        return;
+    }
+    if p.key.is_empty() {
+        c.problem(
+            &k("key"),
+            "upsert mode needs the primary key columns, e.g. key = [\"id\"]".into(),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for col in &p.key {
+        if !seen.insert(col) {
+            c.problem(&k("key"), format!("column {col:?} is named twice"));
+        } else if !p.schema.is_empty() && !p.schema.iter().any(|f| &f.name == col) {
+            let names: Vec<&str> = p.schema.iter().map(|f| f.name.as_str()).collect();
+            c.problem(
+                &k("key"),
+                format!("{col:?} is not a column of the schema; columns: {names:?}"),
+            );
+        }
+    }
+    if !p.aggregates.is_empty() {
+        c.problem(
+            &k("aggregate"),
+            "windowed aggregates read an append stream; put them on an append pipeline over the same topics".into(),
+        );
+    }
+    if p.envelope == Envelope::Debezium && p.format != Format::Json {
+        c.problem(
+            &k("envelope"),
+            format!(
+                "the debezium envelope is read from JSON records; this pipeline's format is {}",
+                p.format.label()
+            ),
+        );
+    }
 }
 
 /// A pipeline's name, topics and tables.

@@ -56,6 +56,13 @@ pub enum ErrorKind {
     MalformedProtobuf,
     /// The key does not decode (`key_format = "avro"`).
     BadKey,
+    /// A change (upsert mode) that cannot be applied: an unknown Debezium `op`, a missing
+    /// `after` or `before`, a tombstone without a usable key.
+    BadChange,
+    /// A change (upsert mode) whose key has a null column.
+    NullKey,
+    /// A change (upsert mode) to a key that another partition changed in the same flush.
+    KeyInTwoPartitions,
 }
 
 impl ErrorKind {
@@ -74,6 +81,9 @@ impl ErrorKind {
             Self::MalformedAvro => "malformed_avro",
             Self::MalformedProtobuf => "malformed_protobuf",
             Self::BadKey => "bad_key",
+            Self::BadChange => "bad_change",
+            Self::NullKey => "null_key",
+            Self::KeyInTwoPartitions => "key_in_two_partitions",
         }
     }
 }

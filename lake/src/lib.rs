@@ -12,6 +12,7 @@
 mod background;
 mod error;
 pub mod fault;
+pub mod merge;
 mod scan;
 mod writer;
 

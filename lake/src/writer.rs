@@ -424,6 +424,34 @@ impl TableWriter {
             .map(Some)
     }
 
+    /// Applies changes reduced to the last one per key (upsert mode) in one MERGE commit that
+    /// also records `progress`; see [`crate::merge::apply`]. Rows written with
+    /// [`TableWriter::write`] are not part of it.
+    pub async fn merge(
+        &mut self,
+        key: &[String],
+        changes: crate::merge::Changes,
+        progress: &[(String, i64)],
+        app_metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<crate::merge::MergeOutcome> {
+        let props = self.options.parquet_properties();
+        let out = crate::merge::apply(
+            &self.name,
+            &mut self.table,
+            key,
+            changes,
+            progress,
+            app_metadata,
+            props,
+        )
+        .await?;
+        self.commits_since_load += 1;
+        if self.commits_since_load >= RELOAD_EVERY {
+            self.reload().await;
+        }
+        Ok(out)
+    }
+
     /// Commits progress alone, leaving the buffered rows for the next [`TableWriter::commit`].
     pub async fn commit_progress(
         &mut self,

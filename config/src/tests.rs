@@ -446,3 +446,33 @@ schema = [{ name = "id", type = "long" }]
         "{err}"
     );
 }
+
+#[test]
+fn upsert_mode_needs_a_key_of_schema_columns_and_takes_no_aggregates() {
+    let ok = format!("{MINIMAL}mode = \"upsert\"\nkey = [\"user_id\"]\nenvelope = \"debezium\"\n");
+    let c = load(&ok).unwrap();
+    assert_eq!(c.pipelines[0].mode, Mode::Upsert);
+    assert_eq!(c.pipelines[0].key, vec!["user_id".to_string()]);
+    assert_eq!(c.pipelines[0].envelope, Envelope::Debezium);
+    let cases = [
+        ("mode = \"upsert\"\n", "pipeline[0].key", "needs the primary key"),
+        (
+            "mode = \"upsert\"\nkey = [\"id\"]\n",
+            "pipeline[0].key",
+            "\"id\" is not a column of the schema",
+        ),
+        ("key = [\"user_id\"]\n", "pipeline[0].key", "only used with mode"),
+        ("envelope = \"debezium\"\n", "pipeline[0].envelope", "only read with mode"),
+        (
+            "mode = \"upsert\"\nkey = [\"user_id\"]\n[[pipeline.aggregate]]\ntable = \"a\"\nwindow = { kind = \"tumbling\", size = \"1m\" }\naggregates = [\"count(*) AS n\"]\n",
+            "pipeline[0].aggregate",
+            "append pipeline",
+        ),
+        ("mode = \"merge\"\n", "pipeline[0].mode", "upsert"),
+    ];
+    for (extra, key, words) in cases {
+        let err = load(&format!("{MINIMAL}{extra}")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(key) && text.contains(words), "{extra}: {text}");
+    }
+}

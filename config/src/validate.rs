@@ -319,6 +319,12 @@ fn changes(i: usize, p: &PipelineConfig, c: &mut Check<'_>) {
             );
         }
     }
+    if p.format == Format::Json && p.schema.is_empty() {
+        c.problem(
+            &k("schema"),
+            "upsert mode reads JSON into declared columns (the key's types decide how keys compare); add a schema".into(),
+        );
+    }
     if !p.aggregates.is_empty() {
         c.problem(
             &k("aggregate"),

@@ -10,6 +10,7 @@ pub use sluice_lake::fault;
 pub mod pipeline;
 pub mod positions;
 pub mod schema_change;
+mod sink;
 pub mod source;
 pub mod status;
 pub mod windows;
@@ -57,6 +58,9 @@ pub enum IngestError {
         #[source]
         source: arrow::error::ArrowError,
     },
+    /// The changes of an upsert pipeline could not be kept.
+    #[error(transparent)]
+    Changelog(#[from] sluice_changelog::ChangelogError),
     /// The table does not fit the pipeline's schema.
     #[error("table {table}: {message}")]
     Schema {

@@ -17,14 +17,14 @@ use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use sluice_config::{Config, Format, PipelineConfig, StartPosition};
 use sluice_lake::{
-    BackgroundWriter, Lake, LakeError, TableSpec, TableWriter, WriterOptions, clock_app_id,
-    progress_app_id,
+    Lake, LakeError, TableSpec, TableWriter, WriterOptions, clock_app_id, progress_app_id,
 };
 use sluice_progress::{Commit, Ledger, Pending, Stored, Table};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::positions::Positions;
+use crate::sink::EventsSink;
 use crate::source::{
     GroupEvent, GroupOptions, KafkaSource, RecordSource, SourceError, TopicPartition,
 };
@@ -84,8 +84,9 @@ struct PendingCounts {
 pub struct Pipeline {
     cfg: PipelineConfig,
     kafka: sluice_config::KafkaConfig,
-    /// The events table's writer encodes on its own task, in parallel with decoding.
-    events: BackgroundWriter,
+    /// The events table: appended by a writer that encodes on its own task, in parallel
+    /// with decoding, or (upsert mode) changed per key.
+    events: EventsSink,
     dead: TableWriter,
     decoder: RecordDecoder,
     aggs: Vec<AggregateSink>,
@@ -246,7 +247,7 @@ impl Pipeline {
         Ok(Self {
             cfg: p.clone(),
             kafka: config.kafka.clone(),
-            events: BackgroundWriter::spawn(events),
+            events: EventsSink::new(p, events).map_err(format_err)?,
             dead,
             decoder,
             aggs,
@@ -605,35 +606,119 @@ impl Pipeline {
         self.summary.records += raw.len() as u64;
         spec::RECORDS_IN.inc([&self.cfg.name], raw.len() as u64);
         self.first_buffered.get_or_insert_with(Instant::now);
-        let t0 = Instant::now();
-        self.decoder
-            .prepare(&raw)
-            .await
-            .map_err(|source| IngestError::Format {
-                table: self.cfg.table.clone(),
-                source,
-            })?;
-        if let Some(change) = self.decoder.take_change() {
-            self.take_schema_change(change).await?;
+        if matches!(self.events, EventsSink::Upsert(_)) {
+            return self.process_changes(&raw).await;
         }
-        let decoded = self
-            .decoder
-            .decode(&raw)
-            .map_err(|source| IngestError::Format {
-                table: self.cfg.table.clone(),
-                source,
-            })?;
+        let t0 = Instant::now();
+        let decoded = self.decode(&raw).await?;
         let t1 = Instant::now();
         if let Some(events) = decoded.events {
             let positions = Positions::of(&raw, &decoded.event_indices);
             self.feed_windows(&events, &positions).await?;
             let (events, _) = self.wanted_rows(&events, &positions, Table::Events)?;
-            self.events.write(events).await?;
+            if let EventsSink::Append(w) = &mut self.events {
+                w.write(events).await?;
+            }
         }
         self.timing.decode += t1 - t0;
         self.timing.write += t1.elapsed();
-        let dead: Vec<_> = decoded
-            .dead
+        self.write_dead(&raw, decoded.dead).await
+    }
+
+    /// Decodes `raw` with the pipeline's decoder, first taking in the schema change its
+    /// records bring, if any.
+    async fn decode(&mut self, raw: &RawBatch) -> Result<sluice_formats::Decoded> {
+        let format_err = |source| IngestError::Format {
+            table: self.cfg.table.clone(),
+            source,
+        };
+        self.decoder.prepare(raw).await.map_err(format_err)?;
+        if let Some(change) = self.decoder.take_change() {
+            self.take_schema_change(change).await?;
+        }
+        self.decoder
+            .decode(raw)
+            .map_err(|source| IngestError::Format {
+                table: self.cfg.table.clone(),
+                source,
+            })
+    }
+
+    /// Upsert mode: splits `raw` into upserts and deletes, decodes each, and keeps the last
+    /// change per key for the flush; what cannot be applied is a dead letter.
+    async fn process_changes(&mut self, raw: &RawBatch) -> Result<()> {
+        let t0 = Instant::now();
+        let split = match &self.events {
+            EventsSink::Upsert(u) => {
+                sluice_changelog::envelope::split(raw, u.envelope, &u.key_columns)
+            }
+            EventsSink::Append(_) => return Ok(()),
+        };
+        self.write_dead(raw, split.bad).await?;
+        if let Some(sub) = split.upserts {
+            let decoded = self.decode(&sub).await?;
+            self.keep_changes(&sub, decoded, false).await?;
+        }
+        if let Some(sub) = split.deletes {
+            let decoded = match &mut self.events {
+                EventsSink::Upsert(u) => u.key_decoder.decode(&sub),
+                EventsSink::Append(_) => return Ok(()),
+            }
+            .map_err(|source| IngestError::Format {
+                table: self.cfg.table.clone(),
+                source,
+            })?;
+            self.keep_changes(&sub, decoded, true).await?;
+        }
+        self.timing.decode += t0.elapsed();
+        Ok(())
+    }
+
+    /// Hands decoded changes of `raw` that the events table still needs to the upsert
+    /// writer; its refusals and the records that did not decode become dead letters.
+    async fn keep_changes(
+        &mut self,
+        raw: &RawBatch,
+        decoded: sluice_formats::Decoded,
+        delete: bool,
+    ) -> Result<()> {
+        let mut dead = decoded.dead;
+        if let Some(rows) = decoded.events {
+            let positions = Positions::of(raw, &decoded.event_indices);
+            let (rows, positions) = self.wanted_rows(&rows, &positions, Table::Events)?;
+            let refused = match &mut self.events {
+                EventsSink::Upsert(u) => u.writer.add(&rows, delete)?,
+                EventsSink::Append(_) => Vec::new(),
+            };
+            if !refused.is_empty() {
+                let index: HashMap<(i32, i64), usize> = (0..raw.len())
+                    .map(|i| ((raw.partitions[i], raw.offsets[i]), i))
+                    .collect();
+                for r in refused {
+                    if let Some(i) = positions
+                        .at(r.row)
+                        .and_then(|(tp, offset)| index.get(&(tp.1, offset)))
+                    {
+                        dead.push(sluice_formats::DeadLetter {
+                            index: *i,
+                            kind: r.kind,
+                            message: r.message,
+                        });
+                    }
+                }
+                dead.sort_by_key(|d| d.index);
+            }
+        }
+        self.write_dead(raw, dead).await
+    }
+
+    /// Buffers dead letters of `raw` that the dead-letter table still needs.
+    async fn write_dead(
+        &mut self,
+        raw: &RawBatch,
+        dead: Vec<sluice_formats::DeadLetter>,
+    ) -> Result<()> {
+        let dead: Vec<_> = dead
             .into_iter()
             .filter(|d| {
                 let tp = (raw.topics[d.index].clone(), raw.partitions[d.index]);
@@ -641,22 +726,23 @@ impl Pipeline {
                     .wants(&tp, Table::DeadLetter, raw.offsets[d.index])
             })
             .collect();
-        if !dead.is_empty() {
-            for d in &dead {
-                *self.pending.dead.entry(d.kind.as_str()).or_default() += 1;
-                let i = d.index;
-                let (topic, partition, offset) =
-                    (&raw.topics[i], raw.partitions[i], raw.offsets[i]);
-                let (reason, message) = (d.kind.as_str(), &d.message);
-                events::dead_letter(&self.cfg.name, topic, partition, offset, reason, message);
-            }
-            let batch = dead_letter_batch(&self.dead.schema(), &self.cfg.name, &raw, &dead)
-                .map_err(|source| IngestError::Format {
-                    table: self.dead.name().to_string(),
-                    source,
-                })?;
-            self.dead.write(batch).await?;
+        if dead.is_empty() {
+            return Ok(());
         }
+        for d in &dead {
+            *self.pending.dead.entry(d.kind.as_str()).or_default() += 1;
+            let i = d.index;
+            let (topic, partition, offset) = (&raw.topics[i], raw.partitions[i], raw.offsets[i]);
+            let (reason, message) = (d.kind.as_str(), &d.message);
+            events::dead_letter(&self.cfg.name, topic, partition, offset, reason, message);
+        }
+        let batch = dead_letter_batch(&self.dead.schema(), &self.cfg.name, raw, &dead).map_err(
+            |source| IngestError::Format {
+                table: self.dead.name().to_string(),
+                source,
+            },
+        )?;
+        self.dead.write(batch).await?;
         Ok(())
     }
 
@@ -896,11 +982,13 @@ impl Pipeline {
                     "after_late_commit",
                 )
             }
-            Table::Events => (
-                self.events.commit(&progress, meta).await?,
-                "events",
-                "after_events_commit",
-            ),
+            Table::Events => {
+                let (out, changes) = self.events.commit(&progress, meta).await?;
+                if let Some(c) = changes {
+                    record_changes(&name, self.events.name(), &c);
+                }
+                (out, "events", "after_events_commit")
+            }
             Table::Aggregate(j) => {
                 let w = &mut self.aggs[j].writer;
                 let mut progress = progress;
@@ -1190,6 +1278,33 @@ async fn update_lag(
         let p = partition.to_string();
         spec::CONSUMER_LAG_RECORDS.set([&name, &topic, &p], (high - c).max(0) as f64);
     }
+}
+
+/// Counts what an upsert commit did.
+fn record_changes(pipeline: &str, table: &str, c: &sluice_changelog::ChangeCounts) {
+    for (op, n) in [
+        ("inserted", c.merge.inserted),
+        ("updated", c.merge.updated),
+        ("deleted", c.merge.deleted),
+    ] {
+        spec::CHANGE_ROWS.inc([pipeline, table, op], n);
+    }
+    spec::CHANGE_ROWS_COPIED.inc([pipeline, table], c.merge.copied);
+    spec::CHANGE_BYTES_REWRITTEN.inc([pipeline, table], c.merge.bytes_removed);
+    tracing::info!(
+        pipeline,
+        table,
+        changes = c.changes,
+        keys = c.keys,
+        inserted = c.merge.inserted,
+        updated = c.merge.updated,
+        deleted = c.merge.deleted,
+        copied = c.merge.copied,
+        files_removed = c.merge.files_removed,
+        bytes_rewritten = c.merge.bytes_removed,
+        amplification = c.amplification(),
+        "changes applied"
+    );
 }
 
 fn record_commit(pipeline: &str, table: &str, destination: &str, out: &sluice_lake::CommitOutcome) {

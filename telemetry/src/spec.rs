@@ -66,6 +66,29 @@ pub static SCHEMA_CHANGES: Counter<1> = Counter::new(
     "Schema changes a pipeline's events table took (columns or nested fields added), by pipeline.",
 );
 
+/// Rows an upsert pipeline's merges inserted, updated and deleted, by pipeline, table and op
+/// (`inserted`, `updated`, `deleted`).
+pub static CHANGE_ROWS: Counter<3> = Counter::new(
+    "sluice_change_rows_total",
+    ["pipeline", "table", "op"],
+    "Rows an upsert pipeline's merges inserted, updated and deleted, by pipeline, table and op.",
+);
+
+/// Unchanged rows an upsert pipeline's merges copied into new files (they shared a file with a
+/// changed row), by pipeline and table.
+pub static CHANGE_ROWS_COPIED: Counter<2> = Counter::new(
+    "sluice_change_rows_copied_total",
+    ["pipeline", "table"],
+    "Unchanged rows an upsert pipeline's merges copied into new files, by pipeline and table.",
+);
+
+/// Bytes of the files an upsert pipeline's merges replaced, by pipeline and table.
+pub static CHANGE_BYTES_REWRITTEN: Counter<2> = Counter::new(
+    "sluice_change_bytes_rewritten_total",
+    ["pipeline", "table"],
+    "Bytes of the files an upsert pipeline's merges replaced, by pipeline and table.",
+);
+
 /// Commits lost to another writer of the same partitions, by pipeline.
 pub static FENCED_COMMITS: Counter<1> = Counter::new(
     "sluice_fenced_commits_total",
@@ -244,6 +267,10 @@ pub static ALL: &[&dyn Described] = &[
     &LATE_WINDOW_ASSIGNMENTS_SKIPPED,
     &BYTES_WRITTEN,
     &COMMITS,
+    &SCHEMA_CHANGES,
+    &CHANGE_ROWS,
+    &CHANGE_ROWS_COPIED,
+    &CHANGE_BYTES_REWRITTEN,
     &FENCED_COMMITS,
     &COMMIT_CONFLICTS,
     &COMMIT_DURATION_SECONDS,

@@ -15,6 +15,50 @@ use sluice_kafka::RawBatch;
 /// The field a Debezium change's source timestamp (ms) is given in its row.
 pub const SOURCE_TS_FIELD: &str = "_source_ts_ms";
 
+/// Why a record is not a change sluice can apply (its dead letter's message).
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The value is not a Debezium change event.
+    #[error("not a Debezium change event: {0}")]
+    NotDebezium(serde_json::Error),
+    /// No `op`.
+    #[error("a Debezium change event without op")]
+    NoOp,
+    /// A create, read or update without `after`.
+    #[error("a Debezium {0:?} event without after")]
+    NoAfter(String),
+    /// A delete without `before`.
+    #[error(
+        "a Debezium delete without before (set the table's REPLICA IDENTITY so deletes carry the key)"
+    )]
+    NoBefore,
+    /// A truncate.
+    #[error("a Debezium truncate event: sluice does not truncate tables")]
+    Truncate,
+    /// Another op.
+    #[error("unknown Debezium op {0:?} (c, r, u and d are applied)")]
+    UnknownOp(String),
+    /// A row that is not a JSON object.
+    #[error("expected a JSON object, found {0}")]
+    NotObject(String),
+    /// A tombstone without a key.
+    #[error("a tombstone without a key deletes nothing")]
+    TombstoneWithoutKey,
+    /// A tombstone whose key is not text.
+    #[error("a tombstone whose key is not UTF-8: keys are read as JSON objects or text")]
+    KeyNotUtf8,
+    /// A tombstone whose key is text but the table's key has several columns.
+    #[error(
+        "a tombstone whose key {key} is not a JSON object; a key of {columns} columns needs one"
+    )]
+    KeyNotObject {
+        /// The key (cut).
+        key: String,
+        /// The key columns.
+        columns: usize,
+    },
+}
+
 /// One key column, as a tombstone's plain-text key is read into it.
 #[derive(Clone, Debug)]
 pub struct KeyColumn {
@@ -43,11 +87,11 @@ pub fn split(raw: &RawBatch, envelope: Envelope, key: &[KeyColumn]) -> Split {
     let mut upserts: Vec<(usize, Option<Vec<u8>>)> = Vec::new();
     let mut deletes: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut bad = Vec::new();
-    let mut refuse = |index: usize, message: String| {
+    let mut refuse = |index: usize, why: ChangeError| {
         bad.push(DeadLetter {
             index,
             kind: ErrorKind::BadChange,
-            message,
+            message: why.to_string(),
         })
     };
     for i in 0..raw.len() {
@@ -117,49 +161,41 @@ struct Source {
     ts_ms: Option<i64>,
 }
 
-fn debezium(value: &[u8]) -> Result<Change, String> {
-    let mut event: Event<'_> =
-        serde_json::from_slice(value).map_err(|e| format!("not a Debezium change event: {e}"))?;
+fn debezium(value: &[u8]) -> Result<Change, ChangeError> {
+    let mut event: Event<'_> = serde_json::from_slice(value).map_err(ChangeError::NotDebezium)?;
     if let Some(payload) = event.payload {
-        event = serde_json::from_str(payload.get())
-            .map_err(|e| format!("not a Debezium change event in payload: {e}"))?;
+        event = serde_json::from_str(payload.get()).map_err(ChangeError::NotDebezium)?;
     }
     let ts = event.source.and_then(|s| s.ts_ms).or(event.ts_ms);
-    let op = event
-        .op
-        .ok_or_else(|| "a Debezium change event without op".to_string())?;
+    let op = event.op.ok_or(ChangeError::NoOp)?;
     match op.as_ref() {
         "c" | "r" | "u" => {
             let after = event
                 .after
-                .ok_or_else(|| format!("a Debezium {op:?} event without after"))?;
+                .ok_or_else(|| ChangeError::NoAfter(op.to_string()))?;
             Ok(Change::Upsert(with_source_ts(after.get(), ts)?))
         }
         "d" => {
-            let before = event.before.ok_or_else(|| {
-                "a Debezium delete without before (set the table's REPLICA IDENTITY so deletes carry the key)".to_string()
-            })?;
+            let before = event.before.ok_or(ChangeError::NoBefore)?;
             object(before.get())?;
             Ok(Change::Delete(before.get().as_bytes().to_vec()))
         }
-        "t" => Err("a Debezium truncate event: sluice does not truncate tables".into()),
-        other => Err(format!(
-            "unknown Debezium op {other:?} (c, r, u and d are applied)"
-        )),
+        "t" => Err(ChangeError::Truncate),
+        other => Err(ChangeError::UnknownOp(other.to_string())),
     }
 }
 
-fn object(json: &str) -> Result<&str, String> {
+fn object(json: &str) -> Result<&str, ChangeError> {
     let inner = json.trim();
     if inner.starts_with('{') && inner.ends_with('}') {
         Ok(inner)
     } else {
-        Err(format!("expected a JSON object, found {:.60}", inner))
+        Err(ChangeError::NotObject(inner.chars().take(60).collect()))
     }
 }
 
 /// `row` with [`SOURCE_TS_FIELD`] first (when there is a timestamp).
-fn with_source_ts(row: &str, ts: Option<i64>) -> Result<Vec<u8>, String> {
+fn with_source_ts(row: &str, ts: Option<i64>) -> Result<Vec<u8>, ChangeError> {
     let inner = object(row)?;
     let Some(ts) = ts else {
         return Ok(inner.as_bytes().to_vec());
@@ -170,11 +206,9 @@ fn with_source_ts(row: &str, ts: Option<i64>) -> Result<Vec<u8>, String> {
 }
 
 /// The JSON object holding a tombstone's key columns.
-fn tombstone_key(key: Option<&[u8]>, columns: &[KeyColumn]) -> Result<Vec<u8>, String> {
-    let key = key.ok_or("a tombstone without a key deletes nothing")?;
-    let text = std::str::from_utf8(key).map_err(|_| {
-        "a tombstone whose key is not UTF-8: keys are read as JSON objects or text".to_string()
-    })?;
+fn tombstone_key(key: Option<&[u8]>, columns: &[KeyColumn]) -> Result<Vec<u8>, ChangeError> {
+    let key = key.ok_or(ChangeError::TombstoneWithoutKey)?;
+    let text = std::str::from_utf8(key).map_err(|_| ChangeError::KeyNotUtf8)?;
     let trimmed = text.trim();
     if trimmed.starts_with('{') {
         #[derive(Deserialize)]
@@ -201,11 +235,10 @@ fn tombstone_key(key: Option<&[u8]>, columns: &[KeyColumn]) -> Result<Vec<u8>, S
             let name = serde_json::Value::String(one.name.clone()).to_string();
             Ok(format!("{{{name}:{value}}}").into_bytes())
         }
-        _ => Err(format!(
-            "a tombstone whose key {:.60} is not a JSON object; a key of {} columns needs one",
-            text,
-            columns.len()
-        )),
+        _ => Err(ChangeError::KeyNotObject {
+            key: text.chars().take(60).collect(),
+            columns: columns.len(),
+        }),
     }
 }
 

@@ -455,14 +455,26 @@ fn upsert_mode_needs_a_key_of_schema_columns_and_takes_no_aggregates() {
     assert_eq!(c.pipelines[0].key, vec!["user_id".to_string()]);
     assert_eq!(c.pipelines[0].envelope, Envelope::Debezium);
     let cases = [
-        ("mode = \"upsert\"\n", "pipeline[0].key", "needs the primary key"),
+        (
+            "mode = \"upsert\"\n",
+            "pipeline[0].key",
+            "needs the primary key",
+        ),
         (
             "mode = \"upsert\"\nkey = [\"id\"]\n",
             "pipeline[0].key",
             "\"id\" is not a column of the schema",
         ),
-        ("key = [\"user_id\"]\n", "pipeline[0].key", "only used with mode"),
-        ("envelope = \"debezium\"\n", "pipeline[0].envelope", "only read with mode"),
+        (
+            "key = [\"user_id\"]\n",
+            "pipeline[0].key",
+            "only used with mode",
+        ),
+        (
+            "envelope = \"debezium\"\n",
+            "pipeline[0].envelope",
+            "only read with mode",
+        ),
         (
             "mode = \"upsert\"\nkey = [\"user_id\"]\n[[pipeline.aggregate]]\ntable = \"a\"\nwindow = { kind = \"tumbling\", size = \"1m\" }\naggregates = [\"count(*) AS n\"]\n",
             "pipeline[0].aggregate",
@@ -473,6 +485,9 @@ fn upsert_mode_needs_a_key_of_schema_columns_and_takes_no_aggregates() {
     for (extra, key, words) in cases {
         let err = load(&format!("{MINIMAL}{extra}")).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains(key) && text.contains(words), "{extra}: {text}");
+        assert!(
+            text.contains(key) && text.contains(words),
+            "{extra}: {text}"
+        );
     }
 }

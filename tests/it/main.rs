@@ -5,6 +5,7 @@
 // Test helpers panic on purpose: a failed step is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod changelog;
 mod compaction;
 mod formats;
 mod ingest;

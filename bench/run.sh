@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark harness, one command:
-#   bench/run.sh [all|throughput|formats|freshness|soak|snapshot-memory|stages]
+#   bench/run.sh [all|throughput|formats|changelog|freshness|soak|snapshot-memory|stages]
 #
 # Builds sluice and the harness with --release, starts the real Apache Kafka broker from
 # scripts/ (unless SLUICE_BENCH_BROKERS points at one), runs the chosen benchmarks and writes
 # markdown and JSON under bench/results/ with the machine, the commit and the exact command.
 # `formats` also starts the schema registry (scripts/registry.sh).
-# Sizes are settable: BENCH_EVENTS (5000000), FORMAT_EVENTS (2000000), FRESH_RATE (10000), FRESH_SECONDS (60),
+# Sizes are settable: BENCH_EVENTS (5000000), FORMAT_EVENTS (2000000), CHANGES (1000000),
+# CHANGE_KEYS (100000), CHANGE_FLUSH_ROWS (200000), FRESH_RATE (10000), FRESH_SECONDS (60),
 # SOAK_RATE (10000), SOAK_MINUTES (10), SNAPSHOT_COMMITS (600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,10 +45,11 @@ case "$what" in
     registry="$(scripts/registry.sh start)"
     run $bench formats --events "${FORMAT_EVENTS:-2000000}" --registry "$registry"
     scripts/registry.sh stop >/dev/null ;;&
+  changelog|all) run $bench changelog --changes "${CHANGES:-1000000}" --keys "${CHANGE_KEYS:-100000}" --max-rows "${CHANGE_FLUSH_ROWS:-200000}" ;;&
   freshness|all) run $bench freshness --rate "${FRESH_RATE:-10000}" --seconds "${FRESH_SECONDS:-60}" ;;&
   soak|all) run $bench soak --rate "${SOAK_RATE:-10000}" --minutes "${SOAK_MINUTES:-10}" ;;&
   snapshot-memory|all) run "$CARGO_TARGET_DIR/release/snapshot-memory" --commits "${SNAPSHOT_COMMITS:-600}" --out bench/results ;;&
   stages|all) stages | tee bench/results/stages.md ;;
-  throughput|formats|freshness|soak|snapshot-memory) ;;
-  *) die "unknown benchmark $what: use all, throughput, formats, freshness, soak, snapshot-memory or stages" ;;
+  throughput|formats|changelog|freshness|soak|snapshot-memory) ;;
+  *) die "unknown benchmark $what: use all, throughput, formats, changelog, freshness, soak, snapshot-memory or stages" ;;
 esac

@@ -270,6 +270,45 @@ table = "events"
     )
 }
 
+/// A config for one upsert pipeline `bench` reading the changes of `topic` (rows keyed by
+/// `id`) into table `events` under `root`; `extra` holds the mode, key and flush lines.
+pub fn config_text_upsert(
+    brokers: &str,
+    group: &str,
+    root: &str,
+    topic: &str,
+    extra: &str,
+) -> String {
+    format!(
+        r#"[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+
+[lake]
+root = "{root}"
+
+[server]
+listen = ""
+
+[maintenance]
+compact_interval = "0s"
+
+[[pipeline]]
+name = "bench"
+topics = ["{topic}"]
+table = "events"
+schema = [
+  {{ name = "id", type = "long", nullable = false }},
+  {{ name = "name", type = "string" }},
+  {{ name = "balance", type = "double" }},
+  {{ name = "visits", type = "long" }},
+  {{ name = "tier", type = "string" }},
+]
+{extra}
+"#
+    )
+}
+
 /// A config for one Avro pipeline `bench` reading `topic` into table `events` under `root`,
 /// its columns from the registry at `registry` (subject `<topic>-value`).
 pub fn config_text_avro(

@@ -24,6 +24,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde_json::{Value, json};
 use sluice_bench::{config_text, config_text_with, event_json, raw_batch, write_results};
 
+mod changelog;
 mod formats;
 
 #[derive(Parser)]
@@ -68,6 +69,21 @@ enum Cmd {
         /// The schema registry's Confluent-compatible API.
         #[arg(long, default_value = "http://127.0.0.1:18081/apis/ccompat/v7")]
         registry: String,
+    },
+    /// An upsert pipeline over a keyed topic of changes (one in ten a tombstone).
+    Changelog {
+        /// Changes to produce.
+        #[arg(long, default_value_t = 1_000_000)]
+        changes: u64,
+        /// Distinct keys they change.
+        #[arg(long, default_value_t = 100_000)]
+        keys: u64,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// The pipeline's `flush.max_rows`.
+        #[arg(long, default_value_t = 200_000)]
+        max_rows: u64,
     },
     /// Produce-to-queryable latency at a fixed rate.
     Freshness {
@@ -116,6 +132,24 @@ async fn main() -> anyhow::Result<()> {
                 &cli.lake,
                 events,
                 partitions,
+            )
+            .await?,
+        ),
+        Cmd::Changelog {
+            changes,
+            keys,
+            partitions,
+            max_rows,
+        } => (
+            "changelog",
+            changelog::changelog(
+                &cli.brokers,
+                &sluice,
+                &cli.lake,
+                changes,
+                keys,
+                partitions,
+                max_rows,
             )
             .await?,
         ),

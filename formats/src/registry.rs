@@ -77,15 +77,22 @@ impl RegistryError {
     }
 
     /// True when asking again may succeed: no answer (refused, reset, timed out, cut off
-    /// mid-body), or a 5xx or 429 status. A 404, another 4xx, or an answer that is not a
-    /// schema is final.
+    /// mid-body), or a 5xx or 429 status. A 404, another 4xx, an answer that is not a
+    /// schema, or a connection that failed without a network error under it (a TLS
+    /// handshake refusing the certificate) is final.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Http { source, .. } => {
-                source.is_timeout()
-                    || source.is_connect()
-                    || source.is_request()
-                    || source.is_body()
+                if source.is_timeout() {
+                    return true;
+                }
+                match io_error_kind(source) {
+                    Some(std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput) => {
+                        false
+                    }
+                    Some(_) => true,
+                    None => !source.is_connect() && (source.is_request() || source.is_body()),
+                }
             }
             Self::Status { status, .. } => *status >= 500 || *status == 429,
             Self::NotFound { .. } | Self::Tls { .. } => false,
@@ -234,6 +241,18 @@ impl Registry {
         }
         resp.json::<SchemaAnswer>().await.map_err(http)
     }
+}
+
+/// The kind of the first I/O error in `e`'s source chain.
+fn io_error_kind(e: &(dyn std::error::Error + 'static)) -> Option<std::io::ErrorKind> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        next = err.source();
+    }
+    None
 }
 
 fn schema_type(t: Option<&str>) -> SchemaType {

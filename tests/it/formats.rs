@@ -655,6 +655,8 @@ async fn the_registry_over_tls_is_trusted_through_ca_file() {
         err.contains("registry") && !err.contains("panicked"),
         "{err}"
     );
+    // An untrusted certificate is final: reported at once, not retried for retry_for.
+    assert!(!err.contains("retrying"), "{err}");
     std::fs::write(
         &config,
         text.replace(

@@ -40,15 +40,21 @@ pub struct UpsertWriter {
     writer: TableWriter,
     latest: Latest,
     key: Vec<String>,
+    how: sluice_lake::merge::Apply,
 }
 
 impl UpsertWriter {
-    /// The writer of `writer`'s table, keyed by the columns `key`.
-    pub fn new(writer: TableWriter, key: &[String]) -> Self {
+    /// The writer of `writer`'s table, keyed by the columns `key`, applying each flush as
+    /// `how` says.
+    pub fn new(writer: TableWriter, key: &[String], how: sluice_config::Apply) -> Self {
         Self {
             latest: Latest::new(writer.name(), key),
             writer,
             key: key.to_vec(),
+            how: match how {
+                sluice_config::Apply::Rewrite => sluice_lake::merge::Apply::Rewrite,
+                sluice_config::Apply::Merge => sluice_lake::merge::Apply::Merge,
+            },
         }
     }
 
@@ -121,7 +127,7 @@ impl UpsertWriter {
         };
         let merge = self
             .writer
-            .merge(&self.key, taken, progress, app_metadata)
+            .merge(self.how, &self.key, taken, progress, app_metadata)
             .await?;
         let out = CommitOutcome {
             version: merge.version,

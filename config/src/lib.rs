@@ -258,6 +258,17 @@ pub enum Mode {
     Upsert,
 }
 
+/// How an upsert pipeline applies a flush's changes (docs/changelog.md).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Apply {
+    /// sluice's copy-on-write: the files holding changed keys are rewritten without them.
+    #[default]
+    Rewrite,
+    /// delta-rs's MERGE.
+    Merge,
+}
+
 /// How a change is wrapped in its record (upsert mode).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -493,6 +504,8 @@ pub struct PipelineConfig {
     pub key: Vec<String>,
     /// How changes are wrapped (upsert mode).
     pub envelope: Envelope,
+    /// How a flush's changes are applied (upsert mode).
+    pub apply: Apply,
 }
 
 impl Default for PipelineConfig {
@@ -526,6 +539,7 @@ impl Default for PipelineConfig {
             mode: Mode::Append,
             key: Vec::new(),
             envelope: Envelope::None,
+            apply: Apply::Rewrite,
         }
     }
 }

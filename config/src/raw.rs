@@ -88,6 +88,8 @@ pub struct RawPipeline {
     pub key: Vec<String>,
     /// See [`crate::PipelineConfig::envelope`].
     pub envelope: crate::Envelope,
+    /// See [`crate::PipelineConfig::apply`].
+    pub apply: crate::Apply,
 }
 
 impl Default for RawPipeline {
@@ -119,6 +121,7 @@ impl Default for RawPipeline {
             mode: typed.mode,
             key: typed.key,
             envelope: typed.envelope,
+            apply: typed.apply,
         }
     }
 }

@@ -277,6 +277,7 @@ fn pipeline(
         mode: raw.mode,
         key: raw.key,
         envelope: raw.envelope,
+        apply: raw.apply,
     };
     check_schema_rules(i, &p, c.problems);
     changes(i, &p, c);

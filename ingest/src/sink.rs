@@ -67,7 +67,7 @@ impl EventsSink {
             })
             .collect();
         Ok(Self::Upsert(Box::new(Upserts {
-            writer: UpsertWriter::new(writer, &p.key),
+            writer: UpsertWriter::new(writer, &p.key, p.apply),
             key_decoder,
             key_columns,
             envelope: p.envelope,

@@ -13,6 +13,7 @@ mod background;
 mod error;
 pub mod fault;
 pub mod merge;
+pub mod rewrite;
 mod scan;
 mod writer;
 

@@ -52,6 +52,56 @@ pub struct MergeOutcome {
     pub bytes_removed: u64,
 }
 
+/// How a flush's changes are applied to the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Apply {
+    /// sluice's copy-on-write ([`crate::rewrite`]).
+    #[default]
+    Rewrite,
+    /// delta-rs's MERGE ([`apply`]).
+    Merge,
+}
+
+/// Applies `changes` the way `how` says; see [`apply`] for the contract.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_with(
+    how: Apply,
+    name: &str,
+    table: &mut DeltaTable,
+    key: &[String],
+    changes: Changes,
+    progress: &[(String, i64)],
+    app_metadata: HashMap<String, serde_json::Value>,
+    writer_properties: WriterProperties,
+) -> Result<MergeOutcome> {
+    match how {
+        Apply::Merge => {
+            apply(
+                name,
+                table,
+                key,
+                changes,
+                progress,
+                app_metadata,
+                writer_properties,
+            )
+            .await
+        }
+        Apply::Rewrite => {
+            crate::rewrite::apply(
+                name,
+                table,
+                key,
+                changes,
+                progress,
+                app_metadata,
+                writer_properties,
+            )
+            .await
+        }
+    }
+}
+
 /// Applies `changes` to `table` in one commit that also records `progress` (`app_id` ->
 /// next offset). A commit that loses to another writer's progress for the same app ids is
 /// [`LakeError::Fenced`]; one that loses to a compaction of the files it read is a conflict
@@ -273,6 +323,12 @@ mod tests {
 
     #[tokio::test]
     async fn inserts_updates_and_deletes_land_with_the_progress_in_one_commit() {
+        for how in [Apply::Merge, Apply::Rewrite] {
+            one_way(how).await;
+        }
+    }
+
+    async fn one_way(how: Apply) {
         let dir = tempfile::tempdir().unwrap();
         let lake = crate::Lake::new(&sluice_config::LakeConfig {
             root: dir.path().to_str().unwrap().into(),
@@ -307,18 +363,66 @@ mod tests {
             deletes: keys(&[3, 99]),
         };
         let p2 = vec![("app".to_string(), 20)];
-        let out = apply("t", &mut table, &key, second, &p2, HashMap::new(), props)
-            .await
-            .unwrap();
-        assert_eq!((out.inserted, out.updated, out.deleted), (1, 1, 1));
+        let out = apply_with(
+            how,
+            "t",
+            &mut table,
+            &key,
+            second,
+            &p2,
+            HashMap::new(),
+            props.clone(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (out.inserted, out.updated, out.deleted),
+            (1, 1, 1),
+            "{how:?}"
+        );
         assert_eq!(out.version, 2);
+        // A third flush touching one key: only the files holding it are rewritten.
+        let third = Changes {
+            upserts: rows(&[5], &["e"]),
+            deletes: keys(&[]),
+        };
+        let p3 = vec![("app".to_string(), 30)];
+        let out = apply_with(
+            how,
+            "t",
+            &mut table,
+            &key,
+            third,
+            &p3,
+            HashMap::new(),
+            props,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (out.inserted, out.updated, out.deleted),
+            (1, 0, 0),
+            "{how:?}"
+        );
+        assert_eq!(out.files_removed, 0, "{how:?}: a new key rewrites no file");
         assert_eq!(
             state(&lake).await,
-            vec![(1, "a".into()), (2, "B".into()), (4, "d".into())]
+            vec![
+                (1, "a".into()),
+                (2, "B".into()),
+                (4, "d".into()),
+                (5, "e".into())
+            ],
+            "{how:?}"
         );
         let t = lake.open("t").await.unwrap().unwrap();
         assert_eq!(
             crate::committed_progress("t", &t, "app").await.unwrap(),
+            Some(30)
+        );
+        let v2 = lake.open_at_version("t", 2).await.unwrap();
+        assert_eq!(
+            crate::committed_progress("t", &v2, "app").await.unwrap(),
             Some(20)
         );
         let v1 = lake.open_at_version("t", 1).await.unwrap();

@@ -429,13 +429,15 @@ impl TableWriter {
     /// [`TableWriter::write`] are not part of it.
     pub async fn merge(
         &mut self,
+        how: crate::merge::Apply,
         key: &[String],
         changes: crate::merge::Changes,
         progress: &[(String, i64)],
         app_metadata: HashMap<String, serde_json::Value>,
     ) -> Result<crate::merge::MergeOutcome> {
         let props = self.options.parquet_properties();
-        let out = crate::merge::apply(
+        let out = crate::merge::apply_with(
+            how,
             &self.name,
             &mut self.table,
             key,

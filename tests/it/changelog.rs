@@ -96,26 +96,31 @@ async fn debezium_changes_survive_sigkills_and_every_version_is_the_state_at_its
     create_topic(&topic, 3).await;
     let changes = dir.path().join("changes.jsonl");
     let changes = changes.to_str().unwrap();
-    let produced: i64 = script(&[
-        "debezium",
-        &kafka(),
-        &topic,
-        "200000",
-        "10000",
-        changes,
-        "7",
-    ])
-    .trim()
-    .parse()
-    .unwrap();
-    assert!(produced >= 200_000, "{produced}");
     let config = upsert_config(dir.path(), &topic, &lake_cfg.root, "debezium");
     let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
-    // SIGKILL the service at a random moment after each run's first commit of its own, so
-    // every kill lands while it works through the topic.
+    // The 200,000 changes go out in ten slices, one before each run; each run is SIGKILLed at
+    // a random moment after its first commit of its own, while its slice is still being
+    // applied (a kill counts when the table's progress is then short of what was produced).
+    const TOTAL: u64 = 200_000;
+    const SLICE: u64 = 20_000;
+    let mut produced: i64 = 0;
     let mut kills_mid_run = 0;
     let mut runs = 0;
-    while kills_mid_run < 5 && runs < 20 {
+    for start in (0..TOTAL).step_by(SLICE as usize) {
+        let (from, to) = (start.to_string(), (start + SLICE).to_string());
+        let total = TOTAL.to_string();
+        let out = script(&[
+            "debezium",
+            &kafka(),
+            &topic,
+            &total,
+            "10000",
+            changes,
+            "7",
+            &from,
+            &to,
+        ]);
+        produced += out.trim().parse::<i64>().unwrap();
         runs += 1;
         let before = committed(&lake, &topic).await;
         let log = std::fs::OpenOptions::new()
@@ -133,12 +138,13 @@ async fn debezium_changes_survive_sigkills_and_every_version_is_the_state_at_its
                 .spawn()
                 .unwrap(),
         );
-        let start = std::time::Instant::now();
-        while committed(&lake, &topic).await == before && start.elapsed() < Duration::from_secs(60)
+        let started = std::time::Instant::now();
+        while committed(&lake, &topic).await == before
+            && started.elapsed() < Duration::from_secs(90)
         {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 700)).await;
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 300)).await;
         child.0.kill().unwrap();
         child.0.wait().unwrap();
         if committed(&lake, &topic).await < produced {

@@ -2,11 +2,12 @@
 (confluent-kafka to produce and read, the deltalake Python package to read the table).
 
 usage:
-  changelog.py debezium BROKERS TOPIC CHANGES KEYS OUT.jsonl SEED
+  changelog.py debezium BROKERS TOPIC CHANGES KEYS OUT.jsonl SEED [FROM TO]
       Debezium-shaped JSON change events on 3 partitions keyed by id (partition = id % 3):
       snapshot reads (r) of half the keys, then creates, updates and deletes (some wrapped
       in the JSON converter's schema/payload envelope, some deletes followed by Debezium's
       tombstone). Writes every produced change with its partition and offset to OUT.jsonl.
+      With FROM TO, produces only those changes of the sequence and appends to OUT.jsonl.
   changelog.py compacted BROKERS TOPIC CHANGES KEYS OUT.jsonl SEED
       Plain JSON rows keyed by the id as text, with tombstones, on a compacted topic.
   changelog.py check TABLE CHANGES.jsonl
@@ -38,7 +39,7 @@ def row(rng, key, version):
     }
 
 
-def produce(brokers, topic, events, out_path):
+def produce(brokers, topic, events, out_path, mode="w"):
     """Produces (partition, key bytes, value bytes or None, change) and records offsets."""
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": 20, "acks": "all",
                          "enable.idempotence": True})
@@ -62,7 +63,7 @@ def produce(brokers, topic, events, out_path):
         producer.poll(0)
     if producer.flush(60) != 0:
         raise RuntimeError("not every change was delivered")
-    with open(out_path, "w") as f:
+    with open(out_path, mode) as f:
         for c in delivered:
             f.write(json.dumps(c) + "\n")
     print(len(delivered))
@@ -190,7 +191,12 @@ def main():
     if cmd in ("debezium", "compacted"):
         brokers, topic, changes, keys, out, seed = sys.argv[2:8]
         make = debezium_events if cmd == "debezium" else compacted_events
-        produce(brokers, topic, make(int(changes), int(keys), int(seed)), out)
+        events = make(int(changes), int(keys), int(seed))
+        if len(sys.argv) > 9:
+            start, end = int(sys.argv[8]), int(sys.argv[9])
+            produce(brokers, topic, events[start:end], out, "a")
+        else:
+            produce(brokers, topic, events, out)
     elif cmd == "check":
         table, changes = sys.argv[2:4]
         want = last_state(read_changes(changes))

@@ -11,7 +11,7 @@ use super::*;
 fn change(i: u64, keys: u64, partitions: i32) -> (u64, i32, Option<Vec<u8>>) {
     let key = sluice_bench::mix(i) % keys;
     let partition = (key % partitions as u64) as i32;
-    if sluice_bench::mix(i ^ 0x5eed) % 10 == 0 {
+    if sluice_bench::mix(i ^ 0x5eed).is_multiple_of(10) {
         return (key, partition, None);
     }
     let value = format!(
@@ -118,7 +118,9 @@ fn flushes(table: &Path) -> anyhow::Result<Vec<(u64, u64, u64, u64)>> {
     Ok(out)
 }
 
-/// `sluice-bench changelog`.
+/// `sluice-bench changelog`: one topic of changes, applied by each way `apply` names
+/// (`rewrite`, `merge` or `both`), each from an empty lake.
+#[allow(clippy::too_many_arguments)]
 pub async fn changelog(
     brokers: &str,
     sluice: &Path,
@@ -127,15 +129,48 @@ pub async fn changelog(
     keys: u64,
     partitions: i32,
     max_rows: u64,
+    apply: &str,
 ) -> anyhow::Result<Value> {
-    fresh_lake(lake)?;
     let topic = unique("bench-changes");
     create_topic(brokers, &topic, partitions).await?;
     let (produce_s, bytes, live) =
         produce_changes(brokers, &topic, changes, keys, partitions).await?;
+    let ways: Vec<&str> = match apply {
+        "both" => vec!["rewrite", "merge"],
+        one => vec![one],
+    };
+    let mut out = json!({
+        "changes": changes,
+        "keys": keys,
+        "live_keys_at_end": live,
+        "partitions": partitions,
+        "flush_max_rows": max_rows,
+        "value_bytes": bytes,
+        "produce_seconds": produce_s,
+    });
+    for way in ways {
+        out[way] = apply_once(brokers, sluice, lake, &topic, changes, live, max_rows, way).await?;
+    }
+    Ok(out)
+}
+
+/// One `sluice run --until-caught-up` over the topic with `apply = way`.
+#[allow(clippy::too_many_arguments)]
+async fn apply_once(
+    brokers: &str,
+    sluice: &Path,
+    lake: &Path,
+    topic: &str,
+    changes: u64,
+    live: u64,
+    max_rows: u64,
+    way: &str,
+) -> anyhow::Result<Value> {
+    fresh_lake(lake)?;
     let extra = format!(
         r#"mode = "upsert"
 key = ["id"]
+apply = "{way}"
 flush = {{ max_rows = {max_rows}, max_latency = "5s" }}
 "#
     );
@@ -143,7 +178,7 @@ flush = {{ max_rows = {max_rows}, max_latency = "5s" }}
         brokers,
         &unique("bench-group"),
         lake.to_str().context("lake path")?,
-        &topic,
+        topic,
         &extra,
     );
     let path = lake.join("bench.toml");
@@ -170,13 +205,6 @@ flush = {{ max_rows = {max_rows}, max_latency = "5s" }}
         .copied()
         .unwrap_or(0);
     Ok(json!({
-        "changes": changes,
-        "keys": keys,
-        "live_keys_at_end": live,
-        "partitions": partitions,
-        "flush_max_rows": max_rows,
-        "value_bytes": bytes,
-        "produce_seconds": produce_s,
         "end_to_end": {
             "seconds": seconds,
             "changes_per_s": changes as f64 / seconds,

@@ -84,6 +84,9 @@ enum Cmd {
         /// The pipeline's `flush.max_rows`.
         #[arg(long, default_value_t = 200_000)]
         max_rows: u64,
+        /// How flushes are applied: `rewrite`, `merge`, or `both` (one run each).
+        #[arg(long, default_value = "both")]
+        apply: String,
     },
     /// Produce-to-queryable latency at a fixed rate.
     Freshness {
@@ -140,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
             keys,
             partitions,
             max_rows,
+            apply,
         } => (
             "changelog",
             changelog::changelog(
@@ -150,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
                 keys,
                 partitions,
                 max_rows,
+                &apply,
             )
             .await?,
         ),

@@ -80,7 +80,7 @@ async fn produce_changes(
 }
 
 /// Per version of a local table: (rows changed, rows copied, bytes added, bytes removed),
-/// from the MERGE commits' `operationMetrics` and the add and remove actions.
+/// from what each commit of changes says it did and its add and remove actions.
 fn flushes(table: &Path) -> anyhow::Result<Vec<(u64, u64, u64, u64)>> {
     let mut logs: Vec<PathBuf> = std::fs::read_dir(table.join("_delta_log"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -99,9 +99,17 @@ fn flushes(table: &Path) -> anyhow::Result<Vec<(u64, u64, u64, u64)>> {
             if let Some(r) = action.get("remove") {
                 removed += r.get("size").and_then(Value::as_u64).unwrap_or(0);
             }
-            if let Some(info) = action.get("commitInfo")
-                && info.get("operation").and_then(Value::as_str) == Some("MERGE")
-            {
+            let Some(info) = action.get("commitInfo") else {
+                continue;
+            };
+            // sluice's rewrite says what it did under `sluice.changes`; a MERGE in its
+            // operationMetrics.
+            if let Some(c) = info.get("sluice.changes") {
+                merge = true;
+                let n = |k: &str| c.get(k).and_then(Value::as_u64).unwrap_or(0);
+                changed = n("inserted") + n("updated") + n("deleted");
+                copied = n("copied");
+            } else if info.get("operation").and_then(Value::as_str) == Some("MERGE") {
                 merge = true;
                 let m = info.get("operationMetrics").cloned().unwrap_or_default();
                 let n = |k: &str| m.get(k).and_then(Value::as_u64).unwrap_or(0);

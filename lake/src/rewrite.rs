@@ -127,9 +127,20 @@ pub async fn apply(
             .iter()
             .map(|(id, v)| Transaction::new_with_last_update(id, *v, Some(now)))
             .collect();
+        // What the commit did, in its commitInfo (as a MERGE's operationMetrics would say).
+        let mut metadata = app_metadata.clone();
+        metadata.insert(
+            "sluice.changes".to_string(),
+            serde_json::json!({
+                "inserted": out.inserted,
+                "updated": out.updated,
+                "deleted": out.deleted,
+                "copied": out.copied,
+            }),
+        );
         let props = CommitProperties::default()
             .with_application_transactions(txns)
-            .with_metadata(app_metadata.clone())
+            .with_metadata(metadata)
             .with_max_retries(0)
             .with_cleanup_expired_logs(Some(false));
         let snapshot = table.snapshot().map_err(|e| LakeError::delta(name, e))?;

@@ -28,12 +28,13 @@ fn script(args: &[&str]) -> String {
     stdout
 }
 
-/// An upsert pipeline `accounts` over `topic` into table `accounts`.
+/// An upsert pipeline `accounts` over `topic` into table `accounts`; `extra` holds more
+/// pipeline lines (the envelope, how changes are applied).
 fn upsert_config(
     dir: &std::path::Path,
     topic: &str,
     lake_root: &str,
-    envelope: &str,
+    extra: &str,
 ) -> std::path::PathBuf {
     let text = format!(
         r#"
@@ -56,7 +57,7 @@ topics = ["{topic}"]
 table = "accounts"
 mode = "upsert"
 key = ["id"]
-envelope = "{envelope}"
+{extra}
 schema = [
   {{ name = "id", type = "long", nullable = false }},
   {{ name = "name", type = "string" }},
@@ -96,7 +97,12 @@ async fn debezium_changes_survive_sigkills_and_every_version_is_the_state_at_its
     create_topic(&topic, 3).await;
     let changes = dir.path().join("changes.jsonl");
     let changes = changes.to_str().unwrap();
-    let config = upsert_config(dir.path(), &topic, &lake_cfg.root, "debezium");
+    let config = upsert_config(
+        dir.path(),
+        &topic,
+        &lake_cfg.root,
+        "envelope = \"debezium\"",
+    );
     let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
     // The 200,000 changes go out in ten slices, one before each run; each run is SIGKILLed at
     // a random moment after its first commit of its own, while its slice is still being
@@ -198,7 +204,13 @@ async fn a_compacted_topic_with_tombstones_gives_the_table_of_its_compacted_log(
         changes,
         "11",
     ]);
-    let config = upsert_config(dir.path(), &topic, &lake_cfg.root, "none");
+    let config = upsert_config(
+        dir.path(),
+        &topic,
+        &lake_cfg.root,
+        // The other way of applying changes: delta-rs's MERGE.
+        "apply = \"merge\"",
+    );
     run_until_caught_up(&config);
     let table = format!("{}/accounts", lake_cfg.root);
     let out = script(&["check-log", &table, &kafka(), &topic]);

@@ -45,6 +45,39 @@ pub struct PipelineStatus {
     pub clocks: Vec<(String, Option<i64>)>,
     /// Partitions.
     pub partitions: Vec<PartitionStatus>,
+    /// Upsert mode: the table's keys and what its last flush did.
+    pub changes: Option<ChangesStatus>,
+}
+
+/// Where an upsert pipeline's table stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChangesStatus {
+    /// Rows in the table: one per live key.
+    pub keys: u64,
+    /// The last commit's rows inserted, updated, deleted and copied, when it applied changes.
+    pub last_flush: Option<[u64; 4]>,
+}
+
+/// What a commit of changes says it did: `sluice.changes` of a rewrite, or a MERGE's
+/// `operationMetrics`.
+fn last_flush(info: &std::collections::HashMap<String, serde_json::Value>) -> Option<[u64; 4]> {
+    let n =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if let Some(c) = info.get("sluice.changes") {
+        return Some([
+            n(c, "inserted"),
+            n(c, "updated"),
+            n(c, "deleted"),
+            n(c, "copied"),
+        ]);
+    }
+    let m = info.get("operationMetrics")?;
+    Some([
+        n(m, "num_target_rows_inserted"),
+        n(m, "num_target_rows_updated"),
+        n(m, "num_target_rows_deleted"),
+        n(m, "num_target_rows_copied"),
+    ])
 }
 
 /// Reads every pipeline's status. Never prints or returns secrets.
@@ -52,15 +85,18 @@ pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>>
     let mut out = Vec::new();
     for p in &config.pipelines {
         let table = lake.open(&p.table).await?;
+        let mut changes = None;
         let (version, last_commit_age) = match &table {
             Some(t) => {
                 use futures::StreamExt;
-                let ts = t
-                    .history(Some(1))
-                    .next()
-                    .await
-                    .and_then(|c| c.ok())
-                    .and_then(|c| c.timestamp);
+                let last = t.history(Some(1)).next().await.and_then(|c| c.ok());
+                if p.mode == sluice_config::Mode::Upsert {
+                    changes = Some(ChangesStatus {
+                        keys: sluice_lake::table_row_count(&p.table, t).await?,
+                        last_flush: last.as_ref().and_then(|c| last_flush(&c.info)),
+                    });
+                }
+                let ts = last.and_then(|c| c.timestamp);
                 let age =
                     ts.map(|ms| {
                         Duration::from_millis(
@@ -114,6 +150,7 @@ pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>>
             last_commit_age,
             clocks,
             partitions,
+            changes,
         });
     }
     Ok(out)

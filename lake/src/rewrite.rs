@@ -56,32 +56,8 @@ pub async fn apply(
 ) -> Result<MergeOutcome> {
     let keys = KeySet::of(name, key, &changes)?;
     for _ in 0..ATTEMPTS {
-        let files = live_files(name, table)?;
-        let store = table.log_store().object_store(None);
         let schema = crate::table_arrow_schema(name, table)?;
-        let mut survivors = Vec::new();
-        let mut touched = Vec::new();
-        let mut out = MergeOutcome::default();
-        for f in files {
-            let path = Path::from_url_path(&f.path).map_err(|e| LakeError::Config {
-                message: format!("table {name}: file path {}: {e}", f.path),
-            })?;
-            if !keys.any_in(name, &store, &path).await? {
-                continue;
-            }
-            for batch in read_file(name, &store, &path, None).await? {
-                let (keep, gone_upserted, gone_deleted) = keys.split(name, &batch)?;
-                out.updated += gone_upserted;
-                out.deleted += gone_deleted;
-                let kept = filter_record_batch(&batch, &keep).map_err(|e| arrow(name, e))?;
-                out.copied += kept.num_rows() as u64;
-                if kept.num_rows() > 0 {
-                    survivors.push(conform(name, &kept, &schema)?);
-                }
-            }
-            out.bytes_removed += f.size.max(0) as u64;
-            touched.push(f);
-        }
+        let (survivors, touched, mut out) = read_touched(name, table, &keys, &schema).await?;
         out.inserted = (changes.upserts.num_rows() as u64).saturating_sub(out.updated);
         let mut writer = RecordBatchWriter::for_table(table)
             .map_err(|e| LakeError::delta(name, e))?
@@ -170,6 +146,41 @@ pub async fn apply(
         table: name.into(),
         detail: format!("other writers kept committing during {ATTEMPTS} rewrites"),
     })
+}
+
+/// The rows to keep of every file that holds a changed key (in `schema`), those files, and
+/// the counts of rows replaced, deleted and copied.
+async fn read_touched(
+    name: &str,
+    table: &DeltaTable,
+    keys: &KeySet,
+    schema: &Arc<Schema>,
+) -> Result<(Vec<RecordBatch>, Vec<LiveFile>, MergeOutcome)> {
+    let store = table.log_store().object_store(None);
+    let mut survivors = Vec::new();
+    let mut touched = Vec::new();
+    let mut out = MergeOutcome::default();
+    for f in live_files(name, table)? {
+        let path = Path::from_url_path(&f.path).map_err(|e| LakeError::Config {
+            message: format!("table {name}: file path {}: {e}", f.path),
+        })?;
+        if !keys.any_in(name, &store, &path).await? {
+            continue;
+        }
+        for batch in read_file(name, &store, &path, None).await? {
+            let (keep, gone_upserted, gone_deleted) = keys.split(name, &batch)?;
+            out.updated += gone_upserted;
+            out.deleted += gone_deleted;
+            let kept = filter_record_batch(&batch, &keep).map_err(|e| arrow(name, e))?;
+            out.copied += kept.num_rows() as u64;
+            if kept.num_rows() > 0 {
+                survivors.push(conform(name, &kept, schema)?);
+            }
+        }
+        out.bytes_removed += f.size.max(0) as u64;
+        touched.push(f);
+    }
+    Ok((survivors, touched, out))
 }
 
 /// Moves `table` to its newest version, refusing with [`LakeError::Fenced`] when the move

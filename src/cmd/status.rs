@@ -1,4 +1,4 @@
-//! `sluice status`: each pipeline's committed offsets, end offsets, lag, last commit and window clocks, and each tiered topic's boundaries.
+//! `sluice status`: each pipeline's committed offsets, end offsets, lag, last commit, window clocks and (upsert mode) keys and last flush, and each tiered topic's boundaries.
 
 use super::with_config;
 use std::path::PathBuf;
@@ -35,6 +35,14 @@ pub fn main(args: Args) -> ExitCode {
                 "pipeline {} -> table {} (version {version}, last commit {age})",
                 p.name, p.table
             );
+            if let Some(c) = &p.changes {
+                let last = c
+                    .last_flush
+                    .map_or("no changes yet".to_string(), |[i, u, d, k]| {
+                        format!("{i} inserted, {u} updated, {d} deleted, {k} copied")
+                    });
+                println!("  upsert table: {} keys; last flush: {last}", c.keys);
+            }
             for (table, clock) in &p.clocks {
                 let c = clock
                     .and_then(chrono::DateTime::from_timestamp_millis)

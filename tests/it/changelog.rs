@@ -218,4 +218,17 @@ async fn a_compacted_topic_with_tombstones_gives_the_table_of_its_compacted_log(
     // And the same as the produced changes (the log read back holds their last states).
     let out = script(&["check", &table, changes]);
     assert!(out.starts_with("ok "), "{out}");
+    let keys: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // `sluice status` says how many keys the table holds and what the last flush did.
+    let status = Command::new(sluice_bin())
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains(&format!("upsert table: {keys} keys; last flush: ")),
+        "{status}"
+    );
+    assert!(status.contains(" inserted, "), "{status}");
 }

@@ -104,11 +104,14 @@ async fn debezium_changes_survive_sigkills_and_every_version_is_the_state_at_its
         "envelope = \"debezium\"",
     );
     let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
-    // The 200,000 changes go out in ten slices, one before each run; each run is SIGKILLed at
-    // a random moment after its first commit of its own, while its slice is still being
-    // applied (a kill counts when the table's progress is then short of what was produced).
+    // The 200,000 changes go out in ten slices, one before each run, and every run dies
+    // while its slice is being applied: half are SIGKILLed at a random moment after their
+    // first commit of their own, half abort themselves at a commit step (`SLUICE_FAULT`:
+    // right after the first events commit, or before the second flush's commits). A death
+    // counts when the table's progress is then short of what was produced.
     const TOTAL: u64 = 200_000;
     const SLICE: u64 = 20_000;
+    let faults = ["after_events_commit:1", "before_commit:2"];
     let mut produced: i64 = 0;
     let mut kills_mid_run = 0;
     let mut runs = 0;
@@ -127,31 +130,40 @@ async fn debezium_changes_survive_sigkills_and_every_version_is_the_state_at_its
             &to,
         ]);
         produced += out.trim().parse::<i64>().unwrap();
-        runs += 1;
         let before = committed(&lake, &topic).await;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.path().join("sluice.log"))
             .unwrap();
-        let mut child = KillOnDrop(
-            Command::new(sluice_bin())
-                .args(["run", "--config"])
-                .arg(&config)
-                .env("SLUICE_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        let started = std::time::Instant::now();
-        while committed(&lake, &topic).await == before
-            && started.elapsed() < Duration::from_secs(90)
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut cmd = Command::new(sluice_bin());
+        cmd.args(["run", "--config"])
+            .arg(&config)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        let fault = (runs % 2 == 1).then(|| faults[(runs / 2) % faults.len()]);
+        if let Some(f) = fault {
+            cmd.env("SLUICE_FAULT", f);
         }
-        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 300)).await;
-        child.0.kill().unwrap();
+        runs += 1;
+        let mut child = KillOnDrop(cmd.spawn().unwrap());
+        let started = std::time::Instant::now();
+        if fault.is_some() {
+            while child.0.try_wait().unwrap().is_none()
+                && started.elapsed() < Duration::from_secs(90)
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } else {
+            while committed(&lake, &topic).await == before
+                && started.elapsed() < Duration::from_secs(90)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 100)).await;
+        }
+        let _ = child.0.kill();
         child.0.wait().unwrap();
         if committed(&lake, &topic).await < produced {
             kills_mid_run += 1;

@@ -405,6 +405,32 @@ mod tests {
             "{how:?}"
         );
         assert_eq!(out.files_removed, 0, "{how:?}: a new key rewrites no file");
+        // An update of that key rewrites its file only, not the one holding 1, 2 and 4.
+        let fourth = Changes {
+            upserts: rows(&[5], &["e"]),
+            deletes: keys(&[]),
+        };
+        let p4 = vec![("app".to_string(), 30)];
+        let files_before = table.snapshot().unwrap().log_data().iter().count();
+        let out = apply_with(
+            how,
+            "t",
+            &mut table,
+            &key,
+            fourth,
+            &p4,
+            HashMap::new(),
+            WriterProperties::builder().build(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            (out.inserted, out.updated, out.copied),
+            (0, 1, 0),
+            "{how:?}"
+        );
+        assert_eq!(out.files_removed, 1, "{how:?}: only the file holding key 5");
+        assert_eq!(files_before, 2, "{how:?}");
         assert_eq!(
             state(&lake).await,
             vec![

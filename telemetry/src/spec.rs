@@ -317,7 +317,8 @@ mod tests {
                         "partition",
                         "reason",
                         "destination",
-                        "result"
+                        "result",
+                        "op"
                     ]
                     .contains(l),
                     "{}: label {l} is not one of the bounded labels",

@@ -29,13 +29,19 @@ fn script(args: &[&str]) -> String {
 }
 
 /// An upsert pipeline `accounts` over `topic` into table `accounts`; `extra` holds more
-/// pipeline lines (the envelope, how changes are applied).
+/// pipeline lines (the envelope, how changes are applied, a flush policy replacing the
+/// default one).
 fn upsert_config(
     dir: &std::path::Path,
     topic: &str,
     lake_root: &str,
     extra: &str,
 ) -> std::path::PathBuf {
+    let flush = if extra.contains("flush =") {
+        ""
+    } else {
+        r#"flush = { max_rows = 5000, max_latency = "500ms" }"#
+    };
     let text = format!(
         r#"
 [kafka]
@@ -64,7 +70,7 @@ schema = [
   {{ name = "balance", type = "double" }},
   {{ name = "visits", type = "long" }},
 ]
-flush = {{ max_rows = 5000, max_latency = "500ms" }}
+{flush}
 "#,
         brokers = kafka(),
         group = unique("sluice-it"),
@@ -243,4 +249,127 @@ async fn a_compacted_topic_with_tombstones_gives_the_table_of_its_compacted_log(
         "{status}"
     );
     assert!(status.contains(" inserted, "), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_and_vacuum_of_an_upsert_table_while_it_changes_keep_the_last_state() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("upsert-maint");
+    create_topic(&topic, 3).await;
+    let changes = dir.path().join("changes.jsonl");
+    let changes = changes.to_str().unwrap();
+    let config = upsert_config(
+        dir.path(),
+        &topic,
+        &lake_cfg.root,
+        "flush = { max_rows = 500, max_latency = \"200ms\" }",
+    );
+    let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
+    let mut child = KillOnDrop(
+        Command::new(sluice_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let wait_for = |produced: i64| {
+        let lake = &lake;
+        let topic = &topic;
+        async move {
+            let started = std::time::Instant::now();
+            while committed(lake, topic).await < produced {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "the table did not catch up with {produced} changes"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // New keys only: every flush adds files and rewrites none, so small files pile up.
+    let mut produced: i64 = 0;
+    for first in (0..6000).step_by(1000) {
+        let out = script(&[
+            "inserts",
+            &kafka(),
+            &topic,
+            &first.to_string(),
+            "1000",
+            changes,
+        ]);
+        produced += out.trim().parse::<i64>().unwrap();
+        wait_for(produced).await;
+    }
+    let files_before = live_files(&lake).await;
+    // Compact while updates and deletes over those keys rewrite files at the same time.
+    let compact = Command::new(sluice_bin())
+        .args(["compact", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = script(&[
+        "compacted",
+        &kafka(),
+        &topic,
+        "20000",
+        "6000",
+        changes,
+        "5",
+        "0",
+        "20000",
+    ]);
+    produced += out.trim().parse::<i64>().unwrap();
+    let compact = compact.wait_with_output().unwrap();
+    assert!(compact.status.success(), "sluice compact failed");
+    wait_for(produced).await;
+    Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.0.wait().unwrap().success());
+    // Compact again now that nothing writes, then vacuum everything no version needs.
+    let compacted = Command::new(sluice_bin())
+        .args(["compact", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(compacted.status.success());
+    let vacuum = Command::new(sluice_bin())
+        .args(["vacuum", "--retention", "0s", "--force", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        vacuum.status.success(),
+        "{}",
+        String::from_utf8_lossy(&vacuum.stderr)
+    );
+    let files_after = live_files(&lake).await;
+    assert!(
+        files_after < files_before,
+        "compaction left {files_after} files of {files_before}"
+    );
+    let table = lake.open("accounts").await.unwrap().unwrap();
+    let optimized = {
+        use futures::StreamExt;
+        table
+            .history(None)
+            .filter_map(|c| async move { c.ok() })
+            .any(|c| async move { c.operation.as_deref() == Some("OPTIMIZE") })
+            .await
+    };
+    assert!(optimized, "no compaction was committed");
+    let table_dir = format!("{}/accounts", lake_cfg.root);
+    let out = script(&["check", &table_dir, changes]);
+    assert!(out.starts_with("ok "), "{out}");
+}
+
+/// Live data files of the table `accounts`.
+async fn live_files(lake: &sluice_lake::Lake) -> usize {
+    let table = lake.open("accounts").await.unwrap().unwrap();
+    table.snapshot().unwrap().log_data().iter().count()
 }

@@ -10,6 +10,9 @@ usage:
       With FROM TO, produces only those changes of the sequence and appends to OUT.jsonl.
   changelog.py compacted BROKERS TOPIC CHANGES KEYS OUT.jsonl SEED
       Plain JSON rows keyed by the id as text, with tombstones, on a compacted topic.
+  changelog.py inserts BROKERS TOPIC FIRST_KEY COUNT OUT.jsonl
+      One row for each of COUNT new keys from FIRST_KEY (keyed by the id as text), appended
+      to OUT.jsonl: changes that touch no existing row, so each flush adds files.
   changelog.py check TABLE CHANGES.jsonl
       The table equals the last state per key of the changes, row for row (values and the
       offset of the change that wrote each row); deleted keys are absent.
@@ -125,6 +128,16 @@ def compacted_events(changes, keys, seed):
     return events
 
 
+def insert_events(first, count):
+    rng = random.Random(first)
+    events = []
+    for key in range(first, first + count):
+        r = row(rng, key, 1)
+        events.append((key % PARTITIONS, str(key).encode(), json.dumps(r).encode(),
+                       {"op": "c", "id": key, "row": r}))
+    return events
+
+
 def last_state(changes, limit=None):
     """key -> (row, offset) after the changes, in (partition, offset) order; `limit` maps a
     partition to the first offset not applied."""
@@ -197,6 +210,9 @@ def main():
             produce(brokers, topic, events[start:end], out, "a")
         else:
             produce(brokers, topic, events, out)
+    elif cmd == "inserts":
+        brokers, topic, first, count, out = sys.argv[2:7]
+        produce(brokers, topic, insert_events(int(first), int(count)), out, "a")
     elif cmd == "check":
         table, changes = sys.argv[2:4]
         want = last_state(read_changes(changes))

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch, new_null_array};
+use arrow::array::{Array, ArrayRef, Int32Array, Int64Array, RecordBatch};
 use arrow::compute::interleave;
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
@@ -227,7 +227,7 @@ impl Latest {
         let upserts: Vec<RecordBatch> = self
             .upserts
             .iter()
-            .map(|b| conform(b, schema))
+            .map(|b| sluice_lake::conform_batch(b, schema))
             .collect::<Result<_, _>>()
             .map_err(arrow)?;
         let upserts = pick(schema, &upserts, &up).map_err(arrow)?;
@@ -245,7 +245,7 @@ impl Latest {
         let deletes: Vec<RecordBatch> = self
             .deletes
             .iter()
-            .map(|b| conform(b, &key_schema))
+            .map(|b| sluice_lake::conform_batch(b, &key_schema))
             .collect::<Result<_, _>>()
             .map_err(arrow)?;
         let deletes = pick(&key_schema, &deletes, &del).map_err(arrow)?;
@@ -267,26 +267,6 @@ fn pick(
         .map(|c| {
             let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
             interleave(&arrays, indices)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new(schema.clone(), columns)
-}
-
-/// `batch` in `schema`: columns found by name (a missing one reads null).
-fn conform(
-    batch: &RecordBatch,
-    schema: &SchemaRef,
-) -> Result<RecordBatch, arrow::error::ArrowError> {
-    if batch.schema().fields() == schema.fields() {
-        return Ok(batch.clone());
-    }
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => arrow::compute::cast(c, f.data_type()),
-            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<_>, _>>()?;
     RecordBatch::try_new(schema.clone(), columns)
@@ -383,5 +363,17 @@ mod tests {
         );
         let c = l.take(&schema()).unwrap().unwrap();
         assert_eq!(ids(&c.upserts), vec![1]);
+    }
+
+    #[test]
+    fn rows_decoded_before_a_column_was_added_read_null_in_it() {
+        let mut l = Latest::new("t", &["id".into()]);
+        let old = rows(&[(Some(1), "a", 0, 1)]).project(&[0, 2, 3]).unwrap();
+        l.add(&old, false).unwrap();
+        l.add(&rows(&[(Some(2), "b", 0, 2)]), false).unwrap();
+        let c = l.take(&schema()).unwrap().unwrap();
+        assert_eq!(ids(&c.upserts), vec![1, 2]);
+        let v = c.upserts.column(1);
+        assert!(v.is_null(0) && !v.is_null(1));
     }
 }

@@ -31,6 +31,29 @@ pub use error::{LakeError, Result};
 pub use scan::{scan, scan_sql, table_row_count};
 pub use writer::{CommitOutcome, TableWriter, WriterOptions};
 
+/// `batch` in `schema`: columns found by name, cast where the type differs, null where
+/// missing (rows written before a column was added).
+pub fn conform_batch(
+    batch: &deltalake::arrow::array::RecordBatch,
+    schema: &Arc<ArrowSchema>,
+) -> std::result::Result<deltalake::arrow::array::RecordBatch, deltalake::arrow::error::ArrowError>
+{
+    use deltalake::arrow::array::{RecordBatch, new_null_array};
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
+            Some(c) => deltalake::arrow::compute::cast(c, f.data_type()),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
 /// Re-exports so that every crate uses the one arrow, parquet and datafusion of the tree.
 pub use deltalake;
 

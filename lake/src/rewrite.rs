@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use deltalake::DeltaTable;
-use deltalake::arrow::array::{Array, BooleanArray, RecordBatch, new_null_array};
+use deltalake::arrow::array::{Array, BooleanArray, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::Schema;
 use deltalake::arrow::row::{RowConverter, SortField};
@@ -281,22 +281,8 @@ async fn read_file(
         .map_err(|e| arrow(name, e))
 }
 
-/// `batch` in `schema`: columns by name, a missing one null.
 fn conform(name: &str, batch: &RecordBatch, schema: &Arc<Schema>) -> Result<RecordBatch> {
-    if batch.schema().fields() == schema.fields() {
-        return Ok(batch.clone());
-    }
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => deltalake::arrow::compute::cast(c, f.data_type()),
-            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(|e| arrow(name, e))?;
-    RecordBatch::try_new(schema.clone(), columns).map_err(|e| arrow(name, e))
+    crate::conform_batch(batch, schema).map_err(|e| arrow(name, e))
 }
 
 /// The changed keys, in Arrow's row format, split by kind.

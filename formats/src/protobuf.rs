@@ -311,24 +311,16 @@ impl ProtobufDecoder {
 
     /// Looks up the writer schemas of ids in `raw` not seen before (one request per new id).
     pub async fn prepare(&mut self, raw: &RawBatch) -> Result<(), FormatError> {
-        let mut new_ids = Vec::new();
-        for i in 0..raw.len() {
-            if let Some(id) = raw.value(i).and_then(crate::avro::schema_id)
-                && !self.writers.contains_key(&id)
-                && !self.refused.contains_key(&id)
-                && !new_ids.contains(&id)
-            {
-                new_ids.push(id);
-            }
-        }
+        let new_ids = crate::registry::unseen_ids((0..raw.len()).map(|i| raw.value(i)), |id| {
+            self.writers.contains_key(&id) || self.refused.contains_key(&id)
+        });
         for id in new_ids {
-            match self.registry.schema_by_id(id).await {
-                Ok(schema) => self.admit(id, &schema),
-                Err(e) if e.is_not_found() => {
+            match self.registry.find_by_id(id).await? {
+                Some(schema) => self.admit(id, &schema),
+                None => {
                     let why = format!("schema id {id} is not in the registry");
                     self.refused.insert(id, (ErrorKind::UnknownSchema, why));
                 }
-                Err(e) => return Err(e.into()),
             }
         }
         Ok(())

@@ -174,6 +174,18 @@ impl Registry {
         Ok(schema)
     }
 
+    /// The schema with id `id`, or `None` when the registry has no such id.
+    pub async fn find_by_id(
+        &self,
+        id: u32,
+    ) -> Result<Option<Arc<RegisteredSchema>>, RegistryError> {
+        match self.schema_by_id(id).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The latest version registered under `subject`.
     pub async fn latest(&self, subject: &str) -> Result<Arc<RegisteredSchema>, RegistryError> {
         let path = format!("/subjects/{}/versions/latest", encode(subject));
@@ -241,6 +253,21 @@ impl Registry {
         }
         resp.json::<SchemaAnswer>().await.map_err(http)
     }
+}
+
+/// The schema ids of the Confluent-framed `payloads` that `known` does not know yet, each once,
+/// in the order first seen (the ids one batch needs to ask the registry for).
+pub fn unseen_ids<'a>(
+    payloads: impl Iterator<Item = Option<&'a [u8]>>,
+    known: impl Fn(u32) -> bool,
+) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for id in payloads.flatten().filter_map(crate::avro::schema_id) {
+        if !known(id) && !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// The kind of the first I/O error in `e`'s source chain.

@@ -164,10 +164,11 @@ async fn read_touched(
         let path = Path::from_url_path(&f.path).map_err(|e| LakeError::Config {
             message: format!("table {name}: file path {}: {e}", f.path),
         })?;
-        if !keys.any_in(name, &store, &path).await? {
+        let bytes = fetch(name, &store, &path).await?;
+        if !keys.any_in(name, &bytes)? {
             continue;
         }
-        for batch in read_file(name, &store, &path, None).await? {
+        for batch in parse(name, &bytes, None)? {
             let (keep, gone_upserted, gone_deleted) = keys.split(name, &batch)?;
             out.updated += gone_upserted;
             out.deleted += gone_deleted;
@@ -241,32 +242,29 @@ fn live_files(name: &str, table: &DeltaTable) -> Result<Vec<LiveFile>> {
         .collect())
 }
 
-/// The batches of one Parquet file, all columns or the named ones. (The file is fetched
-/// whole: the rewrite reads every row of the files it touches anyway.)
-async fn read_file(
-    name: &str,
-    store: &Arc<dyn ObjectStore>,
-    path: &Path,
-    columns: Option<&[String]>,
-) -> Result<Vec<RecordBatch>> {
-    let bytes = store
-        .get(path)
-        .await
-        .map_err(|e| LakeError::Schema {
-            table: name.into(),
-            message: format!("reading {path}: {e}"),
-        })?
-        .bytes()
-        .await
-        .map_err(|e| LakeError::Schema {
-            table: name.into(),
-            message: format!("reading {path}: {e}"),
-        })?;
-    let parquet = |e: deltalake::parquet::errors::ParquetError| LakeError::Schema {
+/// The bytes of one Parquet file, fetched whole: a touched file is parsed twice from
+/// them (its key columns, then every column) and fetched once.
+async fn fetch(name: &str, store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bytes::Bytes> {
+    let failed = |e: object_store::Error| LakeError::Schema {
         table: name.into(),
         message: format!("reading {path}: {e}"),
     };
-    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+    store
+        .get(path)
+        .await
+        .map_err(failed)?
+        .bytes()
+        .await
+        .map_err(failed)
+}
+
+/// The batches of one Parquet file's `bytes`, all columns or the named ones.
+fn parse(name: &str, bytes: &bytes::Bytes, columns: Option<&[String]>) -> Result<Vec<RecordBatch>> {
+    let parquet = |e: deltalake::parquet::errors::ParquetError| LakeError::Schema {
+        table: name.into(),
+        message: format!("reading a data file: {e}"),
+    };
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
         .map_err(parquet)?
         .with_batch_size(65_536);
     if let Some(columns) = columns {
@@ -347,9 +345,9 @@ impl KeySet {
             .map_err(|e| arrow(name, e))
     }
 
-    /// Whether the file at `path` holds a changed key (reading its key columns only).
-    async fn any_in(&self, name: &str, store: &Arc<dyn ObjectStore>, path: &Path) -> Result<bool> {
-        for batch in read_file(name, store, path, Some(&self.key)).await? {
+    /// Whether the Parquet file in `bytes` holds a changed key (parsing its key columns only).
+    fn any_in(&self, name: &str, bytes: &bytes::Bytes) -> Result<bool> {
+        for batch in parse(name, bytes, Some(&self.key))? {
             let rows = self.rows(name, &batch)?;
             if rows
                 .iter()

@@ -112,8 +112,14 @@ pub fn split(raw: &RawBatch, envelope: Envelope, key: &[KeyColumn]) -> Split {
         }
     }
     let upserts = (!upserts.is_empty()).then(|| {
-        let rows: Vec<usize> = upserts.iter().map(|(i, _)| *i).collect();
-        let mut sub = raw.select(&rows);
+        // Plain values and no tombstone in the batch (the common case): the batch as it is,
+        // without copying its values.
+        let mut sub = if upserts.len() == raw.len() && envelope == Envelope::None {
+            raw.clone()
+        } else {
+            let rows: Vec<usize> = upserts.iter().map(|(i, _)| *i).collect();
+            raw.select(&rows)
+        };
         if envelope == Envelope::Debezium {
             sub.values = BinaryArray::from_iter(upserts.iter().map(|(_, v)| v.as_deref()));
         }
@@ -341,6 +347,20 @@ mod tests {
             name: "sku".into(),
             text: true,
         }];
+        let whole = batch(&[
+            (Some("1"), Some(r#"{"id":1}"#)),
+            (Some("2"), Some(r#"{"id":2}"#)),
+        ]);
+        let s = split(&whole, Envelope::None, &id());
+        let up = s.upserts.unwrap();
+        assert_eq!(
+            (up.offsets.clone(), values(&up)),
+            (
+                vec![0, 1],
+                vec![r#"{"id":1}"#.to_string(), r#"{"id":2}"#.to_string()]
+            )
+        );
+        assert!(s.deletes.is_none() && s.bad.is_empty());
         let s = split(&batch(&[(Some("a\"b"), None)]), Envelope::None, &text);
         assert_eq!(values(&s.deletes.unwrap()), vec![r#"{"sku":"a\"b"}"#]);
     }

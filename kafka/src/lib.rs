@@ -14,23 +14,34 @@
 //! code, never on the text.
 
 pub mod batch;
+#[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "client")]
 pub mod cluster;
+#[cfg(feature = "client")]
 mod error;
+#[cfg(feature = "client")]
 pub mod group;
+#[cfg(feature = "client")]
 pub mod poll;
+#[cfg(feature = "client")]
 pub mod range;
 
 use std::sync::Arc;
 
 pub use batch::{RawBatch, RawBatchBuilder, RecordHeaders};
+#[cfg(feature = "client")]
 pub use cluster::Cluster;
+#[cfg(feature = "client")]
 pub use error::KafkaError;
+#[cfg(feature = "client")]
 pub use group::{GroupConsumer, GroupEvent, GroupOptions};
+#[cfg(feature = "client")]
 pub use range::{AtEof, RangeEnd, RangeOutcome, RangeRead};
 
 /// A topic-partition.
 pub type TopicPartition = (Arc<str>, i32);
 
 /// Result alias for this crate.
+#[cfg(feature = "client")]
 pub type Result<T, E = KafkaError> = std::result::Result<T, E>;

@@ -27,7 +27,7 @@ pub enum IngestError {
     #[error("kafka: {0}")]
     Source(#[from] source::SourceError),
     /// Kafka could not be reached or answered with an error.
-    #[error("kafka: {0}")]
+    #[error(transparent)]
     Kafka(#[from] sluice_kafka::KafkaError),
     /// The decoder could not build rows (never a record's content: that is a dead letter).
     #[error("table {table}: {source}")]

@@ -323,7 +323,7 @@ impl Pipeline {
                 match ev {
                     GroupEvent::Assigned(_, reply) => drop(reply),
                     GroupEvent::Revoked(_, reply) => drop(reply),
-                    GroupEvent::Records(_) | GroupEvent::Seeked(_) => {}
+                    GroupEvent::Records(_) | GroupEvent::Seeked(_) | GroupEvent::Refused(_) => {}
                     GroupEvent::Ended => break,
                 }
             }
@@ -382,6 +382,9 @@ impl Pipeline {
                         let _ = reply.send(offsets);
                         self.rebuild_windows(source, &new).await?;
                     }
+                    // Bad credentials or TLS settings: one error, and the service stops (a
+                    // retry would be refused the same way).
+                    Some(GroupEvent::Refused(e)) => return Err(e.into()),
                     Some(GroupEvent::Seeked(done)) => {
                         done.map_err(SourceError::from)?;
                         self.seeking.clear();

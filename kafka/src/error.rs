@@ -28,6 +28,17 @@ pub enum KafkaError {
         /// The topic.
         topic: String,
     },
+    /// The cluster refused the client's credentials or TLS settings: retrying cannot help,
+    /// the configuration must change.
+    #[error(
+        "Kafka at {brokers} refused the connection: {reason}. Check kafka.options: security.protocol, sasl.mechanisms, sasl.username, sasl.password (set it with SLUICE__KAFKA__OPTIONS__SASL_PASSWORD) and ssl.ca.location"
+    )]
+    Refused {
+        /// The bootstrap servers.
+        brokers: String,
+        /// What librdkafka said (never the secret itself).
+        reason: String,
+    },
     /// A thread could not be started.
     #[error("cannot start the {what} thread: {source}")]
     Thread {
@@ -68,6 +79,19 @@ impl KafkaError {
     pub fn is_offset_out_of_range(&self) -> bool {
         is_out_of_range(self.code())
     }
+}
+
+/// True for the codes that mean the cluster refused the client itself (credentials, TLS):
+/// the same settings will be refused again.
+pub(crate) fn is_refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed
+            | RDKafkaErrorCode::SSL
+            | RDKafkaErrorCode::UnsupportedSASLMechanism
+            | RDKafkaErrorCode::IllegalSASLState
+    )
 }
 
 /// True for the codes librdkafka uses for a position outside the log.

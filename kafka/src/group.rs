@@ -40,6 +40,9 @@ pub enum GroupEvent {
     /// The seek asked for with [`GroupConsumer::seek`] is done (or failed): records before this
     /// event may come from the old positions, records after it come from the new ones.
     Seeked(Result<()>),
+    /// The cluster refused the client (credentials, TLS): nothing will be consumed with these
+    /// settings. [`GroupEvent::Ended`] follows.
+    Refused(KafkaError),
     /// The polling thread has left the group and ended; nothing follows.
     Ended,
 }
@@ -62,9 +65,24 @@ pub struct GroupOptions {
 struct GroupContext {
     tx: mpsc::Sender<GroupEvent>,
     topics: HashMap<String, Arc<str>>,
+    /// librdkafka's account of a refusal (credentials, TLS), kept for the one error the
+    /// owner reports; the consumer's own error only carries the code.
+    refused: std::sync::Mutex<Option<String>>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(code) if crate::error::is_refusal(code) => {
+                tracing::debug!("librdkafka: {error}: {reason}");
+                if let Ok(mut r) = self.refused.lock() {
+                    r.get_or_insert_with(|| reason.to_string());
+                }
+            }
+            _ => tracing::error!("librdkafka: {error}: {reason}"),
+        }
+    }
+}
 
 impl GroupContext {
     fn tp_list(&self, tpl: &TopicPartitionList) -> Vec<TopicPartition> {
@@ -193,6 +211,7 @@ impl GroupConsumer {
         let ctx = GroupContext {
             tx: tx.clone(),
             topics,
+            refused: std::sync::Mutex::new(None),
         };
         let brokers = &opts.connection.brokers;
         let consumer: BaseConsumer<GroupContext> = client::group_member(&opts.connection)
@@ -351,6 +370,8 @@ fn seek_assigned(
 struct GroupVisit<'a> {
     topics: &'a HashMap<String, Arc<str>>,
     seeks: &'a PendingSeeks,
+    /// Set when the cluster refused the client: the loop reports it once and ends.
+    refused: Option<rdkafka::error::KafkaError>,
 }
 
 impl Visit for GroupVisit<'_> {
@@ -367,7 +388,10 @@ impl Visit for GroupVisit<'_> {
             }
             Polled::PartitionEof(_) => Flow::Continue,
             Polled::Error(e) => {
-                tracing::warn!("Kafka consumer: {e}");
+                match e.rdkafka_error_code() {
+                    Some(code) if crate::error::is_refusal(code) => self.refused = Some(e),
+                    _ => tracing::warn!("Kafka consumer: {e}"),
+                }
                 Flow::EndBatch
             }
         }
@@ -386,7 +410,11 @@ fn poll_loop(
     opts: &GroupOptions,
 ) {
     let topics = &consumer.context().topics;
-    let mut visit = GroupVisit { topics, seeks };
+    let mut visit = GroupVisit {
+        topics,
+        seeks,
+        refused: None,
+    };
     // Buffers are sized like the previous batch (plus a quarter), not for the largest batch:
     // at a low rate batches are small, and allocating megabytes for each one churns memory.
     let (mut last_len, mut last_bytes) = (1024usize, 256 * 1024usize);
@@ -406,6 +434,21 @@ fn poll_loop(
         let mut batch =
             RawBatchBuilder::with_capacity(records, last_bytes + last_bytes / 4, opts.with_headers);
         poll::fill(consumer, &mut batch, &limits, &mut visit);
+        if let Some(e) = visit.refused.take() {
+            let reason = consumer
+                .context()
+                .refused
+                .lock()
+                .ok()
+                .and_then(|r| r.clone())
+                .unwrap_or_else(|| e.to_string());
+            let refused = KafkaError::Refused {
+                brokers: opts.connection.brokers.clone(),
+                reason,
+            };
+            let _ = tx.blocking_send(GroupEvent::Refused(refused));
+            break;
+        }
         if batch.is_empty() {
             continue;
         }

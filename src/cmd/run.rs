@@ -7,7 +7,7 @@ use anyhow::Context;
 use sluice_config::Config;
 use tokio_util::sync::CancellationToken;
 
-use super::{error_chain, shutdown_signal, sleep_until, with_config};
+use super::{shutdown_signal, sleep_until, with_config};
 use crate::cmd::tier::tiering_task;
 use crate::server;
 
@@ -29,9 +29,8 @@ pub fn main(args: Args) -> ExitCode {
         until_caught_up,
     } = args;
     with_config(&config.clone(), |cfg| async move {
-        run(cfg, &config, until_caught_up)
-            .await
-            .inspect_err(|e| tracing::error!("{}", error_chain(e)))
+        // The first error is what the process exits with: printed once, by `block_on`.
+        run(cfg, &config, until_caught_up).await
     })
 }
 
@@ -104,11 +103,13 @@ pub async fn run(cfg: Config, config_path: &Path, until_caught_up: bool) -> anyh
                     tracing::debug!("{name} finished: {summary}");
                 }
                 Some(Ok((name, Err(e)))) => {
-                    tracing::error!("{name} failed: {e:#}");
                     if first_error.is_none() {
+                        // Printed once, as the process's exit message.
                         first_error = Some(anyhow::anyhow!("{name}: {e:#}"));
                         cancel.cancel();
                         deadline.get_or_insert(tokio::time::Instant::now() + shutdown_timeout);
+                    } else {
+                        tracing::error!("{name} failed too: {e:#}");
                     }
                 }
                 Some(Err(e)) => {

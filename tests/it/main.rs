@@ -11,6 +11,7 @@ mod formats;
 mod ingest;
 mod ops;
 mod query;
+mod security;
 mod services;
 mod support;
 mod tiering;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod changelog;
+mod chaos;
 mod compaction;
 mod formats;
 mod ingest;

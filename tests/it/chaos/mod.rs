@@ -412,7 +412,7 @@ impl Runner {
         // random moment, most of them after their first commits.
         let d = match fault {
             Some(_) => Duration::from_secs(30),
-            None => Duration::from_millis(self.rng.random_range(3_000..12_000)),
+            None => Duration::from_millis(self.rng.random_range(4_000..15_000)),
         };
         if self.live(&mut inst, d).await {
             self.ended(inst, fault.as_deref());

@@ -26,6 +26,11 @@ for comp in rustfmt clippy; do
     rustup component add "$comp" >&2
   fi
 done
+# cargo-fuzz for the fuzz targets (fuzz/), which build with a nightly toolchain.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly' && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  log "installing cargo-fuzz"
+  cargo install --locked cargo-fuzz@0.13.2 >&2
+fi
 "$SCRIPTS_DIR/kafka.sh" fetch
 "$SCRIPTS_DIR/registry.sh" fetch
 "$SCRIPTS_DIR/python-env.sh"

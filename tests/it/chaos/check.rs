@@ -176,9 +176,12 @@ pub fn aggregates(batches: &[RecordBatch], sent: &[Sent], size_ms: i64) -> Resul
     Ok(got.len())
 }
 
+/// (partition, offset, key, value) of an archived record.
+type ArchivedRow = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// The archive: every record of the log once, byte for byte (key and value).
 pub fn archive(batches: &[RecordBatch], sent: &[Sent]) -> Result<usize, String> {
-    let mut got: Vec<(i32, i64, Option<Vec<u8>>, Option<Vec<u8>>)> = Vec::new();
+    let mut got: Vec<ArchivedRow> = Vec::new();
     for b in batches {
         let (p, o, k, v) = (
             longs(b, "partition"),
@@ -189,7 +192,7 @@ pub fn archive(batches: &[RecordBatch], sent: &[Sent]) -> Result<usize, String> 
         got.extend((0..b.num_rows()).map(|i| (p[i] as i32, o[i], k[i].clone(), v[i].clone())));
     }
     got.sort();
-    let mut want: Vec<(i32, i64, Option<Vec<u8>>, Option<Vec<u8>>)> = sent
+    let mut want: Vec<ArchivedRow> = sent
         .iter()
         .map(|s| {
             (

@@ -243,6 +243,5 @@ async fn serve(conn: TcpStream, state: Arc<State>) {
         };
         // One request per connection: every answer says `Connection: close`.
         let _ = conn.get_mut().write_all(&answer).await;
-        return;
     }
 }

@@ -24,7 +24,7 @@ pub enum IngestError {
     #[error(transparent)]
     Lake(#[from] sluice_lake::LakeError),
     /// The record source (Kafka, or a replay) could not answer.
-    #[error("kafka: {0}")]
+    #[error(transparent)]
     Source(#[from] source::SourceError),
     /// Kafka could not be reached or answered with an error.
     #[error(transparent)]

@@ -45,7 +45,7 @@ impl Cluster {
     pub fn new(conn: &Connection, purpose: &str) -> Result<Self> {
         let group = format!("{}.{purpose}", conn.group_id);
         let consumer: BaseConsumer<ReaderContext> = client::range_reader(conn, &group)
-            .create_with_context(ReaderContext)
+            .create_with_context(ReaderContext::default())
             .map_err(|e| {
                 KafkaError::client(format!("cannot create a client for {}", conn.brokers), e)
             })?;
@@ -69,19 +69,30 @@ impl Cluster {
         client::range_reader(&self.conn, &self.group)
     }
 
+    /// `e`, or the cluster's refusal of this client (credentials, TLS) when that is why.
+    fn explain(&self, e: KafkaError) -> KafkaError {
+        match self.consumer.context().refused() {
+            Some(reason) => KafkaError::Refused {
+                brokers: self.conn.brokers.clone(),
+                reason,
+            },
+            None => e,
+        }
+    }
+
     /// The partitions of `topic` (blocking).
     pub fn partitions(&self, topic: &str) -> Result<Vec<i32>> {
-        partitions_of(&*self.consumer, topic)
+        partitions_of(&*self.consumer, topic).map_err(|e| self.explain(e))
     }
 
     /// (log start offset, high watermark) of a partition (blocking).
     pub fn watermarks(&self, topic: &str, partition: i32) -> Result<(i64, i64)> {
-        watermarks(&*self.consumer, topic, partition)
+        watermarks(&*self.consumer, topic, partition).map_err(|e| self.explain(e))
     }
 
     /// The first offset in the broker whose timestamp is at or after `ms` (blocking).
     pub fn offset_for_time(&self, topic: &str, partition: i32, ms: i64) -> Result<Option<i64>> {
-        offset_for_time(&*self.consumer, topic, partition, ms)
+        offset_for_time(&*self.consumer, topic, partition, ms).map_err(|e| self.explain(e))
     }
 
     /// Moves log start offsets up to the given offsets; returns the new log starts.
@@ -101,7 +112,7 @@ impl Cluster {
             .admin
             .delete_records(&tpl, &opts)
             .await
-            .map_err(|e| KafkaError::client(what(), e))?;
+            .map_err(|e| self.explain(KafkaError::client(what(), e)))?;
         let mut out = BTreeMap::new();
         for e in res.elements() {
             e.error()
@@ -121,7 +132,7 @@ impl Cluster {
             .admin
             .describe_configs([&spec], &AdminOptions::new().request_timeout(Some(TIMEOUT)))
             .await
-            .map_err(|e| KafkaError::client(what(), e))?;
+            .map_err(|e| self.explain(KafkaError::client(what(), e)))?;
         let mut out = BTreeMap::new();
         for r in res {
             let r = r.map_err(|code| KafkaError::Code { what: what(), code })?;

@@ -184,6 +184,8 @@ impl ConsumerContext for GroupContext {
 /// A running group member: its polling thread and a handle to steer and stop it.
 pub struct GroupConsumer {
     consumer: Arc<BaseConsumer<GroupContext>>,
+    /// The bootstrap servers (for errors).
+    brokers: String,
     stop: Arc<AtomicBool>,
     /// Seeks asked for, made by the polling thread between two polls.
     seeks: Arc<PendingSeeks>,
@@ -213,7 +215,8 @@ impl GroupConsumer {
             topics,
             refused: std::sync::Mutex::new(None),
         };
-        let brokers = &opts.connection.brokers;
+        let brokers = opts.connection.brokers.clone();
+        let brokers = &brokers;
         let consumer: BaseConsumer<GroupContext> = client::group_member(&opts.connection)
             .create_with_context(ctx)
             .map_err(|e| {
@@ -240,6 +243,7 @@ impl GroupConsumer {
         Ok((
             Self {
                 consumer,
+                brokers: brokers.clone(),
                 stop,
                 seeks,
                 thread,
@@ -286,14 +290,32 @@ impl GroupConsumer {
         }
     }
 
+    /// `e`, or the cluster's refusal of this client (credentials, TLS) when that is why.
+    fn explain(&self, e: KafkaError) -> KafkaError {
+        let reason = self
+            .consumer
+            .context()
+            .refused
+            .lock()
+            .ok()
+            .and_then(|r| r.clone());
+        match reason {
+            Some(reason) => KafkaError::Refused {
+                brokers: self.brokers.clone(),
+                reason,
+            },
+            None => e,
+        }
+    }
+
     /// The offset a partition without stored progress starts at (blocking).
     pub fn start_offset(&self, topic: &str, partition: i32, start: StartPosition) -> Result<i64> {
-        cluster::start_offset(&*self.consumer, topic, partition, start)
+        cluster::start_offset(&*self.consumer, topic, partition, start).map_err(|e| self.explain(e))
     }
 
     /// Every partition of `topics` with its end offset now (blocking).
     pub fn end_offsets(&self, topics: &[String]) -> Result<BTreeMap<TopicPartition, i64>> {
-        cluster::end_offsets(&*self.consumer, topics)
+        cluster::end_offsets(&*self.consumer, topics).map_err(|e| self.explain(e))
     }
 
     /// A partition's high watermark (blocking).

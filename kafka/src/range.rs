@@ -23,14 +23,31 @@ use crate::poll::{self, BatchLimits, Flow, Polled, Visit};
 use crate::{KafkaError, Result};
 
 /// The context of reading consumers: reaching the end of a partition is how a read learns
-/// it is done, not an error worth a log line.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ReaderContext;
+/// it is done, not an error worth a log line (librdkafka reports it as a global error too).
+/// A refusal of the client (credentials, TLS) is kept for the error the caller reports.
+#[derive(Debug, Default)]
+pub struct ReaderContext {
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+impl ReaderContext {
+    /// librdkafka's account of the cluster refusing this client, if it did.
+    pub fn refused(&self) -> Option<String> {
+        self.refused.lock().ok().and_then(|r| r.clone())
+    }
+}
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
-            tracing::error!("librdkafka: {error}: {reason}");
+        match error.rdkafka_error_code() {
+            Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {}
+            Some(code) if crate::error::is_refusal(code) => {
+                tracing::debug!("librdkafka: {error}: {reason}");
+                if let Ok(mut r) = self.refused.lock() {
+                    r.get_or_insert_with(|| reason.to_string());
+                }
+            }
+            _ => tracing::error!("librdkafka: {error}: {reason}"),
         }
     }
 }
@@ -102,7 +119,7 @@ impl RangeRead {
         stop: Arc<AtomicBool>,
     ) -> Result<RangeOutcome> {
         let consumer: BaseConsumer<ReaderContext> = config
-            .create_with_context(ReaderContext)
+            .create_with_context(ReaderContext::default())
             .map_err(|e| KafkaError::client("cannot create a consumer", e))?;
         tokio::task::spawn_blocking(move || self.read_blocking(&consumer, &tx, &stop))
             .await

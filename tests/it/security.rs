@@ -20,8 +20,14 @@ fn sasl_config(
     lake: &sluice_config::LakeConfig,
     ca: &str,
     mechanism: &str,
+    extra: &str,
 ) -> std::path::PathBuf {
-    let config = pipeline_config(dir, topic, lake, "flush = { max_latency = \"1s\" }");
+    let config = pipeline_config(
+        dir,
+        topic,
+        lake,
+        &format!("flush = {{ max_latency = \"1s\" }}\n{extra}"),
+    );
     let text = std::fs::read_to_string(&config).unwrap().replace(
         &format!("brokers = \"{}\"", kafka()),
         &format!("brokers = \"{}\"", env("SLUICE_TEST_KAFKA_SASL")),
@@ -65,6 +71,7 @@ async fn ingest_through_sasl_scram_over_tls_with_the_password_from_the_environme
         &lake_cfg,
         &env("SLUICE_TEST_KAFKA_CA"),
         "SCRAM-SHA-512",
+        "",
     );
     assert!(
         !std::fs::read_to_string(&config)
@@ -138,9 +145,10 @@ async fn ingest_through_sasl_scram_over_tls_with_the_password_from_the_environme
     }
 }
 
-/// A wrong password, a wrong mechanism's user and an untrusted certificate: each is one clear
-/// error naming what to check, the process exits at once (no retry loop), and the wrong
-/// password is not printed.
+/// A wrong password (for a plain pipeline, and for one with a windowed aggregate and a tiered
+/// topic, whose first calls are metadata lookups) and an untrusted certificate: each is one
+/// clear error naming what to check, the process exits (no retry loop), and the password is
+/// not printed.
 #[tokio::test(flavor = "multi_thread")]
 async fn wrong_credentials_or_an_untrusted_certificate_are_one_clear_error() {
     let (dir, lake_cfg) = local_lake();
@@ -148,20 +156,31 @@ async fn wrong_credentials_or_an_untrusted_certificate_are_one_clear_error() {
     clicks(&topic, 10).await;
     let other_ca = dir.path().join("other-ca.pem");
     std::fs::copy(env("SLUICE_TEST_S3_CA"), &other_ca).unwrap();
+    let windows_and_tiering = format!(
+        "[[pipeline.aggregate]]\ntable = \"per_minute\"\nwindow = {{ kind = \"tumbling\", size = \"1m\" }}\ngroup_by = [\"page\"]\naggregates = [\"count(*) AS n\"]\n\n[[tiering]]\ntopic = \"{topic}\"\n"
+    );
     let cases = [
         (
             "wrong-password-7f3a",
             env("SLUICE_TEST_KAFKA_CA"),
             "invalid credentials",
+            "",
+        ),
+        (
+            "wrong-password-7f3a",
+            env("SLUICE_TEST_KAFKA_CA"),
+            "invalid credentials",
+            windows_and_tiering.as_str(),
         ),
         (
             env("SLUICE_TEST_KAFKA_SCRAM_PASSWORD").leak() as &str,
             other_ca.display().to_string(),
             "certificate verify failed",
+            "",
         ),
     ];
-    for (password, ca, why) in cases {
-        let config = sasl_config(dir.path(), &topic, &lake_cfg, &ca, "SCRAM-SHA-256");
+    for (password, ca, why, extra) in cases {
+        let config = sasl_config(dir.path(), &topic, &lake_cfg, &ca, "SCRAM-SHA-256", extra);
         let start = Instant::now();
         let out = Command::new(sluice_bin())
             .args(["run", "--config"])

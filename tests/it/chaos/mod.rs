@@ -517,6 +517,25 @@ impl Runner {
     }
 }
 
+/// OPTIMIZE commits (compactions) across the run's tables.
+async fn compactions(lake: &sluice_lake::Lake) -> usize {
+    use futures::StreamExt;
+    let mut n = 0;
+    for t in ["events", "dead", "per_key", "late", "archive"] {
+        if let Ok(Some(table)) = lake.open(t).await {
+            let history: Vec<_> = table.history(None).collect().await;
+            n += history
+                .iter()
+                .filter(|c| {
+                    c.as_ref()
+                        .is_ok_and(|c| c.operation.as_deref() == Some("OPTIMIZE"))
+                })
+                .count();
+        }
+    }
+    n
+}
+
 /// Polls the tables until they hold everything (or `limit` passes).
 async fn wait_complete(
     lake: &sluice_lake::Lake,
@@ -691,6 +710,15 @@ async fn chaos_kills_broker_restarts_store_faults_and_a_zombie_lose_and_double_n
             Ok(trimmed as usize)
         } else {
             Err("the broker was never trimmed: the trim check proved nothing".into())
+        },
+    ));
+    let compacted = compactions(&lake).await;
+    results.push((
+        "compactions",
+        if compacted > 0 {
+            Ok(compacted)
+        } else {
+            Err("no table was compacted during the run".into())
         },
     ));
     results.push((

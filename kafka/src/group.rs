@@ -68,6 +68,8 @@ struct GroupContext {
     /// librdkafka's account of a refusal (credentials, TLS), kept for the one error the
     /// owner reports; the consumer's own error only carries the code.
     refused: std::sync::Mutex<Option<String>>,
+    /// Global errors repeat on every poll while a broker is away: logged once per interval.
+    errors: std::sync::Mutex<crate::throttle::Throttle>,
 }
 
 impl ClientContext for GroupContext {
@@ -79,7 +81,16 @@ impl ClientContext for GroupContext {
                     r.get_or_insert_with(|| reason.to_string());
                 }
             }
-            _ => tracing::error!("librdkafka: {error}: {reason}"),
+            code => {
+                let admit = self
+                    .errors
+                    .lock()
+                    .ok()
+                    .and_then(|mut t| t.admit(&format!("{code:?}")));
+                if let Some(held) = admit {
+                    tracing::error!("librdkafka: {error}: {reason} ({held} like it held back)");
+                }
+            }
         }
     }
 }
@@ -214,6 +225,7 @@ impl GroupConsumer {
             tx: tx.clone(),
             topics,
             refused: std::sync::Mutex::new(None),
+            errors: Default::default(),
         };
         let brokers = opts.connection.brokers.clone();
         let brokers = &brokers;
@@ -394,6 +406,8 @@ struct GroupVisit<'a> {
     seeks: &'a PendingSeeks,
     /// Set when the cluster refused the client: the loop reports it once and ends.
     refused: Option<rdkafka::error::KafkaError>,
+    /// Consumption errors repeat on every poll while a broker is away.
+    errors: crate::throttle::Throttle,
 }
 
 impl Visit for GroupVisit<'_> {
@@ -412,7 +426,11 @@ impl Visit for GroupVisit<'_> {
             Polled::Error(e) => {
                 match e.rdkafka_error_code() {
                     Some(code) if crate::error::is_refusal(code) => self.refused = Some(e),
-                    _ => tracing::warn!("Kafka consumer: {e}"),
+                    code => {
+                        if let Some(held) = self.errors.admit(&format!("{code:?}")) {
+                            tracing::warn!("Kafka consumer: {e} ({held} like it held back)");
+                        }
+                    }
                 }
                 Flow::EndBatch
             }
@@ -436,6 +454,7 @@ fn poll_loop(
         topics,
         seeks,
         refused: None,
+        errors: Default::default(),
     };
     // Buffers are sized like the previous batch (plus a quarter), not for the largest batch:
     // at a low rate batches are small, and allocating megabytes for each one churns memory.

@@ -26,6 +26,8 @@ pub mod group;
 pub mod poll;
 #[cfg(feature = "client")]
 pub mod range;
+#[cfg(feature = "client")]
+mod throttle;
 
 use std::sync::Arc;
 

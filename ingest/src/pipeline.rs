@@ -80,6 +80,9 @@ struct PendingCounts {
     future: BTreeMap<String, u64>,
 }
 
+/// Commits in a row that may fail on the object store before the pipeline stops.
+const STORE_FAILURES: u32 = 5;
+
 /// One pipeline: its tables, decoder, window operators and partitions.
 pub struct Pipeline {
     cfg: PipelineConfig,
@@ -102,6 +105,8 @@ pub struct Pipeline {
     seeking: HashSet<TopicPartition>,
     first_buffered: Option<Instant>,
     summary: PipelineSummary,
+    /// Commits in a row whose object-store requests failed (reset by a commit that lands).
+    store_failures: u32,
     /// Diverted-record counts of the current flush, published when it commits.
     pending: PendingCounts,
     last_lag_check: Instant,
@@ -258,6 +263,7 @@ impl Pipeline {
             seeking: HashSet::new(),
             first_buffered: None,
             summary: PipelineSummary::default(),
+            store_failures: 0,
             pending: PendingCounts::default(),
             last_lag_check: Instant::now(),
             targets: None,
@@ -930,6 +936,7 @@ impl Pipeline {
         let pending = std::mem::take(&mut self.pending);
         match result {
             Ok(()) => {
+                self.store_failures = 0;
                 self.publish(&pending, &dirty, started.elapsed());
                 source.commit_offsets(&dirty.into_iter().collect());
                 Ok(())
@@ -950,6 +957,22 @@ impl Pipeline {
                 };
                 events::commit_lost(&self.cfg.name, &e, what);
                 metric.inc([&self.cfg.name], 1);
+                self.resync(source).await
+            }
+            // The store failed a request of the commit (after object_store's own retries):
+            // whether it landed is read back from the tables, as after a fence, after a pause.
+            // A store that keeps failing stops the pipeline after a few rounds.
+            Err(e) if e.is_store_failure() && self.store_failures < STORE_FAILURES => {
+                self.store_failures += 1;
+                let pause = Duration::from_secs(1 << self.store_failures);
+                events::commit_lost(
+                    &self.cfg.name,
+                    &e,
+                    &format!(
+                        "an object-store request failed; re-reading progress from the tables in {pause:?}"
+                    ),
+                );
+                tokio::time::sleep(pause).await;
                 self.resync(source).await
             }
             Err(e) => Err(e.into()),

@@ -86,5 +86,59 @@ impl LakeError {
     }
 }
 
+impl LakeError {
+    /// True when an object-store request of a commit failed (an error answer, a timeout, a
+    /// dropped connection): whether the commit landed is unknown, and the table's progress
+    /// says. Answers such as "not found" or "already exists" are not this.
+    pub fn is_store_failure(&self) -> bool {
+        let Self::Delta { source, .. } = self else {
+            return false;
+        };
+        let store = match source.as_ref() {
+            DeltaTableError::ObjectStore { source } => source,
+            DeltaTableError::Transaction {
+                source: TransactionError::ObjectStore { source },
+            } => source,
+            _ => return false,
+        };
+        matches!(store, object_store::Error::Generic { .. })
+    }
+}
+
 /// Result alias for this crate.
 pub type Result<T, E = LakeError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic() -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: "error sending request".into(),
+        }
+    }
+
+    /// A failed request while committing is a store failure (the commit's outcome is read back
+    /// from the table); an answer about the object, a conflict or a fence is not.
+    #[test]
+    fn a_failed_store_request_is_a_store_failure_and_an_answer_is_not() {
+        let commit = DeltaTableError::Transaction {
+            source: TransactionError::ObjectStore { source: generic() },
+        };
+        assert!(LakeError::delta("t", commit).is_store_failure());
+        let read = DeltaTableError::ObjectStore { source: generic() };
+        assert!(LakeError::delta("t", read).is_store_failure());
+        let missing = DeltaTableError::ObjectStore {
+            source: object_store::Error::NotFound {
+                path: "x".into(),
+                source: "gone".into(),
+            },
+        };
+        assert!(!LakeError::delta("t", missing).is_store_failure());
+        let exists = DeltaTableError::Transaction {
+            source: TransactionError::VersionAlreadyExists(3),
+        };
+        assert!(!LakeError::delta("t", exists).is_store_failure());
+    }
+}

@@ -187,6 +187,23 @@ impl Instance {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Why it ended by itself: a panic's message, the exit message, or the log's tail.
+    fn why(&self) -> String {
+        let t = self.log_text();
+        let lines: Vec<&str> = t.lines().collect();
+        let mut out: Vec<&str> = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains("panicked at") {
+                out.extend(lines[i..(i + 2).min(lines.len())].iter().copied());
+            }
+        }
+        out.extend(lines.iter().filter(|l| l.starts_with("sluice: ")).copied());
+        if out.is_empty() {
+            return self.tail();
+        }
+        out.join("\n")
+    }
+
     fn tail(&self) -> String {
         let t = self.log_text();
         let lines: Vec<&str> = t.lines().collect();
@@ -391,7 +408,7 @@ impl Runner {
         } else {
             self.counts
                 .exits
-                .push(format!("{}: {}", inst.log.display(), inst.tail()));
+                .push(format!("{}: {}", inst.log.display(), inst.why()));
         }
     }
 

@@ -20,7 +20,11 @@ fuzz_target!(|data: &[u8]| {
         Some((b, rest)) => (b & 1 == 1, rest),
         None => return,
     };
-    let extra = if strict { "unknown_fields = \"reject\"" } else { "" };
+    let extra = if strict {
+        "unknown_fields = \"reject\""
+    } else {
+        ""
+    };
     let p = sluice_fuzz::pipeline(&format!("{SCHEMA}\n{extra}"));
     let raw = sluice_fuzz::records(data);
     let mut fast = JsonDecoder::new(&p, events_schema(&p)).expect("decoder");
@@ -36,5 +40,9 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(a.event_indices, b.event_indices, "decoded records differ");
     assert_eq!(a.events, b.events, "decoded rows differ");
     let rows = a.events.as_ref().map_or(0, |e| e.num_rows());
-    assert_eq!(rows + a.dead.len(), raw.len(), "a record is neither a row nor a dead letter");
+    assert_eq!(
+        rows + a.dead.len(),
+        raw.len(),
+        "a record is neither a row nor a dead letter"
+    );
 });

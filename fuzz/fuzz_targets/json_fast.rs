@@ -8,7 +8,9 @@ use sluice_formats::json_fast::FastJsonDecoder;
 use std::sync::Arc;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((b, data)) = data.split_first() else { return };
+    let Some((b, data)) = data.split_first() else {
+        return;
+    };
     // The types the fast path takes (event times reach it as text).
     let schema = Arc::new(Schema::new(vec![
         Field::new("s", DataType::Utf8, b & 2 == 0),
@@ -21,7 +23,8 @@ fuzz_target!(|data: &[u8]| {
         Field::new("t", DataType::Boolean, true),
         Field::new("ts", DataType::Utf8, true),
     ]));
-    let decoder = FastJsonDecoder::new(schema, b & 1 == 1).expect("the fast path takes these types");
+    let decoder =
+        FastJsonDecoder::new(schema, b & 1 == 1).expect("the fast path takes these types");
     let rows: Vec<&str> = data
         .split(|c| *c == b'\n')
         .take(64)

@@ -31,5 +31,9 @@ fuzz_target!(|data: &[u8]| {
     }
     let d = decoder.decode(&raw).expect("a batch decodes");
     let rows = d.events.as_ref().map_or(0, |e| e.num_rows());
-    assert_eq!(rows + d.dead.len(), raw.len(), "a record is neither a row nor a dead letter");
+    assert_eq!(
+        rows + d.dead.len(),
+        raw.len(),
+        "a record is neither a row nor a dead letter"
+    );
 });

@@ -3,11 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sluice_config::{PipelineConfig, SchemaRegistryConfig};
 use sluice_formats::protobuf::{ProtobufDecoder, table_columns};
-use sluice_formats::registry::{RegisteredSchema, Registry, SchemaType};
-use sluice_formats::schema::events_schema;
-use std::sync::{Arc, Mutex, OnceLock};
+use sluice_formats::registry::SchemaType;
+use std::sync::{Mutex, OnceLock};
 
 const PROTO: &str = r#"
 syntax = "proto3";
@@ -34,42 +32,15 @@ message Order {
 message Other { string x = 1; }
 "#;
 
-/// The pipeline, its table's schema and the registered schema (id 1).
-fn setup() -> &'static (PipelineConfig, arrow::datatypes::SchemaRef, RegisteredSchema) {
-    static SETUP: OnceLock<(PipelineConfig, arrow::datatypes::SchemaRef, RegisteredSchema)> =
-        OnceLock::new();
-    SETUP.get_or_init(|| {
-        let latest = RegisteredSchema {
-            id: 1,
-            schema_type: SchemaType::Protobuf,
-            text: PROTO.to_string(),
-        };
-        let p = PipelineConfig {
-            name: "p".into(),
-            topics: vec!["t".into()],
-            table: "t".into(),
-            ..Default::default()
-        };
-        let cols = table_columns("t-value", &latest).expect("columns");
-        let p = p.with_schema(cols).expect("schema");
-        let output = events_schema(&p);
-        (p, output, latest)
-    })
-}
-
 /// One decoder for the whole run (making one builds an HTTP client and reads the schema):
 /// it holds the writer schema of id 1 and nothing else changes in it between inputs.
 fn decoder() -> &'static Mutex<ProtobufDecoder> {
     static DECODER: OnceLock<Mutex<ProtobufDecoder>> = OnceLock::new();
     DECODER.get_or_init(|| {
-        let (p, output, latest) = setup();
-        // Never asked: decode reads the writer schemas the decoder already holds.
-        let registry = Registry::new(&SchemaRegistryConfig {
-            url: "http://127.0.0.1:9".into(),
-            ..Default::default()
-        })
-        .expect("registry");
-        Mutex::new(ProtobufDecoder::new(p, Arc::new(registry), latest, output.clone()).expect("decoder"))
+        let r = sluice_fuzz::registered(SchemaType::Protobuf, PROTO, table_columns);
+        Mutex::new(
+            ProtobufDecoder::new(&r.pipeline, r.registry, &r.latest, r.output).expect("decoder"),
+        )
     })
 }
 
@@ -78,5 +49,9 @@ fuzz_target!(|data: &[u8]| {
     let raw = sluice_fuzz::framed_records(data, &[0, 0, 0, 0, 1, 0]);
     let out = d.decode(&raw).expect("a batch decodes");
     let rows = out.events.as_ref().map_or(0, |e| e.num_rows());
-    assert_eq!(rows + out.dead.len(), raw.len(), "a record is neither a row nor a dead letter");
+    assert_eq!(
+        rows + out.dead.len(),
+        raw.len(),
+        "a record is neither a row nor a dead letter"
+    );
 });

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use sluice_config::{Config, PipelineConfig};
+use sluice_config::{Config, FieldConfig, PipelineConfig, SchemaRegistryConfig};
+use sluice_formats::FormatError;
+use sluice_formats::registry::{RegisteredSchema, Registry, SchemaType};
 use sluice_kafka::{RawBatch, RawBatchBuilder};
 
 /// The fuzzer's bytes as records: one record per line (`\n`), at most 64; an empty line is a
@@ -14,11 +16,19 @@ pub fn records(data: &[u8]) -> RawBatch {
 
 /// The fuzzer's bytes as records separated by `sep`, at most 64.
 pub fn records_split(data: &[u8], sep: u8) -> RawBatch {
+    let values: Vec<Option<&[u8]>> = data
+        .split(|b| *b == sep)
+        .take(64)
+        .map(|v| (!v.is_empty()).then_some(v))
+        .collect();
+    batch(&values)
+}
+
+/// Records with these values on three partitions of topic `t`, keyed `k`.
+fn batch(values: &[Option<&[u8]>]) -> RawBatch {
     let topic: Arc<str> = Arc::from("t");
-    let parts: Vec<&[u8]> = data.split(|b| *b == sep).take(64).collect();
-    let mut b = RawBatchBuilder::new(parts.len(), false);
-    for (i, v) in parts.iter().enumerate() {
-        let value = (!v.is_empty()).then_some(*v);
+    let mut b = RawBatchBuilder::new(values.len(), false);
+    for (i, v) in values.iter().enumerate() {
         b.push(
             &topic,
             (i % 3) as i32,
@@ -26,7 +36,7 @@ pub fn records_split(data: &[u8], sep: u8) -> RawBatch {
             Some(1_700_000_000_000 + i as i64),
             0,
             Some(b"k".as_slice()),
-            value,
+            *v,
             Vec::new,
         );
     }
@@ -55,7 +65,6 @@ pub fn pipeline(body: &str) -> PipelineConfig {
 /// value is prefixed with `header` (a valid Confluent frame); with it set, the bytes are the
 /// whole value, so framing errors are fuzzed too.
 pub fn framed_records(data: &[u8], header: &[u8]) -> RawBatch {
-    let topic: Arc<str> = Arc::from("t");
     let mut values: Vec<Option<Vec<u8>>> = Vec::new();
     let mut rest = data;
     while let Some((n, tail)) = rest.split_first() {
@@ -71,18 +80,53 @@ pub fn framed_records(data: &[u8], header: &[u8]) -> RawBatch {
             (_, false) => Some(body.to_vec()),
         });
     }
-    let mut b = RawBatchBuilder::new(values.len(), false);
-    for (i, v) in values.iter().enumerate() {
-        b.push(
-            &topic,
-            (i % 3) as i32,
-            i as i64,
-            Some(1_700_000_000_000 + i as i64),
-            0,
-            Some(b"k".as_slice()),
-            v.as_deref(),
-            Vec::new,
-        );
+    let values: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+    batch(&values)
+}
+
+/// A pipeline whose table was made from the registered schema `latest` (id 1) by `columns`,
+/// its table's schema, and a registry client that is never asked: decoders read the writer
+/// schemas they already hold.
+pub struct Registered {
+    /// The pipeline with the schema's columns.
+    pub pipeline: PipelineConfig,
+    /// The events table's schema.
+    pub output: arrow::datatypes::SchemaRef,
+    /// The schema (id 1).
+    pub latest: RegisteredSchema,
+    /// A client of an address nothing listens on.
+    pub registry: Arc<Registry>,
+}
+
+/// [`Registered`] for a schema of `schema_type` with text `text`.
+pub fn registered(
+    schema_type: SchemaType,
+    text: &str,
+    columns: fn(&str, &RegisteredSchema) -> Result<Vec<FieldConfig>, FormatError>,
+) -> Registered {
+    let latest = RegisteredSchema {
+        id: 1,
+        schema_type,
+        text: text.to_string(),
+    };
+    let p = PipelineConfig {
+        name: "p".into(),
+        topics: vec!["t".into()],
+        table: "t".into(),
+        ..Default::default()
+    };
+    let cols = columns("t-value", &latest).expect("the schema makes columns");
+    let pipeline = p.with_schema(cols).expect("the columns make a table");
+    let output = sluice_formats::schema::events_schema(&pipeline);
+    let registry = Registry::new(&SchemaRegistryConfig {
+        url: "http://127.0.0.1:9".into(),
+        ..Default::default()
+    })
+    .expect("registry client");
+    Registered {
+        pipeline,
+        output,
+        latest,
+        registry: Arc::new(registry),
     }
-    b.finish()
 }

@@ -302,6 +302,13 @@ fn the_demo_runs_end_to_end_and_its_numbers_add_up() {
         elapsed < Duration::from_secs(120),
         "the demo took {elapsed:?}"
     );
+    // A healthy demo logs no error (the readers once logged librdkafka's end-of-partition as a
+    // global error).
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.lines().any(|l| l.contains(" ERROR ")),
+        "a healthy demo logged an error:\n{log}"
+    );
     let num = |line_start: &str, idx: usize| -> u64 {
         let line = text
             .lines()

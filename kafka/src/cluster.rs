@@ -71,13 +71,10 @@ impl Cluster {
 
     /// `e`, or the cluster's refusal of this client (credentials, TLS) when that is why.
     fn explain(&self, e: KafkaError) -> KafkaError {
-        match self.consumer.context().refused() {
-            Some(reason) => KafkaError::Refused {
-                brokers: self.conn.brokers.clone(),
-                reason,
-            },
-            None => e,
-        }
+        self.consumer
+            .context()
+            .refused
+            .explain(&self.conn.brokers, e)
     }
 
     /// The partitions of `topic` (blocking).

@@ -94,6 +94,48 @@ pub(crate) fn is_refusal(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// librdkafka's account of the cluster refusing a client (credentials, TLS), kept by the
+/// client's context: the errors its calls return carry only a code, and the owner reports
+/// one [`KafkaError::Refused`] with the reason.
+#[derive(Debug, Default)]
+pub(crate) struct Refusal(std::sync::Mutex<Option<String>>);
+
+impl Refusal {
+    /// Keeps `reason` (the first one) when `error` is a refusal; true if it was.
+    pub(crate) fn note(&self, error: &rdkafka::error::KafkaError, reason: &str) -> bool {
+        let refused = error.rdkafka_error_code().is_some_and(is_refusal);
+        if refused {
+            tracing::debug!("librdkafka: {error}: {reason}");
+            if let Ok(mut r) = self.0.lock() {
+                r.get_or_insert_with(|| reason.to_string());
+            }
+        }
+        refused
+    }
+
+    fn reason(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|r| r.clone())
+    }
+
+    /// The refusal of the client of `brokers`, described by what librdkafka said (or by
+    /// `fallback` when it said nothing yet).
+    pub(crate) fn error(&self, brokers: &str, fallback: &dyn std::fmt::Display) -> KafkaError {
+        KafkaError::Refused {
+            brokers: brokers.to_string(),
+            reason: self.reason().unwrap_or_else(|| fallback.to_string()),
+        }
+    }
+
+    /// `e`, or the refusal when the cluster refused the client (a lookup then fails with a
+    /// timeout or a transport error, which would not say why).
+    pub(crate) fn explain(&self, brokers: &str, e: KafkaError) -> KafkaError {
+        match self.reason() {
+            Some(_) => self.error(brokers, &e),
+            None => e,
+        }
+    }
+}
+
 /// True for the codes librdkafka uses for a position outside the log.
 pub(crate) fn is_out_of_range(code: Option<RDKafkaErrorCode>) -> bool {
     matches!(

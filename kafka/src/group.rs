@@ -65,32 +65,25 @@ pub struct GroupOptions {
 struct GroupContext {
     tx: mpsc::Sender<GroupEvent>,
     topics: HashMap<String, Arc<str>>,
-    /// librdkafka's account of a refusal (credentials, TLS), kept for the one error the
-    /// owner reports; the consumer's own error only carries the code.
-    refused: std::sync::Mutex<Option<String>>,
+    /// A refusal of the client (credentials, TLS), for the one error the owner reports.
+    refused: crate::error::Refusal,
     /// Global errors repeat on every poll while a broker is away: logged once per interval.
     errors: std::sync::Mutex<crate::throttle::Throttle>,
 }
 
 impl ClientContext for GroupContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        match error.rdkafka_error_code() {
-            Some(code) if crate::error::is_refusal(code) => {
-                tracing::debug!("librdkafka: {error}: {reason}");
-                if let Ok(mut r) = self.refused.lock() {
-                    r.get_or_insert_with(|| reason.to_string());
-                }
-            }
-            code => {
-                let admit = self
-                    .errors
-                    .lock()
-                    .ok()
-                    .and_then(|mut t| t.admit(&format!("{code:?}")));
-                if let Some(held) = admit {
-                    tracing::error!("librdkafka: {error}: {reason} ({held} like it held back)");
-                }
-            }
+        if self.refused.note(&error, reason) {
+            return;
+        }
+        let code = error.rdkafka_error_code();
+        let admit = self
+            .errors
+            .lock()
+            .ok()
+            .and_then(|mut t| t.admit(&format!("{code:?}")));
+        if let Some(held) = admit {
+            tracing::error!("librdkafka: {error}: {reason} ({held} like it held back)");
         }
     }
 }
@@ -224,7 +217,7 @@ impl GroupConsumer {
         let ctx = GroupContext {
             tx: tx.clone(),
             topics,
-            refused: std::sync::Mutex::new(None),
+            refused: Default::default(),
             errors: Default::default(),
         };
         let brokers = opts.connection.brokers.clone();
@@ -304,20 +297,7 @@ impl GroupConsumer {
 
     /// `e`, or the cluster's refusal of this client (credentials, TLS) when that is why.
     fn explain(&self, e: KafkaError) -> KafkaError {
-        let reason = self
-            .consumer
-            .context()
-            .refused
-            .lock()
-            .ok()
-            .and_then(|r| r.clone());
-        match reason {
-            Some(reason) => KafkaError::Refused {
-                brokers: self.brokers.clone(),
-                reason,
-            },
-            None => e,
-        }
+        self.consumer.context().refused.explain(&self.brokers, e)
     }
 
     /// The offset a partition without stored progress starts at (blocking).
@@ -476,17 +456,10 @@ fn poll_loop(
             RawBatchBuilder::with_capacity(records, last_bytes + last_bytes / 4, opts.with_headers);
         poll::fill(consumer, &mut batch, &limits, &mut visit);
         if let Some(e) = visit.refused.take() {
-            let reason = consumer
+            let refused = consumer
                 .context()
                 .refused
-                .lock()
-                .ok()
-                .and_then(|r| r.clone())
-                .unwrap_or_else(|| e.to_string());
-            let refused = KafkaError::Refused {
-                brokers: opts.connection.brokers.clone(),
-                reason,
-            };
+                .error(&opts.connection.brokers, &e);
             let _ = tx.blocking_send(GroupEvent::Refused(refused));
             break;
         }

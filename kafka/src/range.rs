@@ -27,27 +27,15 @@ use crate::{KafkaError, Result};
 /// A refusal of the client (credentials, TLS) is kept for the error the caller reports.
 #[derive(Debug, Default)]
 pub struct ReaderContext {
-    refused: std::sync::Mutex<Option<String>>,
-}
-
-impl ReaderContext {
-    /// librdkafka's account of the cluster refusing this client, if it did.
-    pub fn refused(&self) -> Option<String> {
-        self.refused.lock().ok().and_then(|r| r.clone())
-    }
+    pub(crate) refused: crate::error::Refusal,
 }
 
 impl ClientContext for ReaderContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        match error.rdkafka_error_code() {
-            Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) => {}
-            Some(code) if crate::error::is_refusal(code) => {
-                tracing::debug!("librdkafka: {error}: {reason}");
-                if let Ok(mut r) = self.refused.lock() {
-                    r.get_or_insert_with(|| reason.to_string());
-                }
-            }
-            _ => tracing::error!("librdkafka: {error}: {reason}"),
+        let eof =
+            error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !eof && !self.refused.note(&error, reason) {
+            tracing::error!("librdkafka: {error}: {reason}");
         }
     }
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing sluice needs and a fresh machine may lack.
 # Idempotent and quiet when everything is present.
+#   scripts/install-deps.sh            # everything scripts/test needs
+#   scripts/install-deps.sh --build    # only what building sluice needs (scripts/demo)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -18,6 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || die "cargo is needed (Rust 1.95 or newer)"
+[ "${1:-}" = "--build" ] && exit 0
+
 command -v java >/dev/null || die "Java 17 or newer is needed for the Kafka broker"
 command -v mvn >/dev/null || die "Maven is needed to fetch the Kafka broker's jars"
 for comp in rustfmt clippy; do

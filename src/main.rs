@@ -17,6 +17,7 @@ use clap::Parser;
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod cmd;
+mod console;
 mod demo;
 mod memory;
 mod repl;

@@ -1,26 +1,79 @@
-//! The HTTP endpoint of `sluice run`: `/metrics` (Prometheus text), `/health` (the process
-//! runs) and `/ready` (every pipeline has its tables open and has joined its group, even with
-//! no partition assigned, and every tiered topic has its archive table open).
+//! The HTTP endpoint of `sluice run`: the console (`/`, one page, embedded in the binary), its
+//! JSON API (`/api/status`, the same document as `sluice status --json`;
+//! `/api/aggregates/<table>/open`, the open windows' running values), `/metrics` (Prometheus
+//! text), `/health` (the process runs) and `/ready` (every pipeline has its tables open and
+//! has joined its group, even with no partition assigned, and every tiered topic has its
+//! archive table open).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use sluice_config::Config;
+use sluice_lake::Lake;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::console::{self, History, StatusDoc};
+
+/// How long one status document answers requests: the page polls every few seconds, and
+/// each document reads every table's log and the brokers' offsets.
+const STATUS_FRESH_FOR: Duration = Duration::from_secs(2);
+
+/// What the API reads: the config, the lake and the service's history.
+#[derive(Debug)]
+pub struct Api {
+    cfg: Config,
+    lake: Lake,
+    history: History,
+    cached: Mutex<Option<(Instant, Arc<String>)>>,
+}
+
+impl Api {
+    /// The API of a service running `cfg` over `lake`; samples its metrics until `cancel`.
+    pub fn new(cfg: Config, lake: Lake, cancel: CancellationToken) -> Self {
+        Self {
+            cfg,
+            lake,
+            history: History::spawn(cancel),
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The status document as JSON, at most [`STATUS_FRESH_FOR`] old.
+    async fn status(&self) -> anyhow::Result<Arc<String>> {
+        let mut cached = self.cached.lock().await;
+        if let Some((at, doc)) = cached.as_ref()
+            && at.elapsed() < STATUS_FRESH_FOR
+        {
+            return Ok(doc.clone());
+        }
+        let doc: StatusDoc = console::collect(&self.cfg, &self.lake, Some(&self.history)).await?;
+        let json = Arc::new(serde_json::to_string(&doc)?);
+        *cached = Some((Instant::now(), json.clone()));
+        Ok(json)
+    }
+}
+
 /// Binds `addr` and serves until `cancel`.
-pub async fn serve(addr: SocketAddr, cancel: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: SocketAddr,
+    api: Arc<Api>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (server.listen): {e}"))?;
-    tracing::info!(%addr, "serving /metrics, /health and /ready");
+    tracing::info!(%addr, "serving the console at /, /api/status, /metrics, /health and /ready");
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 accepted = listener.accept() => {
                     if let Ok((stream, _)) = accepted {
-                        tokio::spawn(handle(stream));
+                        tokio::spawn(handle(stream, api.clone()));
                     }
                 }
             }
@@ -29,17 +82,24 @@ pub async fn serve(addr: SocketAddr, cancel: CancellationToken) -> anyhow::Resul
     Ok(())
 }
 
-async fn handle(mut stream: tokio::net::TcpStream) {
-    let mut buf = vec![0u8; 4096];
+/// A response: status line, content type, body.
+type Response = (&'static str, &'static str, String);
+
+fn text(status: &'static str, body: impl Into<String>) -> Response {
+    (status, "text/plain; charset=utf-8", body.into())
+}
+
+fn json_error(status: &'static str, message: String) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, "application/json", body)
+}
+
+async fn handle(mut stream: tokio::net::TcpStream, api: Arc<Api>) {
+    let mut buf = vec![0u8; 8192];
     let mut len = 0;
     // Read the request head (bounded); the body, if any, is ignored.
     while len < buf.len() {
-        match tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            stream.read(&mut buf[len..]),
-        )
-        .await
-        {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[len..])).await {
             Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
             Ok(Ok(n)) => {
                 len += n;
@@ -51,10 +111,33 @@ async fn handle(mut stream: tokio::net::TcpStream) {
     }
     let head = String::from_utf8_lossy(&buf[..len]);
     let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => {
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (status, ctype, body) = if method == "GET" {
+        route(path, query, &api).await
+    } else {
+        text("405 Method Not Allowed", "only GET\n")
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn route(path: &str, query: &str, api: &Api) -> Response {
+    match path {
+        "/" | "/index.html" => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            console::PAGE.to_string(),
+        ),
+        "/api/status" => match api.status().await {
+            Ok(doc) => ("200 OK", "application/json", doc.to_string()),
+            Err(e) => json_error("503 Service Unavailable", format!("{e:#}")),
+        },
+        "/metrics" => {
             crate::memory::refresh_metrics();
             (
                 "200 OK",
@@ -62,25 +145,47 @@ async fn handle(mut stream: tokio::net::TcpStream) {
                 sluice_telemetry::render(),
             )
         }
-        ("GET", "/health") => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/ready") if sluice_telemetry::health::all_ready() => {
-            ("200 OK", "text/plain", "ready\n".to_string())
-        }
-        ("GET", "/ready") => (
-            "503 Service Unavailable",
-            "text/plain",
-            "not ready\n".to_string(),
-        ),
-        _ => (
+        "/health" => text("200 OK", "ok\n"),
+        "/ready" if sluice_telemetry::health::all_ready() => text("200 OK", "ready\n"),
+        "/ready" => text("503 Service Unavailable", "not ready\n"),
+        _ => match path
+            .strip_prefix("/api/aggregates/")
+            .and_then(|rest| rest.strip_suffix("/open"))
+        {
+            Some(table) => open_windows(&api.cfg, table, query).await,
+            None => text(
+                "404 Not Found",
+                "try / (the console), /api/status, /api/aggregates/<table>/open, /metrics, /health or /ready\n",
+            ),
+        },
+    }
+}
+
+/// `GET /api/aggregates/<table>/open?key=...`: the open windows' running values.
+async fn open_windows(cfg: &Config, table: &str, query: &str) -> Response {
+    let Some(agg) = cfg
+        .pipelines
+        .iter()
+        .flat_map(|p| &p.aggregates)
+        .find(|a| a.table == table)
+    else {
+        return json_error(
             "404 Not Found",
-            "text/plain",
-            "try /metrics, /health or /ready\n".to_string(),
-        ),
+            format!("{table:?} is not an aggregate table of this config"),
+        );
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
-    let _ = stream.shutdown().await;
+    let filters = match console::key_filters(&agg.group_by, query) {
+        Ok(f) => f,
+        Err(e) => return json_error("400 Bad Request", e),
+    };
+    match sluice_ingest::live::open_windows(table).await {
+        Ok(batch) => match console::open_windows_json(table, batch, &filters) {
+            Ok(body) => ("200 OK", "application/json", body),
+            Err(e) => json_error("500 Internal Server Error", format!("{e:#}")),
+        },
+        Err(e @ sluice_ingest::live::LiveError::NotRunning(_)) => {
+            json_error("404 Not Found", e.to_string())
+        }
+        Err(e) => json_error("503 Service Unavailable", e.to_string()),
+    }
 }

@@ -646,6 +646,11 @@ pub struct MaintenanceConfig {
     pub checkpoint_interval: u64,
     /// Files removed from the table are deleted only after this long.
     pub vacuum_retention: Duration,
+    /// How often `sluice run` vacuums its tables (`0s` disables it).
+    pub vacuum_interval: Duration,
+    /// Refuse a `vacuum_retention` under 1 hour (a reader or backfill that started earlier
+    /// may still need the files). Delta's `retentionDurationCheck`.
+    pub vacuum_retention_check: bool,
     /// Tables whose compacted files are z-ordered, with the columns: `{ clicks = ["page"] }`.
     pub zorder_by: BTreeMap<String, Vec<String>>,
 }
@@ -657,6 +662,8 @@ impl Default for MaintenanceConfig {
             compact_interval: Duration::from_secs(300),
             checkpoint_interval: 10,
             vacuum_retention: Duration::from_secs(7 * 86_400),
+            vacuum_interval: Duration::from_secs(86_400),
+            vacuum_retention_check: true,
             zorder_by: BTreeMap::new(),
         }
     }

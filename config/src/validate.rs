@@ -703,6 +703,17 @@ fn maintenance(maintenance: &MaintenanceConfig, tables: &[String], c: &mut Check
             "must be at least 1 (commits between checkpoints)".into(),
         );
     }
+    if maintenance.vacuum_retention_check
+        && maintenance.vacuum_retention.get() < std::time::Duration::from_secs(3600)
+    {
+        c.problem(
+            "maintenance.vacuum_retention",
+            format!(
+                "{:?} is under 1 hour: files a running reader or backfill still needs could be deleted; use at least \"1h\" (default \"7d\"), or set maintenance.vacuum_retention_check = false to allow it",
+                maintenance.vacuum_retention.get()
+            ),
+        );
+    }
     if maintenance.target_file_size.bytes() < 1024 {
         c.problem(
             "maintenance.target_file_size",

@@ -7,6 +7,7 @@
 //! Kafka progress of the rows it holds, then commits the offsets to the consumer group.
 
 pub use sluice_lake::fault;
+pub mod live;
 pub mod pipeline;
 pub mod positions;
 pub mod schema_change;

@@ -113,6 +113,8 @@ pub struct Pipeline {
     targets: Option<BTreeMap<TopicPartition, i64>>,
     /// Where the time of the current flush went (logged at debug level on commit).
     timing: StageTiming,
+    /// Interactive queries of the open windows ([`crate::live`]), answered between batches.
+    live: mpsc::Receiver<crate::live::OpenWindowsRequest>,
 }
 
 /// Time spent per stage since the last commit.
@@ -249,7 +251,9 @@ impl Pipeline {
             });
         }
         let ledger = Ledger::new(late.len(), aggs.len());
+        let tables: Vec<String> = aggs.iter().map(|a| a.cfg.table.clone()).collect();
         Ok(Self {
+            live: crate::live::register(&tables),
             cfg: p.clone(),
             kafka: config.kafka.clone(),
             events: EventsSink::new(p, events).map_err(format_err)?,
@@ -365,6 +369,7 @@ impl Pipeline {
                 _ = ticker.tick(), if !stopping => {
                     self.tick(source).await?;
                 }
+                Some(request) = self.live.recv() => self.answer(request),
                 ev = rx.recv() => {
                     self.timing.waiting += idle_since.elapsed();
                     match ev {
@@ -416,6 +421,21 @@ impl Pipeline {
             }
         }
         self.commit(source).await
+    }
+
+    /// Answers an interactive query with the open windows' running values.
+    fn answer(&mut self, request: crate::live::OpenWindowsRequest) {
+        let outcome = match self.aggs.iter_mut().find(|a| a.cfg.table == request.table) {
+            None => Err(crate::live::LiveError::NotRunning(request.table.clone())),
+            Some(a) => {
+                a.op.open_rows()
+                    .map_err(|source| crate::live::LiveError::Window {
+                        table: request.table.clone(),
+                        source,
+                    })
+            }
+        };
+        let _ = request.reply.send(outcome);
     }
 
     /// With `--until-caught-up`: every target offset has been read (not yet committed), so
@@ -571,7 +591,10 @@ impl Pipeline {
             if let Some(c) = a.op.clock() {
                 let lag = (now - c) as f64 / 1000.0;
                 spec::WINDOW_CLOCK_LAG_SECONDS.set([&self.cfg.name, &a.cfg.table], lag);
+                spec::WINDOW_CLOCK_SECONDS.set([&self.cfg.name, &a.cfg.table], c as f64 / 1000.0);
             }
+            let open = a.op.open_windows() as f64;
+            spec::OPEN_WINDOWS.set([&self.cfg.name, &a.cfg.table], open);
         }
         for a in &mut self.aggs {
             let out = a.op.tick(now).map_err(|e| IngestError::Schema {
@@ -614,6 +637,7 @@ impl Pipeline {
         };
         self.summary.records += raw.len() as u64;
         spec::RECORDS_IN.inc([&self.cfg.name], raw.len() as u64);
+        spec::BYTES_IN.inc([&self.cfg.name], payload_bytes(&raw));
         self.first_buffered.get_or_insert_with(Instant::now);
         if matches!(self.events, EventsSink::Upsert(_)) {
             return self.process_changes(&raw).await;
@@ -744,6 +768,14 @@ impl Pipeline {
             let (topic, partition, offset) = (&raw.topics[i], raw.partitions[i], raw.offsets[i]);
             let (reason, message) = (d.kind.as_str(), &d.message);
             events::dead_letter(&self.cfg.name, topic, partition, offset, reason, message);
+            sluice_telemetry::recent::dead_letter(
+                &self.cfg.name,
+                topic,
+                partition,
+                offset,
+                reason,
+                message,
+            );
         }
         let batch = dead_letter_batch(&self.dead.schema(), &self.cfg.name, raw, &dead).map_err(
             |source| IngestError::Format {
@@ -830,6 +862,18 @@ impl Pipeline {
                 .collect();
             if !late.is_empty() {
                 *self.pending.late.entry(table.clone()).or_default() += late.len() as u64;
+                for l in late.iter().rev().take(sluice_telemetry::recent::KEEP).rev() {
+                    if let Some((tp, offset)) = pos.at(l.row) {
+                        let window = format!(
+                            "missed [{}, {}) at clock {}",
+                            ms_text(l.missed_start_ms),
+                            ms_text(l.missed_end_ms),
+                            ms_text(l.clock_ms)
+                        );
+                        let (name, topic) = (&self.cfg.name, &tp.0);
+                        sluice_telemetry::recent::late(name, &table, topic, tp.1, offset, window);
+                    }
+                }
                 let writer = &mut self.late[late_index];
                 let rows = late_rows(&late_schema, &self.cfg.name, &table, &rows, &late).map_err(
                     |source| IngestError::Arrow {
@@ -1052,6 +1096,7 @@ impl Pipeline {
                 Table::Aggregate(_) => self.summary.aggregate_rows += out.rows,
             }
             events::table_committed(&name, &table, out.version, out.rows, out.files);
+            sluice_telemetry::recent::commit(&name, &table, out.version, out.rows, out.files);
         }
         crate::fault::point(point);
         Ok(())
@@ -1061,6 +1106,7 @@ impl Pipeline {
     fn publish(&self, pending: &PendingCounts, dirty: &[(TopicPartition, i64)], took: Duration) {
         let name = self.cfg.name.as_str();
         spec::COMMIT_DURATION_SECONDS.observe([name], took.as_secs_f64());
+        sluice_telemetry::recent::flush_done(name, took);
         for (reason, n) in &pending.dead {
             spec::DEAD_LETTERS.inc([name, reason], *n);
         }
@@ -1376,6 +1422,20 @@ pub async fn table_clock(
         }
     }
     Ok(None)
+}
+
+/// Key and value bytes of a batch.
+fn payload_bytes(raw: &RawBatch) -> u64 {
+    let span = |a: &arrow::array::BinaryArray| {
+        let o = a.value_offsets();
+        o.last().zip(o.first()).map_or(0, |(l, f)| (l - f) as u64)
+    };
+    span(&raw.keys) + span(&raw.values)
+}
+
+/// A time in ms as RFC 3339 (for people).
+fn ms_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or(ms.to_string(), |d| d.to_rfc3339())
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

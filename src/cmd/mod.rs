@@ -4,6 +4,7 @@
 pub mod backfill;
 pub mod compact;
 pub mod demo;
+pub mod log;
 pub mod query;
 pub mod run;
 pub mod status;
@@ -39,6 +40,8 @@ pub enum Command {
     Backfill(backfill::Args),
     /// Delete files no longer referenced by a table (and orphans) older than the retention.
     Vacuum(vacuum::Args),
+    /// Read a topic as one log across the archive table and the broker.
+    Log(log::Args),
 }
 
 /// Runs `command`.
@@ -53,6 +56,7 @@ pub fn dispatch(command: Command) -> ExitCode {
         Command::Tier(a) => tier::main(a),
         Command::Backfill(a) => backfill::main(a),
         Command::Vacuum(a) => vacuum::main(a),
+        Command::Log(a) => log::main(a),
     }
 }
 

@@ -39,7 +39,8 @@ pub async fn run(cfg: Config, config_path: &Path, until_caught_up: bool) -> anyh
     let cancel = CancellationToken::new();
     if !cfg.server.listen.is_empty() {
         let addr = cfg.server.listen.parse().context("server.listen")?;
-        server::serve(addr, cancel.child_token()).await?;
+        let api = server::Api::new(cfg.clone(), lake.clone(), cancel.child_token());
+        server::serve(addr, std::sync::Arc::new(api), cancel.child_token()).await?;
     }
     let mut tasks = tokio::task::JoinSet::new();
     for p in &cfg.pipelines {
@@ -79,9 +80,7 @@ pub async fn run(cfg: Config, config_path: &Path, until_caught_up: bool) -> anyh
             (name, outcome.map(|()| "stopped".to_string()))
         });
     }
-    if !cfg.maintenance.compact_interval.get().is_zero() {
-        spawn_maintenance(&cfg, config_path, cancel.child_token());
-    }
+    spawn_maintenance(&cfg, config_path, &cancel);
     let shutdown_timeout = cfg.server.shutdown_timeout.get();
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -125,39 +124,82 @@ pub async fn run(cfg: Config, config_path: &Path, until_caught_up: bool) -> anyh
     }
 }
 
-/// Compacts every table of the config every `maintenance.compact_interval`, until cancelled.
+/// A kind of maintenance round.
+#[derive(Clone, Copy, Debug)]
+enum Round {
+    /// `sluice compact`: small files into big ones.
+    Compact,
+    /// `sluice vacuum`: unreferenced and orphaned files past the retention.
+    Vacuum,
+}
+
+impl Round {
+    fn command(self) -> &'static str {
+        match self {
+            Self::Compact => "compact",
+            Self::Vacuum => "vacuum",
+        }
+    }
+
+    fn record(self, line: &str) {
+        match self {
+            Self::Compact => record_compaction(line),
+            Self::Vacuum => record_vacuum(line),
+        }
+    }
+}
+
+/// Compacts every table of the config every `maintenance.compact_interval` and vacuums them
+/// every `maintenance.vacuum_interval`, until cancelled.
 ///
-/// Each round runs in a child process (`sluice compact --report-json` with the same config
-/// file), so that the memory a compaction needs (it reads and rewrites whole files) goes back
-/// to the system when it exits instead of staying in the long-running service; a compaction
-/// that fails or crashes cannot take ingestion down. The child's log lines go to the
-/// service's stderr; its per-table results update the service's metrics.
-fn spawn_maintenance(cfg: &Config, config_path: &Path, token: CancellationToken) {
-    let every = cfg.maintenance.compact_interval.get();
-    let config_path = config_path.to_path_buf();
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => break,
-                _ = interval.tick() => {
-                    if let Err(e) = maintenance_round(&config_path, &token).await {
-                        tracing::warn!("compaction round skipped: {e:#}");
+/// Each round runs in a child process (`sluice compact --report-json` or `sluice vacuum
+/// --report-json` with the same config file), so that the memory a round needs (compaction
+/// reads and rewrites whole files, vacuum lists every file) goes back to the system when it
+/// exits instead of staying in the long-running service; a round that fails or crashes cannot
+/// take ingestion down. The child's log lines go to the service's stderr; its per-table
+/// results update the service's metrics. A vacuum never deletes a file the table's current
+/// version references, nor one younger than the retention, so a compaction's or an ingest
+/// commit's new files are safe from a vacuum running at the same time.
+fn spawn_maintenance(cfg: &Config, config_path: &Path, cancel: &CancellationToken) {
+    let m = &cfg.maintenance;
+    for (round, every) in [
+        (Round::Compact, m.compact_interval.get()),
+        (Round::Vacuum, m.vacuum_interval.get()),
+    ] {
+        if every.is_zero() {
+            continue;
+        }
+        let config_path = config_path.to_path_buf();
+        let token = cancel.child_token();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            interval.tick().await;
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = interval.tick() => {
+                        if let Err(e) = maintenance_round(round, &config_path, &token).await {
+                            tracing::warn!("{} round skipped: {e:#}", round.command());
+                        }
                     }
                 }
             }
-        }
-    });
+        });
+    }
 }
 
 /// One maintenance round in a child process; killed if the service shuts down meanwhile.
-async fn maintenance_round(config_path: &Path, token: &CancellationToken) -> anyhow::Result<()> {
+async fn maintenance_round(
+    round: Round,
+    config_path: &Path,
+    token: &CancellationToken,
+) -> anyhow::Result<()> {
     use tokio::io::AsyncBufReadExt;
     let exe = std::env::current_exe().context("locating the sluice executable")?;
+    let what = round.command();
     let mut child = tokio::process::Command::new(exe)
-        .arg("compact")
+        .arg(what)
         .arg("--config")
         .arg(config_path)
         .arg("--report-json")
@@ -166,32 +208,46 @@ async fn maintenance_round(config_path: &Path, token: &CancellationToken) -> any
         .stderr(std::process::Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .context("starting the compaction process")?;
+        .with_context(|| format!("starting the {what} process"))?;
     let stdout = child
         .stdout
         .take()
-        .context("the compaction process has no stdout")?;
+        .with_context(|| format!("the {what} process has no stdout"))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
     loop {
         tokio::select! {
             _ = token.cancelled() => {
                 // Compaction commits are atomic: a killed one leaves only orphan files
-                // (vacuum removes them) and its lease, which expires.
+                // (vacuum removes them) and its lease, which expires. A killed vacuum has
+                // deleted some of what it would have deleted.
                 let _ = child.kill().await;
                 return Ok(());
             }
             line = lines.next_line() => match line {
-                Ok(Some(line)) => record_compaction(&line),
+                Ok(Some(line)) => round.record(&line),
                 Ok(None) | Err(_) => break,
             },
         }
     }
     let status = child.wait().await?;
-    anyhow::ensure!(
-        status.success(),
-        "the compaction process exited with {status}"
-    );
+    anyhow::ensure!(status.success(), "the {what} process exited with {status}");
     Ok(())
+}
+
+/// Metrics (or a warning) from one `sluice vacuum --report-json` line.
+fn record_vacuum(line: &str) {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        tracing::warn!("unexpected line from the vacuum process: {line}");
+        return;
+    };
+    let table = v["table"].as_str().unwrap_or("?");
+    if let Some(error) = v["error"].as_str() {
+        tracing::warn!(table, "vacuum skipped: {error}");
+        return;
+    }
+    let deleted = v["files_deleted"].as_u64().unwrap_or(0);
+    sluice_telemetry::spec::VACUUM_FILES_DELETED.inc([table], deleted);
+    sluice_telemetry::recent::vacuumed(table, deleted);
 }
 
 /// Metrics (or a warning) from one `--report-json` line.
@@ -210,5 +266,6 @@ fn record_compaction(line: &str) {
     let count = |k: &str| v[k].as_u64().unwrap_or(0);
     spec::COMPACTION_FILES_REMOVED.inc([table], count("files_removed"));
     spec::COMPACTION_FILES_ADDED.inc([table], count("files_added"));
+    sluice_telemetry::recent::compacted(table, count("files_removed"), count("files_added"));
     spec::TABLE_FILES.set([table], count("files_after") as f64);
 }

@@ -22,6 +22,9 @@ pub struct Args {
     /// List what would be deleted, delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// One JSON line per table on stdout (what `sluice run` reads from its vacuum rounds).
+    #[arg(long)]
+    pub report_json: bool,
 }
 
 /// Runs the command.
@@ -32,15 +35,22 @@ pub fn main(args: Args) -> ExitCode {
         retention,
         force,
         dry_run,
+        report_json,
     } = args;
     with_config(&config, |cfg| async move {
         let lake = sluice_lake::Lake::new(&cfg.lake)?;
-        let retention = match retention {
-            Some(r) => r
-                .parse::<sluice_config::Duration>()
-                .map_err(|e| anyhow::anyhow!("--retention: {e}"))?
-                .get(),
-            None => cfg.maintenance.vacuum_retention.get(),
+        // The config's retention passed validation (at least 1 hour, or the check is off).
+        let (retention, force) = match retention {
+            Some(r) => (
+                r.parse::<sluice_config::Duration>()
+                    .map_err(|e| anyhow::anyhow!("--retention: {e}"))?
+                    .get(),
+                force,
+            ),
+            None => (
+                cfg.maintenance.vacuum_retention.get(),
+                force || !cfg.maintenance.vacuum_retention_check,
+            ),
         };
         let tables = if table.is_empty() {
             cfg.table_names()
@@ -49,7 +59,12 @@ pub fn main(args: Args) -> ExitCode {
         };
         let mut total = 0;
         for t in &tables {
-            match sluice_compaction::vacuum(&lake, t, retention, force, dry_run).await {
+            let outcome = sluice_compaction::vacuum(&lake, t, retention, force, dry_run).await;
+            if report_json {
+                report(t, &outcome);
+                continue;
+            }
+            match outcome {
                 Ok(r) => {
                     total += r.files_deleted.len();
                     println!(
@@ -68,7 +83,24 @@ pub fn main(args: Args) -> ExitCode {
                 Err(e) => return Err(e.into()),
             }
         }
-        println!("total: {total} file(s)");
+        if !report_json {
+            println!("total: {total} file(s)");
+        }
         Ok(())
     })
+}
+
+/// One `--report-json` line: the table and the files deleted, or why not.
+fn report(
+    table: &str,
+    outcome: &Result<sluice_compaction::VacuumReport, sluice_compaction::CompactionError>,
+) {
+    let line = match outcome {
+        Ok(r) => serde_json::json!({"table": table, "files_deleted": r.files_deleted.len()}),
+        Err(sluice_compaction::CompactionError::NoSuchTable(_)) => {
+            serde_json::json!({"table": table, "files_deleted": 0})
+        }
+        Err(e) => serde_json::json!({"table": table, "error": format!("{e:#}")}),
+    };
+    println!("{line}");
 }

@@ -10,6 +10,7 @@
 
 pub mod events;
 pub mod health;
+pub mod recent;
 mod registry;
 pub mod spec;
 
@@ -87,6 +88,10 @@ impl<const N: usize> Counter<N> {
     pub fn value(&self, values: [&str; N]) -> Option<f64> {
         registry::value(self.name, &self.labels, &values)
     }
+    /// Every series: its label values and its value (for the status API).
+    pub fn series(&self) -> Vec<(Vec<String>, f64)> {
+        registry::series(self.name)
+    }
 }
 
 impl<const N: usize> Gauge<N> {
@@ -101,6 +106,10 @@ impl<const N: usize> Gauge<N> {
     /// The series' value now (for tests).
     pub fn value(&self, values: [&str; N]) -> Option<f64> {
         registry::value(self.name, &self.labels, &values)
+    }
+    /// Every series: its label values and its value (for the status API).
+    pub fn series(&self) -> Vec<(Vec<String>, f64)> {
+        registry::series(self.name)
     }
 }
 

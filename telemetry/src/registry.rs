@@ -64,6 +64,18 @@ pub(crate) fn value(name: &'static str, names: &[&'static str], values: &[&str])
     r.values.get(&(name, labels(names, values))).copied()
 }
 
+/// Every series of metric `name`: its label values (in the metric's label order) and value.
+pub(crate) fn series(name: &'static str) -> Vec<(Vec<String>, f64)> {
+    let Ok(r) = registry().lock() else {
+        return Vec::new();
+    };
+    r.values
+        .iter()
+        .filter(|((n, _), _)| *n == name)
+        .map(|((_, l), v)| (l.iter().map(|(_, v)| v.clone()).collect(), *v))
+        .collect()
+}
+
 fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")

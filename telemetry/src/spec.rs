@@ -10,6 +10,13 @@ pub static RECORDS_IN: Counter<1> = Counter::new(
     "Records received from Kafka, by pipeline.",
 );
 
+/// Key and value bytes received from Kafka, by pipeline.
+pub static BYTES_IN: Counter<1> = Counter::new(
+    "sluice_bytes_in_total",
+    ["pipeline"],
+    "Key and value bytes received from Kafka, by pipeline.",
+);
+
 /// Rows committed, by pipeline and destination (events, dead_letter, aggregate, late).
 pub static ROWS_OUT: Counter<2> = Counter::new(
     "sluice_rows_out_total",
@@ -257,9 +264,31 @@ pub static TIERING_RETENTION_RISK: Gauge<1> = Gauge::new(
     "1 when the topic's own retention.ms/retention.bytes may drop records before they are archived, by topic.",
 );
 
+/// The window clock (seconds since the epoch), by pipeline and aggregate table.
+pub static WINDOW_CLOCK_SECONDS: Gauge<2> = Gauge::new(
+    "sluice_window_clock_seconds",
+    ["pipeline", "table"],
+    "The window clock (seconds since the epoch), by pipeline and aggregate table.",
+);
+
+/// Open (key, window) states, by pipeline and aggregate table.
+pub static OPEN_WINDOWS: Gauge<2> = Gauge::new(
+    "sluice_open_windows",
+    ["pipeline", "table"],
+    "Open (key, window) states, by pipeline and aggregate table.",
+);
+
+/// Files deleted by vacuum (unreferenced or orphaned, past the retention), by table.
+pub static VACUUM_FILES_DELETED: Counter<1> = Counter::new(
+    "sluice_vacuum_files_deleted_total",
+    ["table"],
+    "Files deleted by vacuum (unreferenced or orphaned, past the retention), by table.",
+);
+
 /// Every metric, in the order `/metrics` lists them.
 pub static ALL: &[&dyn Described] = &[
     &RECORDS_IN,
+    &BYTES_IN,
     &ROWS_OUT,
     &DEAD_LETTERS,
     &LATE_RECORDS,
@@ -278,9 +307,12 @@ pub static ALL: &[&dyn Described] = &[
     &COMMITTED_OFFSET,
     &PARTITIONS_ASSIGNED,
     &WINDOW_CLOCK_LAG_SECONDS,
+    &WINDOW_CLOCK_SECONDS,
+    &OPEN_WINDOWS,
     &COMPACTION_FILES_REMOVED,
     &COMPACTION_FILES_ADDED,
     &TABLE_FILES,
+    &VACUUM_FILES_DELETED,
     &TIERING_BOUNDARY,
     &TIERING_LOG_START_OFFSET,
     &TIERING_BROKER_BACKLOG_RECORDS,

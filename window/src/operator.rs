@@ -542,6 +542,29 @@ impl WindowOperator {
         }
     }
 
+    /// The open windows' running values, as rows of the closed-window schema in window order
+    /// (a session's `window_end` is its last record plus the gap, as if it closed now).
+    /// Provisional: a window's final value is the row committed when the clock closes it.
+    /// `None` when no window is open.
+    pub fn open_rows(&mut self) -> Result<Option<RecordBatch>, WindowError> {
+        let gap = match self.spec.kind {
+            WindowKind::Session { gap } => gap,
+            _ => 0,
+        };
+        let mut open: Vec<(OwnedRow, i64, i64, WindowState)> = self
+            .fixed
+            .iter()
+            .map(|((e, s, key), st)| (key.clone(), *s, *e, st.clone()))
+            .collect();
+        for (key, list) in &self.sessions {
+            for s in list {
+                open.push((key.clone(), s.start, s.last + gap, s.state.clone()));
+            }
+        }
+        open.sort_by(|a, b| (a.1, a.2, &a.0).cmp(&(b.1, b.2, &b.0)));
+        self.build_output(open)
+    }
+
     /// The schema of closed-window rows: group-by columns, window_start, window_end,
     /// aggregates, record_count, max_event_time.
     pub fn output_schema(&mut self, key_types: &[DataType]) -> SchemaRef {

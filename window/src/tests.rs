@@ -678,3 +678,44 @@ proptest! {
         prop_assert_eq!(late_got, late_want);
     }
 }
+
+#[test]
+fn open_rows_are_the_running_values_and_the_closed_row_is_the_last_of_them() {
+    let mut op = WindowOperator::new(spec(
+        WindowKind::Tumbling {
+            size: 10,
+            offset: 0,
+        },
+        5,
+    ));
+    op.assign(0, 0);
+    assert!(op.open_rows().unwrap().is_none(), "nothing open yet");
+    run(
+        &mut op,
+        &[("B", 2, 0), ("A", 1, 0), ("A", 4, 0), ("A", 12, 0)],
+    );
+    let open = rows(&op.open_rows().unwrap().unwrap());
+    // Window order, then key: [0,10) for A and B, then [10,20) for A.
+    assert_eq!(
+        open,
+        vec![row("A", 0, 10, 2), row("B", 0, 10, 1), row("A", 10, 20, 1)]
+    );
+    // A@16 closes [0,10): its committed rows are what the open rows showed.
+    let (closed, _, _) = run(&mut op, &[("A", 16, 0)]);
+    assert_eq!(closed[0], vec![row("A", 0, 10, 2), row("B", 0, 10, 1)]);
+    assert_eq!(
+        rows(&op.open_rows().unwrap().unwrap()),
+        vec![row("A", 10, 20, 2)]
+    );
+}
+
+#[test]
+fn an_open_session_ends_at_its_last_record_plus_the_gap() {
+    let mut op = WindowOperator::new(spec(WindowKind::Session { gap: 5 }, 0));
+    op.assign(0, 0);
+    run(&mut op, &[("A", 10, 0), ("A", 13, 0)]);
+    assert_eq!(
+        rows(&op.open_rows().unwrap().unwrap()),
+        vec![row("A", 10, 18, 2)]
+    );
+}

@@ -22,6 +22,14 @@ fi
 command -v cargo >/dev/null || die "cargo is needed (Rust 1.95 or newer)"
 [ "${1:-}" = "--build" ] && exit 0
 
+# Debian's Chromium for the console's browser test (headless; no chromedriver needed).
+if ! command -v chromium >/dev/null && ! dpkg -s chromium >/dev/null 2>&1; then
+  log "installing chromium"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >&2
+fi
+
 command -v java >/dev/null || die "Java 17 or newer is needed for the Kafka broker"
 command -v mvn >/dev/null || die "Maven is needed to fetch the Kafka broker's jars"
 for comp in rustfmt clippy; do

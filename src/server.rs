@@ -34,10 +34,11 @@ pub struct Api {
 impl Api {
     /// The API of a service running `cfg` over `lake`; samples its metrics until `cancel`.
     pub fn new(cfg: Config, lake: Lake, cancel: CancellationToken) -> Self {
+        let pipelines = cfg.pipelines.iter().map(|p| p.name.clone()).collect();
         Self {
             cfg,
             lake,
-            history: History::spawn(cancel),
+            history: History::spawn(pipelines, cancel),
             cached: Mutex::new(None),
         }
     }

@@ -28,7 +28,7 @@ struct Inner {
 
 /// The sampled history, shared by the sampler and the HTTP handlers.
 #[derive(Clone, Default)]
-pub struct History(Arc<Mutex<Inner>>);
+pub struct History(Arc<Mutex<Inner>>, Arc<Vec<String>>);
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -44,9 +44,10 @@ fn push(list: &mut Samples, at: i64, v: f64) {
 }
 
 impl History {
-    /// Starts sampling until `cancel`.
-    pub fn spawn(cancel: CancellationToken) -> Self {
-        let history = Self::default();
+    /// Starts sampling until `cancel`. `pipelines` count from zero at the first sample, so
+    /// that the records they receive before their counters first appear show as a rate.
+    pub fn spawn(pipelines: Vec<String>, cancel: CancellationToken) -> Self {
+        let history = Self(Arc::default(), Arc::new(pipelines));
         let h = history.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(EVERY);
@@ -66,15 +67,20 @@ impl History {
         let Ok(mut inner) = self.0.lock() else {
             return;
         };
-        for (labels, v) in spec::RECORDS_IN.series() {
-            if let Some(p) = labels.first() {
-                push(inner.records.entry(p.clone()).or_default(), at, v);
+        let totals = |series: Vec<(Vec<String>, f64)>| {
+            let mut t: BTreeMap<String, f64> = self.1.iter().map(|p| (p.clone(), 0.0)).collect();
+            for (labels, v) in series {
+                if let Some(p) = labels.first() {
+                    t.insert(p.clone(), v);
+                }
             }
+            t
+        };
+        for (p, v) in totals(spec::RECORDS_IN.series()) {
+            push(inner.records.entry(p).or_default(), at, v);
         }
-        for (labels, v) in spec::BYTES_IN.series() {
-            if let Some(p) = labels.first() {
-                push(inner.bytes.entry(p.clone()).or_default(), at, v);
-            }
+        for (p, v) in totals(spec::BYTES_IN.series()) {
+            push(inner.bytes.entry(p).or_default(), at, v);
         }
         for (labels, v) in spec::CONSUMER_LAG_RECORDS.series() {
             if let [p, t, part] = labels.as_slice()
@@ -132,14 +138,19 @@ mod tests {
 
     #[test]
     fn rates_come_from_consecutive_samples() {
-        let h = History::default();
+        let h = History(Arc::default(), Arc::new(vec!["history-test".into()]));
+        h.sample(5_000);
         spec::RECORDS_IN.inc(["history-test"], 100);
         spec::BYTES_IN.inc(["history-test"], 1000);
         h.sample(10_000);
         spec::RECORDS_IN.inc(["history-test"], 50);
         spec::BYTES_IN.inc(["history-test"], 2000);
         h.sample(15_000);
-        assert_eq!(h.rates("history-test"), vec![(15_000, 10.0, 400.0)]);
+        // Counted from zero before the counter first appeared.
+        assert_eq!(
+            h.rates("history-test"),
+            vec![(10_000, 20.0, 200.0), (15_000, 10.0, 400.0)]
+        );
         assert!(h.rates("nobody").is_empty());
     }
 }

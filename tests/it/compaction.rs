@@ -568,3 +568,209 @@ async fn the_service_compacts_in_a_child_process_while_ingesting() {
         .collect();
     assert!(children.is_empty(), "left running: {children:?}");
 }
+
+/// Every data file under `dir` (not the log), relative to it.
+fn data_files(dir: &std::path::Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.ends_with("_delta_log") {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel);
+            }
+        }
+    }
+    out
+}
+
+fn set_age(path: &std::path::Path, age: Duration) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - age).unwrap();
+}
+
+fn vacuum_cmd(config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(sluice_bin())
+        .arg("vacuum")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_vacuums_on_its_interval_and_never_deletes_live_or_young_files() {
+    let (dir, lake_cfg) = local_lake();
+    let topic = unique("vacuum-run");
+    create_topic(&topic, 1).await;
+    let config = pipeline_config(dir.path(), &topic, &lake_cfg, "");
+    // Three runs, three commits and three small files; compaction then replaces them with one
+    // and keeps the three (removed, for time travel) until a vacuum past the retention.
+    for round in 0..3u64 {
+        let recs = (round * 100..round * 100 + 100).map(|i| TestRecord {
+            value: Some(click(i, "2026-03-01T10:00:00Z")),
+            ..Default::default()
+        });
+        produce(&topic, recs).await;
+        run_until_caught_up(&config);
+    }
+    let compact = Command::new(sluice_bin())
+        .args(["compact", "--table", "events", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(compact.status.success(), "{compact:?}");
+    let lake = Lake::new(&lake_cfg).unwrap();
+    let table_dir = dir.path().join("events");
+    let table = lake.open("events").await.unwrap().unwrap();
+    let live: BTreeSet<String> = table
+        .snapshot()
+        .unwrap()
+        .log_data()
+        .iter()
+        .map(|f| f.path().to_string())
+        .collect();
+    let removed: BTreeSet<String> = data_files(&table_dir).difference(&live).cloned().collect();
+    assert!(
+        live.len() == 1 && removed.len() >= 3,
+        "{live:?} {removed:?}"
+    );
+    // Every data file two hours old: the live one must survive because the table references
+    // it, the removed ones because their removal is younger than the retention. Orphans of
+    // a killed writer: one two hours old (past the retention), one 30 minutes old.
+    for f in live.iter().chain(&removed) {
+        set_age(&table_dir.join(f), Duration::from_secs(7_200));
+    }
+    let partition_dir = table_dir
+        .join(live.first().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let old_orphan = partition_dir.join("part-orphan-old.parquet");
+    let young_orphan = partition_dir.join("part-orphan-young.parquet");
+    for (orphan, age) in [(&old_orphan, 7_200), (&young_orphan, 1_800)] {
+        std::fs::copy(table_dir.join(live.first().unwrap()), orphan).unwrap();
+        set_age(orphan, Duration::from_secs(age));
+    }
+
+    let port = 20_000 + rand::random::<u16>() % 20_000;
+    let addr = format!("127.0.0.1:{port}");
+    let mut service = KillOnDrop(
+        Command::new(sluice_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("SLUICE__SERVER__LISTEN", &addr)
+            .env("SLUICE__MAINTENANCE__COMPACT_INTERVAL", "0s")
+            .env("SLUICE__MAINTENANCE__VACUUM_INTERVAL", "1s")
+            .env("SLUICE__MAINTENANCE__VACUUM_RETENTION", "1h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let deleted = metric(
+            &scrape(&addr),
+            "sluice_vacuum_files_deleted_total{table=\"events\"}",
+        );
+        let shown = http_get(&addr, "/api/status")
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|doc| {
+                doc["tables"]
+                    .as_array()?
+                    .iter()
+                    .find(|t| t["name"] == "events")
+                    .map(|t| t["last_vacuum_ms"].as_i64())
+            })
+            .flatten();
+        // The counter adds up every round; the status shows the last round's time.
+        if deleted == Some(1.0) && shown.is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no vacuum of the events table: {deleted:?} {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // More rounds come and delete nothing more.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let text = scrape(&addr);
+    assert_eq!(
+        metric(&text, "sluice_vacuum_files_deleted_total{table=\"events\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    Command::new("kill")
+        .args(["-TERM", &service.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(service.0.wait().unwrap().success());
+    assert!(!old_orphan.exists(), "the old orphan is vacuumed");
+    assert!(
+        young_orphan.exists(),
+        "an orphan younger than the retention stays"
+    );
+    for f in live.iter().chain(&removed) {
+        assert!(table_dir.join(f).exists(), "{f} was deleted");
+    }
+    assert_eq!(rows(&read_table(&lake, "events").await), 300);
+
+    // The command by hand: a retention under an hour is refused without --force; a dry run
+    // lists and deletes nothing; then the young orphan goes, and nothing live.
+    let refused = vacuum_cmd(&config, &["--retention", "10m"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("under 1 hour") && err.contains("--force"),
+        "{err}"
+    );
+    let dry = vacuum_cmd(
+        &config,
+        &[
+            "--table",
+            "events",
+            "--retention",
+            "20m",
+            "--force",
+            "--dry-run",
+        ],
+    );
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(out.contains("events: 1 file(s) would be deleted"), "{out}");
+    assert!(young_orphan.exists());
+    let done = vacuum_cmd(
+        &config,
+        &["--table", "events", "--retention", "20m", "--force"],
+    );
+    let out = String::from_utf8_lossy(&done.stdout);
+    assert!(out.contains("events: 1 file(s) deleted"), "{out}");
+    assert!(!young_orphan.exists());
+    for f in &live {
+        assert!(table_dir.join(f).exists(), "{f} was deleted");
+    }
+    assert_eq!(rows(&read_table(&lake, "events").await), 300);
+
+    // A config asking for a retention under an hour names the key and the way out.
+    let validate = Command::new(sluice_bin())
+        .args(["validate", "--config"])
+        .arg(&config)
+        .env("SLUICE__MAINTENANCE__VACUUM_RETENTION", "10m")
+        .output()
+        .unwrap();
+    assert!(!validate.status.success());
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&validate.stdout),
+        String::from_utf8_lossy(&validate.stderr)
+    );
+    assert!(
+        err.contains("maintenance.vacuum_retention") && err.contains("vacuum_retention_check"),
+        "{err}"
+    );
+}

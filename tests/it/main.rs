@@ -8,6 +8,7 @@
 mod changelog;
 mod chaos;
 mod compaction;
+mod console;
 mod formats;
 mod ingest;
 mod ops;

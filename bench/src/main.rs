@@ -492,6 +492,12 @@ async fn throughput(
         bail!("the replay read {replayed} records ({from_archive} from the archive), not {events}");
     }
 
+    eprintln!("sluice log read (JSON lines) of the archived topic ...");
+    let (log_read_s, printed) = log_read(sluice, &tier_config, &topic)?;
+    if printed != events {
+        bail!("sluice log read printed {printed} records, not {events}");
+    }
+
     let rate = |s: f64| events as f64 / s;
     Ok(json!({
         "events": events,
@@ -517,7 +523,38 @@ async fn throughput(
         },
         "archive": { "seconds": tier_s, "records_per_s": rate(tier_s), "peak_rss_mb": tier_rss as f64 / 1e6 },
         "replay_from_archive": { "seconds": replay_s, "records_per_s": rate(replay_s), "vs_broker_consume": consume_s / replay_s },
+        "log_read_json": { "seconds": log_read_s, "records_per_s": rate(log_read_s) },
     }))
+}
+
+/// `sluice log read` of the whole topic as JSON lines into a pipe this process drains:
+/// (seconds, lines printed).
+fn log_read(sluice: &Path, config: &Path, topic: &str) -> anyhow::Result<(f64, u64)> {
+    use std::io::Read;
+    let started = Instant::now();
+    let mut child = Command::new(sluice)
+        .args(["log", "read", "--topic", topic, "--config"])
+        .arg(config)
+        .env("SLUICE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting sluice log read")?;
+    let mut out = child.stdout.take().context("no stdout")?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    loop {
+        let n = out.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("sluice log read exited with {status}");
+    }
+    Ok((started.elapsed().as_secs_f64(), lines))
 }
 
 /// Reads every partition of the archived topic at once, as the consume-only loop reads them

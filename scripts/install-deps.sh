@@ -45,4 +45,5 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly' && ! cargo +nightly fu
 fi
 "$SCRIPTS_DIR/kafka.sh" fetch
 "$SCRIPTS_DIR/registry.sh" fetch
+"$SCRIPTS_DIR/azurite.sh" fetch
 "$SCRIPTS_DIR/python-env.sh"

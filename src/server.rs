@@ -177,7 +177,7 @@ async fn open_windows(cfg: &Config, table: &str, query: &str) -> Response {
     };
     let filters = match console::key_filters(&agg.group_by, query) {
         Ok(f) => f,
-        Err(e) => return json_error("400 Bad Request", e),
+        Err(e) => return json_error("400 Bad Request", e.to_string()),
     };
     match sluice_ingest::live::open_windows(table).await {
         Ok(batch) => match console::open_windows_json(table, batch, &filters) {

@@ -746,10 +746,10 @@ pub fn lake_root_url(root: &str) -> Result<url::Url, ValueError> {
         let mut u = url::Url::parse(root)
             .map_err(|e| ValueError::new(format!("{root:?} is not a valid URL: {e}")))?;
         match u.scheme() {
-            "file" | "s3" | "s3a" | "memory" => {}
+            "file" | "s3" | "s3a" | "memory" | "az" | "azure" | "abfs" | "abfss" | "gs" => {}
             other => {
                 return Err(ValueError::new(format!(
-                    "scheme {other:?} is not supported; use file:// or s3://"
+                    "scheme {other:?} is not supported; use file://, s3://, az:// (or abfss://) or gs://"
                 )));
             }
         }

@@ -59,9 +59,14 @@ pub use deltalake;
 
 static REGISTER: Once = Once::new();
 
-/// Registers the S3 object-store and log-store handlers with deltalake (idempotent).
+/// Registers the S3, Azure Blob Storage and Google Cloud Storage object-store and log-store
+/// handlers with deltalake (idempotent).
 pub fn register_handlers() {
-    REGISTER.call_once(|| deltalake::aws::register_handlers(None));
+    REGISTER.call_once(|| {
+        deltalake::aws::register_handlers(None);
+        deltalake::azure::register_handlers(None);
+        deltalake::gcp::register_handlers(None);
+    });
 }
 
 /// The root under which a config's tables live, plus the object-store options to reach it.
@@ -91,7 +96,8 @@ pub struct TableSpec {
 }
 
 impl Lake {
-    /// A lake at `cfg.root` (a path, `file://` or `s3://` URL) with `cfg.options` for the store.
+    /// A lake at `cfg.root` (a path, or a `file://`, `s3://`, `az://`, `abfss://` or `gs://`
+    /// URL) with `cfg.options` for the store.
     pub fn new(cfg: &sluice_config::LakeConfig) -> Result<Self> {
         register_handlers();
         let root = sluice_config::lake_root_url(&cfg.root).map_err(|e| LakeError::Config {

@@ -12,29 +12,51 @@ use arrow::array::RecordBatch;
 /// The console page: HTML, CSS and script in one file, drawn from `/api/status`.
 pub const PAGE: &str = include_str!("page.html");
 
+/// Why an open-windows query's parameters name no group-by column.
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    /// `key=` for an aggregate with several group-by columns.
+    #[error("this aggregate groups by {columns}: filter by column name, e.g. ?{first}=...")]
+    KeyAmbiguous {
+        /// The group-by columns, comma-separated.
+        columns: String,
+        /// The first of them.
+        first: String,
+    },
+    /// A parameter that is not a group-by column.
+    #[error(
+        "{param:?} is not a group-by column of this aggregate; use key=... or one of: {columns}"
+    )]
+    NotAColumn {
+        /// The parameter.
+        param: String,
+        /// The group-by columns, comma-separated.
+        columns: String,
+    },
+}
+
 /// The `column = value` filters of an open-windows query: `key=v` stands for the one
 /// group-by column; other parameters must be group-by columns.
-pub fn key_filters(group_by: &[String], query: &str) -> Result<Vec<(String, String)>, String> {
+pub fn key_filters(group_by: &[String], query: &str) -> Result<Vec<(String, String)>, FilterError> {
     let mut out = Vec::new();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         let column = if k == "key" {
             match group_by {
                 [one] => one.clone(),
                 _ => {
-                    return Err(format!(
-                        "this aggregate groups by {}: filter by column name, e.g. ?{}=...",
-                        group_by.join(", "),
-                        group_by.first().map_or("column", String::as_str)
-                    ));
+                    return Err(FilterError::KeyAmbiguous {
+                        columns: group_by.join(", "),
+                        first: group_by.first().cloned().unwrap_or_default(),
+                    });
                 }
             }
         } else if group_by.iter().any(|g| *g == k) {
             k.to_string()
         } else {
-            return Err(format!(
-                "{k:?} is not a group-by column of this aggregate; use key=... or one of: {}",
-                group_by.join(", ")
-            ));
+            return Err(FilterError::NotAColumn {
+                param: k.into_owned(),
+                columns: group_by.join(", "),
+            });
         };
         out.push((column, v.into_owned()));
     }
@@ -88,11 +110,17 @@ mod tests {
             vec![("page".to_string(), "/home".to_string())]
         );
         assert_eq!(key_filters(&by, "").unwrap(), vec![]);
-        assert!(key_filters(&by, "user=1").unwrap_err().contains("page"));
+        assert!(
+            key_filters(&by, "user=1")
+                .unwrap_err()
+                .to_string()
+                .contains("page")
+        );
         let two = vec!["page".to_string(), "user".to_string()];
         assert!(
             key_filters(&two, "key=x")
                 .unwrap_err()
+                .to_string()
                 .contains("page, user")
         );
         assert_eq!(key_filters(&two, "user=7").unwrap().len(), 1);

@@ -218,6 +218,12 @@ async fn sigkill_at_random_moments_on_s3() {
     sigkill_loop(s3_lake()).await;
 }
 
+/// Azure Blob Storage (Azurite): commits are conditional writes (If-None-Match: *) there too.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_on_azure_blob_storage() {
+    sigkill_loop(azure_lake()).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_at_every_commit_step_loses_and_doubles_nothing() {
     let (dir, lake_cfg) = local_lake();

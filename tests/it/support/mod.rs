@@ -75,6 +75,23 @@ pub fn local_lake() -> (tempfile::TempDir, sluice_config::LakeConfig) {
     (dir, cfg)
 }
 
+/// A lake config rooted at a fresh prefix of the Azurite container `scripts/azurite.sh`
+/// creates. The emulator's address reaches object_store through `AZURITE_BLOB_STORAGE_URL`,
+/// which `scripts/test` exports (and child processes inherit).
+pub fn azure_lake() -> sluice_config::LakeConfig {
+    assert!(
+        std::env::var_os("AZURITE_BLOB_STORAGE_URL").is_some(),
+        "AZURITE_BLOB_STORAGE_URL is not set: run the suite with scripts/test, which starts Azurite"
+    );
+    sluice_config::LakeConfig {
+        root: format!("az://{BUCKET}/{}", unique("lake")),
+        options: [("azure_storage_use_emulator", "true")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
 /// An admin client for the test broker.
 pub fn admin() -> AdminClient<DefaultClientContext> {
     ClientConfig::new()

@@ -32,6 +32,8 @@ fi
 
 command -v java >/dev/null || die "Java 17 or newer is needed for the Kafka broker"
 command -v mvn >/dev/null || die "Maven is needed to fetch the Kafka broker's jars"
+command -v npm >/dev/null || die "Node.js with npm is needed for Azurite (the Azure Blob Storage emulator)"
+command -v go >/dev/null || die "Go is needed to build fake-gcs-server (the GCS emulator)"
 for comp in rustfmt clippy; do
   if ! cargo "${comp/rustfmt/fmt}" --version >/dev/null 2>&1; then
     log "adding the $comp component"
@@ -46,4 +48,5 @@ fi
 "$SCRIPTS_DIR/kafka.sh" fetch
 "$SCRIPTS_DIR/registry.sh" fetch
 "$SCRIPTS_DIR/azurite.sh" fetch
+"$SCRIPTS_DIR/gcs.sh" fetch
 "$SCRIPTS_DIR/python-env.sh"

@@ -224,6 +224,12 @@ async fn sigkill_at_random_moments_on_azure_blob_storage() {
     sigkill_loop(azure_lake()).await;
 }
 
+/// Google Cloud Storage (fake-gcs-server): conditional writes are `x-goog-if-generation-match: 0`.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_on_google_cloud_storage() {
+    sigkill_loop(gcs_lake()).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn crash_at_every_commit_step_loses_and_doubles_nothing() {
     let (dir, lake_cfg) = local_lake();

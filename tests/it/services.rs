@@ -332,7 +332,17 @@ async fn delta_table_on_s3_created_appended_twice_and_read_back() {
 /// the log holds the first writer's commit, not an overwrite.
 #[tokio::test(flavor = "multi_thread")]
 async fn delta_commits_on_azure_blob_storage_are_conditional_and_fence_a_second_writer() {
-    let lake = sluice_lake::Lake::new(&azure_lake()).expect("lake");
+    second_writer_is_fenced(azure_lake()).await;
+}
+
+/// The same on Google Cloud Storage (fake-gcs-server).
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_commits_on_google_cloud_storage_are_conditional_and_fence_a_second_writer() {
+    second_writer_is_fenced(gcs_lake()).await;
+}
+
+async fn second_writer_is_fenced(lake_cfg: sluice_config::LakeConfig) {
+    let lake = sluice_lake::Lake::new(&lake_cfg).expect("lake");
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("name", DataType::Utf8, true),

@@ -92,6 +92,20 @@ pub fn azure_lake() -> sluice_config::LakeConfig {
     }
 }
 
+/// A lake config rooted at a fresh prefix of the fake-gcs-server bucket `scripts/gcs.sh`
+/// creates, reached through its service-account file (`SLUICE_TEST_GCS_SERVICE_ACCOUNT`).
+pub fn gcs_lake() -> sluice_config::LakeConfig {
+    let account = std::env::var("SLUICE_TEST_GCS_SERVICE_ACCOUNT").unwrap_or_else(|_| {
+        panic!("SLUICE_TEST_GCS_SERVICE_ACCOUNT is not set: run the suite with scripts/test, which starts fake-gcs-server")
+    });
+    sluice_config::LakeConfig {
+        root: format!("gs://{BUCKET}/{}", unique("lake")),
+        options: [("google_service_account".to_string(), account)]
+            .into_iter()
+            .collect(),
+    }
+}
+
 /// An admin client for the test broker.
 pub fn admin() -> AdminClient<DefaultClientContext> {
     ClientConfig::new()

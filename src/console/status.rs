@@ -114,51 +114,17 @@ pub struct ActivityDoc {
     /// Rows committed per destination (events, dead_letter, late, aggregate).
     pub rows_out: BTreeMap<String, u64>,
     /// The last table commits, newest first.
-    pub commits: Vec<CommitDoc>,
+    pub commits: Vec<recent::CommitEntry>,
     /// Dead letters committed since the service started, by reason.
     pub dead_letters_by_reason: BTreeMap<String, u64>,
     /// The latest dead letters, newest first.
-    pub latest_dead_letters: Vec<DivertedDoc>,
+    pub latest_dead_letters: Vec<recent::DivertedEntry>,
     /// Late records committed since the service started, by aggregate table.
     pub late_by_table: BTreeMap<String, u64>,
     /// Records too far in the future for any window, by aggregate table.
     pub future_by_table: BTreeMap<String, u64>,
     /// The latest late records, newest first.
-    pub latest_late: Vec<DivertedDoc>,
-}
-
-/// One table commit.
-#[derive(Clone, Debug, Serialize)]
-pub struct CommitDoc {
-    /// The table.
-    pub table: String,
-    /// Its new version.
-    pub version: i64,
-    /// Rows it added.
-    pub rows: u64,
-    /// Data files it added.
-    pub files: usize,
-    /// When it landed.
-    pub at_ms: i64,
-    /// How long its flush took to commit every table.
-    pub flush_ms: Option<u64>,
-}
-
-/// A dead letter or a late record.
-#[derive(Clone, Debug, Serialize)]
-pub struct DivertedDoc {
-    /// A dead letter's reason, or a late record's aggregate table.
-    pub reason: String,
-    /// Its topic.
-    pub topic: String,
-    /// Its partition.
-    pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
-    /// The error, or the window it missed.
-    pub detail: String,
-    /// When the service saw it.
-    pub at_ms: i64,
+    pub latest_late: Vec<recent::DivertedEntry>,
 }
 
 /// A tiered topic.
@@ -357,18 +323,9 @@ fn by_second_label(series: Vec<(Vec<String>, f64)>, pipeline: &str) -> BTreeMap<
     out
 }
 
-fn diverted(list: Vec<recent::DivertedEntry>) -> Vec<DivertedDoc> {
-    list.into_iter()
-        .rev()
-        .map(|d| DivertedDoc {
-            reason: d.reason,
-            topic: d.topic,
-            partition: d.partition,
-            offset: d.offset,
-            detail: d.detail,
-            at_ms: d.at_ms,
-        })
-        .collect()
+fn newest_first<T>(mut list: Vec<T>) -> Vec<T> {
+    list.reverse();
+    list
 }
 
 fn activity(pipeline: &str, history: &History) -> ActivityDoc {
@@ -381,22 +338,11 @@ fn activity(pipeline: &str, history: &History) -> ActivityDoc {
         bytes_per_s,
         rates,
         rows_out: by_second_label(spec::ROWS_OUT.series(), pipeline),
-        commits: recent::commits(pipeline)
-            .into_iter()
-            .rev()
-            .map(|c| CommitDoc {
-                table: c.table,
-                version: c.version,
-                rows: c.rows,
-                files: c.files,
-                at_ms: c.at_ms,
-                flush_ms: c.flush_ms,
-            })
-            .collect(),
+        commits: newest_first(recent::commits(pipeline)),
         dead_letters_by_reason: by_second_label(spec::DEAD_LETTERS.series(), pipeline),
-        latest_dead_letters: diverted(recent::dead_letters(pipeline)),
+        latest_dead_letters: newest_first(recent::dead_letters(pipeline)),
         late_by_table: by_second_label(spec::LATE_RECORDS.series(), pipeline),
         future_by_table: by_second_label(spec::FUTURE_RECORDS.series(), pipeline),
-        latest_late: diverted(recent::late_records(pipeline)),
+        latest_late: newest_first(recent::late_records(pipeline)),
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Mutex, OnceLock};
 pub const KEEP: usize = 10;
 
 /// One table commit of a flush.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CommitEntry {
     /// The table.
     pub table: String,
@@ -27,7 +27,7 @@ pub struct CommitEntry {
 }
 
 /// One record diverted from the events table (a dead letter) or listed as late.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct DivertedEntry {
     /// The reason (a dead letter's kind) or, for a late record, its aggregate table.
     pub reason: String,

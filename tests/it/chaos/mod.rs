@@ -245,7 +245,7 @@ listen = ""
 shutdown_timeout = "60s"
 
 [maintenance]
-compact_interval = "20s"
+compact_interval = "5s"
 
 [[pipeline]]
 name = "chaos"

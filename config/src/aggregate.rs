@@ -47,6 +47,12 @@ pub struct AggregateSpec {
 }
 
 impl AggregateSpec {
+    /// The column that holds this `avg`'s weight (its count of non-null inputs) in rows of
+    /// per-partition windows, so that rows of several partitions can be merged.
+    pub fn weight_column(&self) -> String {
+        format!("_n_{}", self.alias)
+    }
+
     /// Parses `func(column) [AS alias]`.
     pub fn parse(text: &str) -> Result<Self, ValueError> {
         let bad = |why: &str| ValueError::new(format!("invalid aggregate {text:?}: {why}"));

@@ -446,6 +446,31 @@ pub struct AggregateConfig {
     pub aggregates: Vec<AggregateSpec>,
     /// The late table (default `<pipeline>_late`).
     pub late_table: Option<String>,
+    /// Whose time closes the windows: one clock for the topic, or one per partition.
+    pub clock: WindowClock,
+}
+
+/// Whose time closes an aggregate's windows (docs/windows.md, "Windows across instances").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowClock {
+    /// One clock, the minimum over the topic's partitions. One instance computes the
+    /// windows; another instance of the pipeline stands by and takes over when it dies.
+    #[default]
+    Topic,
+    /// Each source partition has its own clock and its own windows; rows carry the
+    /// partition. Any number of instances share the work.
+    Partition,
+}
+
+impl WindowClock {
+    /// The name in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Topic => "topic",
+            Self::Partition => "partition",
+        }
+    }
 }
 
 /// `[[pipeline]]`: topics decoded into an events table.

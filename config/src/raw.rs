@@ -173,4 +173,6 @@ pub struct RawAggregate {
     pub aggregates: Vec<String>,
     /// The late table (default `<pipeline>_late`).
     pub late_table: Option<String>,
+    /// `"topic"` (default) or `"partition"`.
+    pub clock: crate::WindowClock,
 }

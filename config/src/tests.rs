@@ -234,6 +234,7 @@ fn every_config_key_is_documented() {
     let mut c: raw::RawConfig = toml::from_str(MINIMAL).unwrap();
     let agg = raw::RawAggregate {
         late_table: Some("late".into()),
+        clock: crate::WindowClock::Topic,
         window: raw::RawWindow {
             kind: "hopping".into(),
             size: Some(Duration::from_secs(1)),
@@ -490,4 +491,32 @@ fn upsert_mode_needs_a_key_of_schema_columns_and_takes_no_aggregates() {
             "{extra}: {text}"
         );
     }
+}
+
+#[test]
+fn an_aggregate_takes_a_partition_clock_and_refuses_columns_it_would_shadow() {
+    let agg = |clock: &str, aggregates: &str| {
+        format!(
+            "{MINIMAL}\n[[pipeline.aggregate]]\ntable = \"agg\"\nwindow = {{ kind = \"tumbling\", size = \"1m\" }}\n{clock}\naggregates = [{aggregates}]\n"
+        )
+    };
+    let c = load(&agg("", "\"count(*) AS n\"")).unwrap();
+    assert_eq!(c.pipelines[0].aggregates[0].clock, WindowClock::Topic);
+    let c = load(&agg("clock = \"partition\"", "\"count(*) AS n\"")).unwrap();
+    assert_eq!(c.pipelines[0].aggregates[0].clock, WindowClock::Partition);
+    let err = load(&agg(
+        "clock = \"partition\"",
+        "\"count(*) AS _kafka_partition\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("pipeline[0].aggregate[0].clock"), "{err}");
+    assert!(
+        err.contains("rename the column \"_kafka_partition\""),
+        "{err}"
+    );
+    let err = load(&agg("clock = \"wall\"", "\"count(*) AS n\""))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("clock") && err.contains("partition"), "{err}");
 }

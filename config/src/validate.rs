@@ -509,6 +509,17 @@ fn aggregate(
             Err(e) => c.problem(&ak(&format!("aggregates[{g}]")), e.to_string()),
         }
     }
+    if agg.clock == crate::WindowClock::Partition {
+        let names = agg.group_by.iter().chain(specs.iter().map(|s| &s.alias));
+        for name in names.filter(|n| n.starts_with("_kafka_") || n.starts_with("_n_")) {
+            c.problem(
+                &ak("clock"),
+                format!(
+                    "with clock = \"partition\" the rows carry _kafka_topic, _kafka_partition and _n_<alias> weights; rename the column {name:?}"
+                ),
+            );
+        }
+    }
     AggregateConfig {
         table: agg.table.clone(),
         window,
@@ -516,6 +527,7 @@ fn aggregate(
         group_by: agg.group_by.clone(),
         aggregates: specs,
         late_table: agg.late_table.clone(),
+        clock: agg.clock,
     }
 }
 

@@ -17,7 +17,8 @@ use arrow::array::{BooleanArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use sluice_config::{Config, Format, PipelineConfig, StartPosition};
 use sluice_lake::{
-    Lake, LakeError, TableSpec, TableWriter, WriterOptions, clock_app_id, progress_app_id,
+    Lake, LakeError, TableSpec, TableWriter, WriterOptions, clock_app_id, partition_clock_app_id,
+    progress_app_id,
 };
 use sluice_progress::{Commit, Ledger, Pending, Stored, Table};
 use tokio::sync::mpsc;
@@ -28,7 +29,7 @@ use crate::sink::EventsSink;
 use crate::source::{
     GroupEvent, GroupOptions, KafkaSource, RecordSource, SourceError, TopicPartition,
 };
-use crate::windows::{AggregateSink, CLOCK_KEY, late_rows, late_schema, window_spec};
+use crate::windows::{AggregateSink, CLOCK_KEY, Windows, late_rows, late_schema};
 use sluice_telemetry::{events, health, spec};
 
 use crate::{IngestError, Result};
@@ -218,10 +219,9 @@ impl Pipeline {
                 table: agg.table.clone(),
                 message,
             };
-            let spec = window_spec(p, agg);
-            let mut op = sluice_window::WindowOperator::with_input_schema(spec, &events.schema())
-                .map_err(|e| schema_err(e.to_string()))?;
-            let out_schema = op.output_schema(&[]);
+            let mut op =
+                Windows::new(p, agg, events.schema()).map_err(|e| schema_err(e.to_string()))?;
+            let out_schema = op.output_schema();
             let desc = format!("sluice windowed aggregate of pipeline {}", p.name);
             let table = lake
                 .open_or_create(&agg.table, &out_schema, &table_spec(config, vec![], desc))
@@ -549,9 +549,7 @@ impl Pipeline {
         for a in &mut self.aggs {
             a.writer.refresh().await?;
             let clock = committed_clock(&self.cfg.name, &mut a.writer).await?;
-            if a.op.clock().is_none() {
-                a.op.restore_clock(clock);
-            }
+            a.op.restore_topic_clock(clock, true);
             clocks.push(clock);
         }
         self.ledger.restore_clocks(&clocks);
@@ -569,6 +567,10 @@ impl Pipeline {
         }
         for (j, a) in self.aggs.iter_mut().enumerate() {
             stored.aggregates[j] = a.writer.progress(&app).await?;
+            if let Windows::Partition(_) = a.op {
+                let clock_app = partition_clock_app_id(&self.cfg.name, &tp.0, tp.1);
+                stored.clocks[j] = a.writer.progress(&clock_app).await?;
+            }
         }
         Ok(stored)
     }
@@ -824,19 +826,35 @@ impl Pipeline {
             if pos.is_empty() {
                 continue;
             }
-            let mut pids = Vec::with_capacity(pos.len());
-            for (range, tp) in &pos.runs {
-                let pid = self.pids.get(tp).copied().unwrap_or(u32::MAX);
-                pids.extend(std::iter::repeat_n(pid, range.len()));
-            }
             let now = wall_ms();
             let a = &mut self.aggs[j];
-            let out =
-                a.op.process_at(&rows, &pids, &pos.offsets, now)
-                    .map_err(|source| IngestError::Window {
-                        table: a.cfg.table.clone(),
-                        source,
-                    })?;
+            let out = match &mut a.op {
+                Windows::Topic(op) => {
+                    let mut pids = Vec::with_capacity(pos.len());
+                    for (range, tp) in &pos.runs {
+                        let pid = self.pids.get(tp).copied().unwrap_or(u32::MAX);
+                        pids.extend(std::iter::repeat_n(pid, range.len()));
+                    }
+                    op.process_at(&rows, &pids, &pos.offsets, now)
+                }
+                Windows::Partition(w) => {
+                    let runs: Vec<_> = pos
+                        .runs
+                        .iter()
+                        .map(|(range, tp)| {
+                            (
+                                range.clone(),
+                                self.pids.get(tp).copied().unwrap_or(u32::MAX),
+                            )
+                        })
+                        .collect();
+                    w.process_runs(&rows, &runs, &pos.offsets, now)
+                }
+            }
+            .map_err(|source| IngestError::Window {
+                table: a.cfg.table.clone(),
+                source,
+            })?;
             if let Some(closed) = out.closed {
                 a.writer.write(closed).await?;
             }
@@ -944,6 +962,7 @@ impl Pipeline {
         }
         let mut needed = Vec::with_capacity(self.aggs.len());
         let mut clocks = Vec::with_capacity(self.aggs.len());
+        let mut partition_clocks = Vec::with_capacity(self.aggs.len());
         for (j, a) in self.aggs.iter().enumerate() {
             if a.writer.buffered_rows() > 0 {
                 rows.push(Table::Aggregate(j));
@@ -954,12 +973,19 @@ impl Pipeline {
                     .filter_map(|(pid, o)| Some((self.by_pid.get(pid as usize)?.clone(), o)))
                     .collect::<BTreeMap<_, _>>(),
             );
-            clocks.push(a.op.clock());
+            clocks.push(a.op.topic_clock());
+            partition_clocks.push(
+                a.op.partition_clocks()
+                    .into_iter()
+                    .filter_map(|(pid, c)| Some((self.by_pid.get(pid as usize)?.clone(), c)))
+                    .collect::<BTreeMap<_, _>>(),
+            );
         }
         let plan = self.ledger.plan(&Pending {
             rows: &rows,
             needed: &needed,
             clocks: &clocks,
+            partition_clocks: &partition_clocks,
         });
         if plan.is_empty() {
             return Ok(());
@@ -1065,6 +1091,9 @@ impl Pipeline {
                 if let Some(clock) = c.clock {
                     progress.push((clock_app_id(&name), clock));
                 }
+                for ((t, p), clock) in &c.partition_clocks {
+                    progress.push((partition_clock_app_id(&name, t, *p), *clock));
+                }
                 if c.rows {
                     (
                         w.commit(&progress, meta).await?,
@@ -1134,7 +1163,31 @@ impl Pipeline {
         self.assign_clock_partitions();
         self.refresh_all().await?;
         let owned: Vec<TopicPartition> = self.ledger.owned().cloned().collect();
-        self.resume_and_seek(source, owned).await
+        self.resume_and_seek(source, owned.clone()).await?;
+        self.open_partition_windows(&owned)
+    }
+
+    /// Opens per-partition windows for `parts` (just resumed) at the clocks their tables
+    /// committed; the replay from their resume offsets rebuilds the open windows.
+    fn open_partition_windows(&mut self, parts: &[TopicPartition]) -> Result<()> {
+        let now = wall_ms();
+        for (j, a) in self.aggs.iter_mut().enumerate() {
+            let Windows::Partition(w) = &mut a.op else {
+                continue;
+            };
+            for tp in parts {
+                let Some(pid) = self.pids.get(tp).copied() else {
+                    continue;
+                };
+                let clock = self.ledger.partition_clock(tp, j);
+                w.open(pid, (&tp.0, tp.1), clock, now)
+                    .map_err(|source| IngestError::Window {
+                        table: a.cfg.table.clone(),
+                        source,
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// A windowed pipeline whose partitions changed rebuilds its windows from the tables: the
@@ -1149,18 +1202,43 @@ impl Pipeline {
         if self.aggs.is_empty() {
             return Ok(());
         }
+        // Per-partition windows depend on their own partition alone: those of a partition
+        // given up are dropped, those of the others stay, unless a topic-clock aggregate of
+        // the pipeline makes every owned partition replay.
+        let topic_clock = self.aggs.iter().any(|a| matches!(a.op, Windows::Topic(_)));
         for (j, a) in self.aggs.iter_mut().enumerate() {
-            a.op.reset();
-            a.op.restore_clock(self.ledger.committed_clock(j));
+            match &mut a.op {
+                Windows::Topic(op) => {
+                    op.reset();
+                    op.restore_clock(self.ledger.committed_clock(j));
+                }
+                Windows::Partition(w) => {
+                    let gone: Vec<u32> = self
+                        .pids
+                        .iter()
+                        .filter(|(tp, pid)| w.is_open(**pid) && !self.ledger.owns(tp))
+                        .map(|(_, pid)| *pid)
+                        .collect();
+                    for pid in gone {
+                        w.close(pid);
+                    }
+                }
+            }
         }
         self.assign_clock_partitions();
-        let others: Vec<TopicPartition> = self
-            .ledger
-            .owned()
-            .filter(|tp| !fresh.contains(tp))
-            .cloned()
-            .collect();
-        self.resume_and_seek(source, others).await
+        let others: Vec<TopicPartition> = if topic_clock {
+            self.ledger
+                .owned()
+                .filter(|tp| !fresh.contains(tp))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.resume_and_seek(source, others.clone()).await?;
+        let mut opened = fresh.to_vec();
+        opened.extend(others);
+        self.open_partition_windows(&opened)
     }
 
     /// Resumes `parts` from the tables and moves the source there; their records still in

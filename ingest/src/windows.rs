@@ -1,16 +1,19 @@
 //! Windowed aggregates inside a pipeline: one [`AggregateSink`] per `[[pipeline.aggregate]]`,
 //! and the rows of the late table.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt32Array};
 use arrow::compute::take;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use sluice_config::{AggregateConfig, PipelineConfig};
+use sluice_config::{AggregateConfig, PipelineConfig, WindowClock};
 use sluice_formats::schema::{columns, timestamp_type};
 use sluice_lake::TableWriter;
-use sluice_window::{LateRecord, WindowOperator, WindowSpec};
+use sluice_window::{
+    LateRecord, PartitionWindows, WindowError, WindowOperator, WindowOutput, WindowSpec,
+};
 
 /// Commit metadata key that held the window clock (ms) before the clock became a `txn`
 /// (`sluice_lake::clock_app_id`); read only for tables written by older versions.
@@ -22,8 +25,8 @@ pub struct AggregateSink {
     pub cfg: AggregateConfig,
     /// The index of its late table among the pipeline's late tables.
     pub late_index: usize,
-    /// The window operator.
-    pub op: WindowOperator,
+    /// The windows: one operator for the topic, or one per partition.
+    pub op: Windows,
     /// The aggregate table.
     pub writer: TableWriter,
 }
@@ -33,6 +36,121 @@ impl std::fmt::Debug for AggregateSink {
         f.debug_struct("AggregateSink")
             .field("table", &self.cfg.table)
             .finish_non_exhaustive()
+    }
+}
+
+/// An aggregate's windows under its `clock`: one operator whose clock is the minimum over the
+/// topic's partitions, or one operator per partition (docs/windows.md).
+#[derive(Debug)]
+pub enum Windows {
+    /// `clock = "topic"`.
+    Topic(WindowOperator),
+    /// `clock = "partition"`.
+    Partition(PartitionWindows),
+}
+
+impl Windows {
+    /// The windows of aggregate `agg` of pipeline `p`, over rows of the events table's schema.
+    pub fn new(
+        p: &PipelineConfig,
+        agg: &AggregateConfig,
+        input: SchemaRef,
+    ) -> Result<Self, WindowError> {
+        let spec = window_spec(p, agg);
+        Ok(match agg.clock {
+            WindowClock::Topic => Self::Topic(WindowOperator::with_input_schema(spec, &input)?),
+            WindowClock::Partition => Self::Partition(PartitionWindows::new(spec, input)?),
+        })
+    }
+
+    /// The aggregate table's schema.
+    pub fn output_schema(&mut self) -> SchemaRef {
+        match self {
+            Self::Topic(op) => op.output_schema(&[]),
+            Self::Partition(w) => w.output_schema(),
+        }
+    }
+
+    /// The topic clock, or the slowest partition's clock.
+    pub fn clock(&self) -> Option<i64> {
+        match self {
+            Self::Topic(op) => op.clock(),
+            Self::Partition(w) => w.min_clock(),
+        }
+    }
+
+    /// The topic clock (`None` with per-partition windows): what an aggregate commit records
+    /// under `sluice:<pipeline>:clock`.
+    pub fn topic_clock(&self) -> Option<i64> {
+        match self {
+            Self::Topic(op) => op.clock(),
+            Self::Partition(_) => None,
+        }
+    }
+
+    /// Each open partition's clock (per-partition windows only).
+    pub fn partition_clocks(&self) -> Vec<(u32, i64)> {
+        match self {
+            Self::Topic(_) => Vec::new(),
+            Self::Partition(w) => w.clocks().collect(),
+        }
+    }
+
+    /// Open (key, window) states.
+    pub fn open_windows(&self) -> usize {
+        match self {
+            Self::Topic(op) => op.open_windows(),
+            Self::Partition(w) => w.open_windows(),
+        }
+    }
+
+    /// The open windows' running values.
+    pub fn open_rows(&mut self) -> Result<Option<RecordBatch>, WindowError> {
+        match self {
+            Self::Topic(op) => op.open_rows(),
+            Self::Partition(w) => w.open_rows(),
+        }
+    }
+
+    /// Per partition id, the lowest offset an open window holds.
+    pub fn needed_offsets(&self) -> HashMap<u32, i64> {
+        match self {
+            Self::Topic(op) => op.needed_offsets(),
+            Self::Partition(w) => w.needed_offsets(),
+        }
+    }
+
+    /// Forgets every open window (and the topic clock).
+    pub fn reset(&mut self) {
+        match self {
+            Self::Topic(op) => op.reset(),
+            Self::Partition(w) => w.clear(),
+        }
+    }
+
+    /// Lets the topic clock see idle partitions (a partition's own clock moves only with its
+    /// records).
+    pub fn tick(&mut self, now_ms: i64) -> Result<WindowOutput, WindowError> {
+        match self {
+            Self::Topic(op) => op.tick(now_ms),
+            Self::Partition(_) => Ok(WindowOutput::default()),
+        }
+    }
+
+    /// Partition `pid` holds the topic clock from `now_ms` until it is idle.
+    pub fn assign(&mut self, pid: u32, now_ms: i64) {
+        if let Self::Topic(op) = self {
+            op.assign(pid, now_ms);
+        }
+    }
+
+    /// Restores the topic clock where it has none yet.
+    pub fn restore_topic_clock(&mut self, clock: Option<i64>, only_if_unset: bool) {
+        if let Self::Topic(op) = self
+            && (!only_if_unset || op.clock().is_none())
+        {
+            op.restore_clock(clock);
+        }
     }
 }
 

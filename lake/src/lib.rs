@@ -348,6 +348,13 @@ pub fn clock_app_id(pipeline: &str) -> String {
     format!("sluice:{pipeline}:clock")
 }
 
+/// The app id under which a pipeline records one source partition's window clock (ms) in an
+/// aggregate table with per-partition windows (`clock = "partition"`). Topic names cannot hold
+/// `:`, so it never collides with a progress app id.
+pub fn partition_clock_app_id(pipeline: &str, topic: &str, partition: i32) -> String {
+    format!("sluice:{pipeline}:clock:{topic}:{partition}")
+}
+
 /// The next offset recorded in `table` for an app id, if any.
 pub async fn committed_progress(
     name: &str,

@@ -65,6 +65,9 @@ pub struct Stored {
     pub late: Vec<Option<Offset>>,
     /// Each aggregate table: the lowest offset an open window needed at its last commit.
     pub aggregates: Vec<Option<Offset>>,
+    /// Each aggregate table with per-partition windows (`clock = "partition"`): the
+    /// partition's window clock at its last commit.
+    pub clocks: Vec<Option<i64>>,
 }
 
 impl Stored {
@@ -76,6 +79,7 @@ impl Stored {
             dead_letter: None,
             late: vec![None; late_tables],
             aggregates: vec![None; aggregates],
+            clocks: vec![None; aggregates],
         }
     }
 
@@ -109,6 +113,8 @@ pub struct Commit<K> {
     pub progress: Vec<(K, Offset)>,
     /// The window clock (aggregate commits only): `None` leaves the stored clock as it is.
     pub clock: Option<i64>,
+    /// Per-partition window clocks (aggregate commits of `clock = "partition"` only).
+    pub partition_clocks: Vec<(K, i64)>,
     /// Whether the commit carries the table's buffered rows. An anchor carries progress only;
     /// the rows go with the aggregate's commit after the events.
     pub rows: bool,
@@ -124,6 +130,9 @@ pub struct Pending<'a, K> {
     pub needed: &'a [BTreeMap<K, Offset>],
     /// Per aggregate: its window clock now.
     pub clocks: &'a [Option<i64>],
+    /// Per aggregate with per-partition windows: each partition's clock now (empty for the
+    /// others).
+    pub partition_clocks: &'a [BTreeMap<K, i64>],
 }
 
 /// What the tables have committed for one owned partition.
@@ -138,6 +147,8 @@ struct Book {
     aggregates: Vec<Offset>,
     /// Whether each aggregate table holds progress for this partition.
     anchored: Vec<bool>,
+    /// Each aggregate's committed clock for this partition (per-partition windows).
+    clocks: Vec<Option<i64>>,
     /// Whether the events table holds progress for this partition. Until it does, the next
     /// events commit records where the partition started, read or not, so that a restart
     /// resumes there instead of resolving the start position (`latest`, say) again.
@@ -207,6 +218,9 @@ impl<K: Ord + Clone> Ledger<K> {
                 late,
                 aggregates,
                 anchored,
+                clocks: (0..self.aggregates)
+                    .map(|j| stored.clocks.get(j).copied().flatten())
+                    .collect(),
                 events_stored: stored.events.is_some(),
             },
         );
@@ -223,6 +237,12 @@ impl<K: Ord + Clone> Ledger<K> {
     /// The clock aggregate `j`'s table has committed.
     pub fn committed_clock(&self, j: usize) -> Option<i64> {
         self.clocks.get(j).copied().flatten()
+    }
+
+    /// The clock aggregate `j`'s table has committed for partition `key` (per-partition
+    /// windows).
+    pub fn partition_clock(&self, key: &K, j: usize) -> Option<i64> {
+        self.books.get(key)?.clocks.get(j).copied().flatten()
     }
 
     /// Gives partition `key` up (revoked): its records are no longer admitted.
@@ -331,6 +351,7 @@ impl<K: Ord + Clone> Ledger<K> {
             dead_letter: known(b.dead_letter),
             late: b.late.iter().map(|o| known(*o)).collect(),
             aggregates: b.aggregates.iter().map(|o| Some(*o)).collect(),
+            clocks: b.clocks.clone(),
         })
     }
 
@@ -346,6 +367,7 @@ impl<K: Ord + Clone> Ledger<K> {
             table,
             progress: dirty.clone(),
             clock: None,
+            partition_clocks: Vec::new(),
             rows: true,
         };
         if has_rows(Table::DeadLetter) {
@@ -373,6 +395,7 @@ impl<K: Ord + Clone> Ledger<K> {
                     table: Table::Aggregate(j),
                     progress: unanchored,
                     clock: None,
+                    partition_clocks: Vec::new(),
                     rows: false,
                 });
             }
@@ -389,6 +412,7 @@ impl<K: Ord + Clone> Ledger<K> {
                 table: Table::Events,
                 progress: events,
                 clock: None,
+                partition_clocks: Vec::new(),
                 rows: true,
             });
         }
@@ -412,11 +436,24 @@ impl<K: Ord + Clone> Ledger<K> {
                 .collect();
             let clock = pending.clocks.get(j).copied().flatten();
             moved |= clock != self.committed_clock(j);
+            let partition_clocks: Vec<(K, i64)> = match pending.partition_clocks.get(j) {
+                None => Vec::new(),
+                Some(clocks) => self
+                    .books
+                    .iter()
+                    .filter_map(|(k, b)| {
+                        let c = *clocks.get(k)?;
+                        moved |= b.clocks.get(j).copied().flatten() != Some(c);
+                        Some((k.clone(), c))
+                    })
+                    .collect(),
+            };
             if moved || has_rows(Table::Aggregate(j)) {
                 out.push(Commit {
                     table: Table::Aggregate(j),
                     progress,
                     clock,
+                    partition_clocks,
                     rows: true,
                 });
             }
@@ -451,6 +488,13 @@ impl<K: Ord + Clone> Ledger<K> {
                 },
             };
             *slot = *v;
+        }
+        if let Table::Aggregate(j) = commit.table {
+            for (k, c) in &commit.partition_clocks {
+                if let Some(slot) = self.books.get_mut(k).and_then(|b| b.clocks.get_mut(j)) {
+                    *slot = Some(*c);
+                }
+            }
         }
         if let (Table::Aggregate(j), Some(c)) = (commit.table, commit.clock)
             && let Some(slot) = self.clocks.get_mut(j)

@@ -10,6 +10,7 @@ fn stored(events: Option<i64>, dead: Option<i64>, late: Option<i64>, agg: Option
         dead_letter: dead,
         late: vec![late],
         aggregates: vec![agg],
+        clocks: vec![None],
     }
 }
 
@@ -22,6 +23,7 @@ fn pending<'a>(
         rows,
         needed,
         clocks,
+        partition_clocks: &[],
     }
 }
 
@@ -75,6 +77,7 @@ fn an_aggregate_without_progress_starts_with_the_events() {
         dead_letter: None,
         late: vec![],
         aggregates: vec![Some(20), None],
+        clocks: vec![None, None],
     };
     assert_eq!(l.resume(0, &s, 0), 20);
     assert_eq!(l.threshold(&0, Table::Aggregate(1)), Some(50));
@@ -223,6 +226,7 @@ fn a_first_flush_that_dies_after_the_events_commit_keeps_the_aggregate_anchored(
         dead_letter: None,
         late: vec![],
         aggregates: vec![Some(100)],
+        clocks: vec![None],
     };
     let mut again = Ledger::new(0, 1);
     assert_eq!(
@@ -238,6 +242,7 @@ fn a_first_flush_that_dies_after_the_events_commit_keeps_the_aggregate_anchored(
         dead_letter: None,
         late: vec![],
         aggregates: vec![Some(100)],
+        clocks: vec![None],
     };
     assert_eq!(again.resume(0, &stored, 130), 130);
     assert_eq!(again.threshold(&0, Table::Aggregate(0)), Some(130));
@@ -273,4 +278,44 @@ fn a_partition_without_progress_records_where_it_started() {
     );
     l.record(&plan[0]);
     assert!(l.plan(&pending(&[], &[], &[])).is_empty(), "recorded once");
+}
+
+#[test]
+fn per_partition_clocks_commit_when_they_move_and_resume_from_the_table() {
+    let mut l = Ledger::new(0, 1);
+    let s = Stored {
+        events: Some(10),
+        aggregates: vec![Some(5)],
+        clocks: vec![Some(500)],
+        ..Stored::empty(0, 1)
+    };
+    assert_eq!(l.resume(0, &s, 0), 5);
+    assert_eq!(l.partition_clock(&0, 0), Some(500));
+    let needed = [BTreeMap::from([(0, 5)])];
+    let same = [BTreeMap::from([(0, 500)])];
+    let plan = l.plan(&Pending {
+        rows: &[],
+        needed: &needed,
+        clocks: &[None],
+        partition_clocks: &same,
+    });
+    assert!(plan.is_empty(), "nothing moved: {plan:?}");
+    let moved = [BTreeMap::from([(0, 900), (1, 50)])];
+    let plan = l.plan(&Pending {
+        rows: &[],
+        needed: &needed,
+        clocks: &[None],
+        partition_clocks: &moved,
+    });
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].table, Table::Aggregate(0));
+    assert_eq!(
+        plan[0].partition_clocks,
+        vec![(0, 900)],
+        "only owned partitions"
+    );
+    assert_eq!(plan[0].clock, None);
+    l.record(&plan[0]);
+    assert_eq!(l.partition_clock(&0, 0), Some(900));
+    assert_eq!(l.stored(&0).unwrap().clocks, vec![Some(900)]);
 }

@@ -51,6 +51,7 @@ impl Lake {
             dead_letter: get(Table::DeadLetter),
             late: vec![get(Table::Late(0))],
             aggregates: vec![get(Table::Aggregate(0))],
+            clocks: vec![None],
         }
     }
 
@@ -251,6 +252,7 @@ impl Instance {
             rows: &rows,
             needed: &[needed],
             clocks: &[self.op.clock()],
+            partition_clocks: &[],
         });
         for c in plan {
             if crashes.remove(&lake.made) {

@@ -2,6 +2,7 @@
 //! under its name, optionally as of a version or a time, and every topic as one table across
 //! both tiers (`kafka.<topic>`, see [`topic`]).
 
+pub mod merged;
 pub mod topic;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,6 +65,8 @@ pub struct QuerySession {
     topics: BTreeMap<String, topic::TopicSpec>,
     source: Option<(sluice_config::Config, Lake)>,
     registered_topics: Mutex<BTreeSet<String>>,
+    /// The registered tables, at the version registered.
+    handles: BTreeMap<String, DeltaTable>,
 }
 
 impl std::fmt::Debug for QuerySession {
@@ -79,6 +82,7 @@ impl QuerySession {
     pub async fn new(lake: &Lake, names: &[String], as_of: AsOf) -> Result<Self> {
         let ctx = SessionContext::new();
         let mut tables = Vec::new();
+        let mut handles = BTreeMap::new();
         if let AsOf::TableVersion { table, .. } = &as_of
             && !names.contains(table)
         {
@@ -117,6 +121,7 @@ impl QuerySession {
             }
             register(&ctx, name, &table).await?;
             tables.push(name.clone());
+            handles.insert(name.clone(), table);
         }
         Ok(Self {
             ctx,
@@ -124,6 +129,7 @@ impl QuerySession {
             topics: BTreeMap::new(),
             source: None,
             registered_topics: Mutex::new(BTreeSet::new()),
+            handles,
         })
     }
 
@@ -137,7 +143,26 @@ impl QuerySession {
         let mut s = Self::new(lake, &config.table_names(), as_of).await?;
         s.topics = topic::topics_of(config);
         s.source = Some((config.clone(), lake.clone()));
+        s.register_merged_views(config).await?;
         Ok(s)
+    }
+
+    /// `<table>_merged` for every registered aggregate table with per-partition windows
+    /// ([`merged`]), as of the version registered.
+    async fn register_merged_views(&mut self, config: &sluice_config::Config) -> Result<()> {
+        for (p, agg) in merged::partition_aggregates(config) {
+            let Some(table) = self.handles.get(&agg.table) else {
+                continue;
+            };
+            let line = merged::final_line(p, agg, table).await?;
+            let view = merged::view_name(&agg.table);
+            let sql = format!("CREATE VIEW \"{view}\" AS {}", merged::view_sql(agg, line));
+            self.ctx.sql(&sql).await.map_err(|e| QueryError::Sql {
+                message: format!("view {view}: {e}"),
+            })?;
+            self.tables.push(view);
+        }
+        Ok(())
     }
 
     /// The names a statement can use: tables, then topic tables.

@@ -6,14 +6,18 @@
 //! - [`WindowOperator`]: assigns each record to its tumbling, hopping or session windows,
 //!   record by record (so any split into batches gives the same result), closes windows when
 //!   `C - grace` passes them, and reports records whose every window had closed as late.
+//! - [`PartitionWindows`]: one operator per source partition, each with its partition's clock
+//!   (`clock = "partition"`).
 
 mod aggregate;
 mod clock;
 mod operator;
+mod partitioned;
 
 pub use aggregate::Accumulator;
 pub use clock::Clock;
 pub use operator::{LateRecord, WindowError, WindowOperator, WindowOutput, WindowSpec};
+pub use partitioned::PartitionWindows;
 
 /// `floor(a / b)` for any sign of `a` (b > 0).
 pub fn floor_div(a: i64, b: i64) -> i64 {

@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, Int64Builder, RecordBatch, TimestampMicrosecondBuilder,
+    Array, ArrayRef, AsArray, Int32Array, Int64Array, Int64Builder, RecordBatch, StringArray,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use arrow::row::{OwnedRow, RowConverter, SortField};
@@ -37,6 +38,9 @@ pub enum WindowError {
         /// Partition ids given.
         partitions: usize,
     },
+    /// Rows of a partition that per-partition windows were not opened for.
+    #[error("window input: partition id {0} is not open here")]
+    UnknownPartition(u32),
     /// Output asked for before any input set up the group keys.
     #[error("window state: no input seen yet")]
     NoInputYet,
@@ -130,6 +134,9 @@ pub struct WindowOperator {
     sessions: HashMap<OwnedRow, Vec<Session>>,
     session_close: BTreeSet<(i64, OwnedRow, i64)>,
     output_schema: Option<SchemaRef>,
+    /// The source partition of a per-partition operator: its rows carry it, and each `avg`
+    /// its weight, so that rows of several partitions can be merged.
+    source: Option<(String, i32)>,
 }
 
 impl std::fmt::Debug for WindowOperator {
@@ -146,6 +153,12 @@ impl WindowOperator {
     /// are fixed up front, so the output table can be created before any record arrives.
     pub fn with_input_schema(spec: WindowSpec, input: &Schema) -> Result<Self, WindowError> {
         let mut op = Self::new(spec);
+        op.set_input_schema(input)?;
+        Ok(op)
+    }
+
+    fn set_input_schema(&mut self, input: &Schema) -> Result<(), WindowError> {
+        let op = self;
         let mut kinds = Vec::new();
         for a in &op.spec.aggregates {
             kinds.push(match &a.column {
@@ -172,7 +185,7 @@ impl WindowOperator {
             key_types.push(f.data_type().clone());
         }
         op.output_schema(&key_types);
-        Ok(op)
+        Ok(())
     }
 
     /// A new operator.
@@ -187,7 +200,23 @@ impl WindowOperator {
             sessions: HashMap::new(),
             session_close: BTreeSet::new(),
             output_schema: None,
+            source: None,
         }
+    }
+
+    /// A per-partition operator: its clock is the partition's alone, and its rows carry
+    /// `_kafka_topic` and `_kafka_partition` and, for each `avg`, its weight
+    /// (`AggregateSpec::weight_column`).
+    pub fn for_partition(
+        spec: WindowSpec,
+        input: &Schema,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Self, WindowError> {
+        let mut op = Self::new(spec);
+        op.source = Some((topic.to_string(), partition));
+        op.set_input_schema(input)?;
+        Ok(op)
     }
 
     /// The clock value (ms).
@@ -586,6 +615,15 @@ impl WindowOperator {
         }
         fields.push(Field::new("record_count", DataType::Int64, false));
         fields.push(Field::new("max_event_time", ts, false));
+        if self.source.is_some() {
+            fields.push(Field::new("_kafka_topic", DataType::Utf8, false));
+            fields.push(Field::new("_kafka_partition", DataType::Int32, false));
+            for a in &self.spec.aggregates {
+                if a.function == AggregateFunction::Avg {
+                    fields.push(Field::new(a.weight_column(), DataType::Int64, false));
+                }
+            }
+        }
         let s = Arc::new(Schema::new(fields));
         self.output_schema = Some(s.clone());
         s
@@ -633,6 +671,20 @@ impl WindowOperator {
         }
         columns.push(Arc::new(counts.finish()));
         columns.push(Arc::new(maxes.finish()));
+        if let Some((topic, partition)) = &self.source {
+            let n = closed.len();
+            columns.push(Arc::new(StringArray::from(vec![topic.as_str(); n])));
+            columns.push(Arc::new(Int32Array::from(vec![*partition; n])));
+            for (j, a) in self.spec.aggregates.iter().enumerate() {
+                if a.function == AggregateFunction::Avg {
+                    let weights = closed.iter().map(|c| match &c.3.accs[j] {
+                        Accumulator::Avg(_, w) => *w,
+                        _ => 0,
+                    });
+                    columns.push(Arc::new(Int64Array::from_iter_values(weights)));
+                }
+            }
+        }
         Ok(Some(RecordBatch::try_new(schema, columns)?))
     }
 }

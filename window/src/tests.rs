@@ -719,3 +719,123 @@ fn an_open_session_ends_at_its_last_record_plus_the_gap() {
         vec![row("A", 10, 18, 2)]
     );
 }
+
+/// Per-partition windows over `recs`, fed in batches of `chunk` records: the closed rows as
+/// (partition, key, start, end, count) sorted, and the late records as (partition, time).
+fn per_partition(recs: &[Rec], chunk: usize) -> (Vec<(i32, Row)>, Vec<(u32, i64)>) {
+    let mut spec = spec(
+        WindowKind::Tumbling {
+            size: 1000,
+            offset: 0,
+        },
+        0,
+    );
+    spec.aggregates
+        .push(AggregateSpec::parse("avg(v) AS mean").unwrap());
+    let (whole, _) = batch(recs);
+    let mut w = PartitionWindows::new(spec, whole.schema()).unwrap();
+    for p in 0..2 {
+        w.open(p, ("t", p as i32), None, 0).unwrap();
+    }
+    let mut closed = Vec::new();
+    let mut late = Vec::new();
+    for part in recs.chunks(chunk) {
+        let (b, pids) = batch(part);
+        let mut runs: Vec<(std::ops::Range<usize>, u32)> = Vec::new();
+        for (i, p) in pids.iter().enumerate() {
+            match runs.last_mut() {
+                Some((r, q)) if q == p => r.end = i + 1,
+                _ => runs.push((i..i + 1, *p)),
+            }
+        }
+        let offsets: Vec<i64> = (0..part.len() as i64).collect();
+        let out = w.process_runs(&b, &runs, &offsets, 0).unwrap();
+        late.extend(out.late.iter().map(|l| (pids[l.row], l.event_time_ms)));
+        if let Some(c) = out.closed {
+            let parts = c
+                .column_by_name("_kafka_partition")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Int32Type>();
+            let weights = c
+                .column_by_name("_n_mean")
+                .unwrap()
+                .as_primitive::<Int64Type>();
+            for (i, r) in rows(&c).into_iter().enumerate() {
+                assert_eq!(weights.value(i), r.3, "every record has a v");
+                closed.push((parts.value(i), r));
+            }
+        }
+    }
+    closed.sort();
+    late.sort();
+    (closed, late)
+}
+
+#[test]
+fn each_partition_closes_its_own_windows_by_its_own_clock() {
+    // Partition 0 runs ahead to 5 s: its [1, 2) closes and its A@1.5 s is late. Partition 1
+    // is at 1.2 s: its [1, 2) stays open until its own clock passes 2 s.
+    let recs: Vec<Rec> = vec![
+        ("A", 1000, 0),
+        ("A", 1200, 1),
+        ("A", 5000, 0),
+        ("A", 1500, 0),
+        ("A", 1900, 1),
+    ];
+    let (closed, late) = per_partition(&recs, recs.len());
+    assert_eq!(closed, vec![(0, ("A".into(), 1000, 2000, 1))]);
+    assert_eq!(late, vec![(0, 1500)]);
+    let mut more = recs.clone();
+    more.push(("B", 3000, 1));
+    let (closed, _) = per_partition(&more, more.len());
+    assert_eq!(
+        closed,
+        vec![
+            (0, ("A".into(), 1000, 2000, 1)),
+            (1, ("A".into(), 1000, 2000, 2)),
+        ]
+    );
+}
+
+proptest! {
+    /// What each partition emits depends on its own records in order, not on how the
+    /// partitions interleave or how the input is split into batches.
+    #[test]
+    fn per_partition_output_ignores_interleaving(
+        p0 in proptest::collection::vec((0..3usize, 0..20_000i64), 1..40),
+        p1 in proptest::collection::vec((0..3usize, 0..20_000i64), 1..40),
+        chunk in 1..10usize,
+    ) {
+        let keys = ["A", "B", "C"];
+        let tag = |v: &Vec<(usize, i64)>, p: u32| -> Vec<Rec> {
+            v.iter().map(|(k, t)| (keys[*k], *t, p)).collect()
+        };
+        let (a, b) = (tag(&p0, 0), tag(&p1, 1));
+        let mut sequential = a.clone();
+        sequential.extend(b.iter().cloned());
+        let mut alternating = Vec::new();
+        for i in 0..a.len().max(b.len()) {
+            alternating.extend(a.get(i).cloned());
+            alternating.extend(b.get(i).cloned());
+        }
+        prop_assert_eq!(per_partition(&sequential, 1000), per_partition(&alternating, chunk));
+    }
+}
+
+#[test]
+fn rows_of_a_partition_that_is_not_open_are_refused() {
+    let (b, _) = batch(&[("A", 1, 0)]);
+    let mut w = PartitionWindows::new(
+        spec(
+            WindowKind::Tumbling {
+                size: 10,
+                offset: 0,
+            },
+            0,
+        ),
+        b.schema(),
+    )
+    .unwrap();
+    let err = w.process_runs(&b, &[(0..1, 7)], &[0], 0).unwrap_err();
+    assert!(matches!(err, WindowError::UnknownPartition(7)), "{err}");
+}

@@ -11,6 +11,7 @@ mod compaction;
 mod console;
 mod formats;
 mod ingest;
+mod instances;
 mod ops;
 mod query;
 mod security;

@@ -517,6 +517,9 @@ pub struct PipelineConfig {
     pub compression: Compression,
     /// Wall-clock time without records after which a partition no longer holds the clock.
     pub idle_timeout: Duration,
+    /// With a `clock = "topic"` aggregate: how long the active instance's lease lasts without
+    /// renewal before a standby instance of the pipeline takes over (docs/windows.md).
+    pub standby_takeover: Duration,
     /// How far a record's event time may be ahead of its Kafka timestamp and still move the
     /// window clock; a record further ahead joins no window and is counted
     /// (`sluice_future_records_total`), but lands in the events table like any record.
@@ -559,6 +562,7 @@ impl Default for PipelineConfig {
             max_record_size: ByteSize::mib(1),
             compression: Compression::Zstd,
             idle_timeout: Duration::from_secs(30),
+            standby_takeover: Duration::from_secs(15),
             max_future_skew: Duration::from_secs(24 * 3600),
             aggregates: Vec::new(),
             mode: Mode::Append,

@@ -77,6 +77,8 @@ pub struct RawPipeline {
     pub compression: Compression,
     /// See [`crate::PipelineConfig::idle_timeout`].
     pub idle_timeout: Duration,
+    /// See [`crate::PipelineConfig::standby_takeover`].
+    pub standby_takeover: Duration,
     /// See [`crate::PipelineConfig::max_future_skew`].
     pub max_future_skew: Duration,
     /// `[[pipeline.aggregate]]`.
@@ -116,6 +118,7 @@ impl Default for RawPipeline {
             max_record_size: typed.max_record_size,
             compression: typed.compression,
             idle_timeout: typed.idle_timeout,
+            standby_takeover: typed.standby_takeover,
             max_future_skew: typed.max_future_skew,
             aggregates: Vec::new(),
             mode: typed.mode,

@@ -244,6 +244,15 @@ fn pipeline(
     };
     let schema = schema(i, &raw.schema, c);
     flush_and_sizes(i, &raw, c);
+    if raw.standby_takeover.as_millis_i64() < 1000 {
+        c.problem(
+            &k("standby_takeover"),
+            format!(
+                "{}ms is too short for the active instance to renew its lease; use at least \"1s\" (default \"15s\")",
+                raw.standby_takeover.as_millis_i64()
+            ),
+        );
+    }
     let mut late_tables = BTreeSet::new();
     let aggregates = raw
         .aggregates
@@ -272,6 +281,7 @@ fn pipeline(
         max_record_size: raw.max_record_size,
         compression: raw.compression,
         idle_timeout: raw.idle_timeout,
+        standby_takeover: raw.standby_takeover,
         max_future_skew: raw.max_future_skew,
         aggregates,
         mode: raw.mode,

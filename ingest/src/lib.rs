@@ -7,6 +7,7 @@
 //! Kafka progress of the rows it holds, then commits the offsets to the consumer group.
 
 pub use sluice_lake::fault;
+pub mod lease;
 pub mod live;
 pub mod pipeline;
 pub mod positions;
@@ -62,6 +63,15 @@ pub enum IngestError {
     /// The changes of an upsert pipeline could not be kept.
     #[error(transparent)]
     Changelog(#[from] sluice_changelog::ChangelogError),
+    /// Another instance took over this pipeline's windows: this one stalled for longer than
+    /// `standby_takeover` without renewing its lease.
+    #[error(
+        "pipeline {pipeline}: another instance took over its windows (this one did not renew its lease within standby_takeover); stopping so that one instance computes them; a restart makes this instance a standby"
+    )]
+    LeaseLost {
+        /// The pipeline.
+        pipeline: String,
+    },
     /// The table does not fit the pipeline's schema.
     #[error("table {table}: {message}")]
     Schema {

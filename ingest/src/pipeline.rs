@@ -24,6 +24,7 @@ use sluice_progress::{Commit, Ledger, Pending, Stored, Table};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::lease::Lease;
 use crate::positions::Positions;
 use crate::sink::EventsSink;
 use crate::source::{
@@ -116,6 +117,10 @@ pub struct Pipeline {
     timing: StageTiming,
     /// Interactive queries of the open windows ([`crate::live`]), answered between batches.
     live: mpsc::Receiver<crate::live::OpenWindowsRequest>,
+    /// The lease of a pipeline with topic-clock aggregates run live ([`crate::lease`]).
+    lease: Option<Lease>,
+    /// The lease expiry the commits of the current flush carry.
+    flush_lease: Option<i64>,
 }
 
 /// Time spent per stage since the last commit.
@@ -272,6 +277,8 @@ impl Pipeline {
             last_lag_check: Instant::now(),
             targets: None,
             timing: StageTiming::default(),
+            lease: None,
+            flush_lease: None,
         })
     }
 
@@ -281,7 +288,17 @@ impl Pipeline {
     }
 
     /// Consumes until cancelled (or caught up), committing as it goes.
-    pub async fn run(self, opts: RunOptions, cancel: CancellationToken) -> Result<PipelineSummary> {
+    pub async fn run(
+        mut self,
+        opts: RunOptions,
+        cancel: CancellationToken,
+    ) -> Result<PipelineSummary> {
+        if self.aggs.iter().any(|a| matches!(a.op, Windows::Topic(_))) {
+            self.lease = Some(Lease::new(&self.cfg.name, self.cfg.standby_takeover.get()));
+            if !self.take_lease(&cancel).await? {
+                return Ok(self.summary);
+            }
+        }
         let source_opts = GroupOptions {
             connection: sluice_kafka::client::Connection {
                 group_id: self.group_id(),
@@ -324,23 +341,171 @@ impl Pipeline {
         let mut ended = false;
         let result = self.event_loop(&source, &mut rx, &cancel, &mut ended).await;
         source.stop();
-        // Drain so the polling thread can finish leaving the group.
-        let drain = async {
-            if ended {
-                return;
-            }
-            while let Some(ev) = rx.recv().await {
-                match ev {
-                    GroupEvent::Assigned(_, reply) => drop(reply),
-                    GroupEvent::Revoked(_, reply) => drop(reply),
-                    GroupEvent::Records(_) | GroupEvent::Seeked(_) | GroupEvent::Refused(_) => {}
-                    GroupEvent::Ended => break,
+        // Keep draining while the polling thread leaves the group: it may still send (a
+        // revocation, a batch) and must never block on a full channel nobody reads.
+        let join = source.clone().join();
+        tokio::pin!(join);
+        let leave = async {
+            loop {
+                tokio::select! {
+                    _ = &mut join => break,
+                    ev = rx.recv(), if !ended => match ev {
+                        Some(GroupEvent::Assigned(_, reply)) => drop(reply),
+                        Some(GroupEvent::Revoked(_, reply)) => drop(reply),
+                        Some(GroupEvent::Ended) | None => ended = true,
+                        Some(_) => {}
+                    },
                 }
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(15), drain).await;
-        source.join().await;
+        if tokio::time::timeout(Duration::from_secs(30), leave)
+            .await
+            .is_err()
+        {
+            tracing::warn!(pipeline = %self.cfg.name, "the consumer did not leave its group within 30s; going on without it");
+        }
+        if result.is_ok() {
+            self.release_lease().await;
+        }
         result.map(|()| self.summary)
+    }
+
+    /// Waits as a standby until the pipeline's lease is free or expired, then takes it and
+    /// writes it into every table of the pipeline before consuming. False when cancelled
+    /// while standing by.
+    async fn take_lease(&mut self, cancel: &CancellationToken) -> Result<bool> {
+        let Some(lease) = &self.lease else {
+            return Ok(true);
+        };
+        let app = lease.app_id().to_string();
+        let name = self.cfg.name.clone();
+        let mut announced = false;
+        loop {
+            self.events.refresh().await?;
+            let now = wall_ms();
+            if let Some(expiry) = self.events.progress(&app).await?
+                && expiry > now
+            {
+                if !announced {
+                    tracing::info!(pipeline = %name, expiry = %ms_text(expiry), "standing by: another instance computes this pipeline's windows; taking over if its lease is not renewed");
+                    spec::PIPELINE_ACTIVE.set([&name], 0.0);
+                    health::mark_ready(&health::pipeline_component(&name));
+                    announced = true;
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(Lease::standby_wait(expiry, now)) => continue,
+                }
+            }
+            let expiry = self.lease.as_ref().map_or(0, |l| l.next_expiry(now));
+            let progress = [(app.clone(), expiry)];
+            match self.bump_lease(&progress).await {
+                Ok(()) => {}
+                // Another standby took it first.
+                Err(IngestError::Lake(e)) if e.is_fenced() => continue,
+                Err(e) => return Err(e),
+            }
+            if let Some(l) = &mut self.lease {
+                l.renewed(expiry);
+            }
+            tracing::info!(pipeline = %name, "active: this instance computes the pipeline's windows (it holds the lease)");
+            spec::PIPELINE_ACTIVE.set([&name], 1.0);
+            return Ok(true);
+        }
+    }
+
+    /// Writes the lease `progress` into the events table, then every other table.
+    async fn bump_lease(&mut self, progress: &[(String, i64)]) -> Result<()> {
+        let meta = || {
+            HashMap::from([(
+                "sluice.pipeline".to_string(),
+                serde_json::Value::from(self.cfg.name.clone()),
+            )])
+        };
+        self.events.commit(progress, meta()).await?;
+        self.dead.refresh().await?;
+        self.dead.commit_progress(progress, meta()).await?;
+        for i in 0..self.late.len() {
+            let m = meta();
+            let w = &mut self.late[i];
+            w.refresh().await?;
+            w.commit_progress(progress, m).await?;
+        }
+        for j in 0..self.aggs.len() {
+            let m = meta();
+            let w = &mut self.aggs[j].writer;
+            w.refresh().await?;
+            w.commit_progress(progress, m).await?;
+        }
+        Ok(())
+    }
+
+    /// Renews the lease in the events table when no flush did for a while; stops the
+    /// pipeline when another instance has taken it.
+    async fn renew_lease(&mut self) -> Result<()> {
+        let Some(lease) = &self.lease else {
+            return Ok(());
+        };
+        if !lease.due() {
+            return Ok(());
+        }
+        let expiry = lease.next_expiry(wall_ms());
+        let progress = [(lease.app_id().to_string(), expiry)];
+        let meta = HashMap::from([(
+            "sluice.pipeline".to_string(),
+            serde_json::Value::from(self.cfg.name.clone()),
+        )]);
+        match self.events.commit(&progress, meta).await {
+            Ok(_) => {
+                if let Some(l) = &mut self.lease {
+                    l.renewed(expiry);
+                }
+                Ok(())
+            }
+            Err(e) if e.is_fenced() => Err(self.lease_lost()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn lease_lost(&self) -> IngestError {
+        spec::PIPELINE_ACTIVE.set([&self.cfg.name], 0.0);
+        IngestError::LeaseLost {
+            pipeline: self.cfg.name.clone(),
+        }
+    }
+
+    /// Whether another instance took the lease this one held (read from the events table).
+    async fn lease_taken(&mut self) -> Result<bool> {
+        let Some(lease) = &self.lease else {
+            return Ok(false);
+        };
+        let (app, held) = (lease.app_id().to_string(), lease.held());
+        self.events.refresh().await?;
+        Ok(self.events.progress(&app).await? != Some(held))
+    }
+
+    /// Gives the lease up after a clean stop, so that a standby takes over at once.
+    async fn release_lease(&mut self) {
+        let Some(lease) = &self.lease else {
+            return;
+        };
+        if lease.held() == 0 {
+            return;
+        }
+        let progress = [(lease.app_id().to_string(), 0)];
+        let meta = HashMap::from([(
+            "sluice.pipeline".to_string(),
+            serde_json::Value::from(self.cfg.name.clone()),
+        )]);
+        match self.events.commit(&progress, meta).await {
+            Ok(_) => {
+                tracing::info!(pipeline = %self.cfg.name, "lease released: a standby takes over")
+            }
+            Err(e) => {
+                tracing::warn!(pipeline = %self.cfg.name, "could not release the lease (it expires on its own): {e}")
+            }
+        }
+        spec::PIPELINE_ACTIVE.set([&self.cfg.name], 0.0);
     }
 
     async fn event_loop(
@@ -577,6 +742,7 @@ impl Pipeline {
 
     /// Lets the window clocks see idle partitions; buffers the windows that close.
     async fn tick(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
+        self.renew_lease().await?;
         let now = wall_ms();
         if self.last_lag_check.elapsed() >= Duration::from_secs(5)
             && self.ledger.owned().next().is_some()
@@ -597,6 +763,12 @@ impl Pipeline {
             }
             let open = a.op.open_windows() as f64;
             spec::OPEN_WINDOWS.set([&self.cfg.name, &a.cfg.table], open);
+            for (pid, c) in a.op.partition_clocks() {
+                if let Some((topic, p)) = self.by_pid.get(pid as usize) {
+                    let labels = [self.cfg.name.as_str(), &a.cfg.table, topic, &p.to_string()];
+                    spec::PARTITION_WINDOW_CLOCK_SECONDS.set(labels, c as f64 / 1000.0);
+                }
+            }
         }
         for a in &mut self.aggs {
             let out = a.op.tick(now).map_err(|e| IngestError::Schema {
@@ -948,6 +1120,7 @@ impl Pipeline {
     /// Commits everything buffered in the ledger's order, then offsets to the group.
     async fn commit(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
         self.first_buffered = None;
+        self.flush_lease = self.lease.as_ref().map(|l| l.next_expiry(wall_ms()));
         let mut rows = Vec::new();
         if self.dead.buffered_rows() > 0 {
             rows.push(Table::DeadLetter);
@@ -1014,6 +1187,7 @@ impl Pipeline {
             // Fenced by another instance, or refused because another writer changed a table's
             // metadata or protocol: what landed stays (the ledger says so), the rest is dropped;
             // reload the tables and go on from their progress.
+            Err(e) if e.is_fenced() && self.lease_taken().await? => Err(self.lease_lost()),
             Err(e) if e.is_fenced() || e.is_conflict() => {
                 let (metric, what) = if e.is_fenced() {
                     self.summary.fenced += 1;
@@ -1055,11 +1229,17 @@ impl Pipeline {
         c: &Commit<TopicPartition>,
     ) -> std::result::Result<(), LakeError> {
         let name = self.cfg.name.clone();
-        let progress: Vec<(String, i64)> = c
+        let mut progress: Vec<(String, i64)> = c
             .progress
             .iter()
             .map(|((t, p), v)| (progress_app_id(&name, t, *p), *v))
             .collect();
+        let lease = self
+            .lease
+            .as_ref()
+            .zip(self.flush_lease)
+            .map(|(l, expiry)| (l.app_id().to_string(), expiry));
+        progress.extend(lease.clone());
         let meta = HashMap::from([(
             "sluice.pipeline".to_string(),
             serde_json::Value::from(name.clone()),
@@ -1082,6 +1262,9 @@ impl Pipeline {
                 let (out, changes) = self.events.commit(&progress, meta).await?;
                 if let Some(c) = changes {
                     record_changes(&name, self.events.name(), &c);
+                }
+                if let (Some(l), Some((_, expiry))) = (&mut self.lease, &lease) {
+                    l.renewed(*expiry);
                 }
                 (out, "events", "after_events_commit")
             }
@@ -1221,6 +1404,11 @@ impl Pipeline {
                         .collect();
                     for pid in gone {
                         w.close(pid);
+                        if let Some((topic, p)) = self.by_pid.get(pid as usize) {
+                            let labels =
+                                [self.cfg.name.as_str(), &a.cfg.table, topic, &p.to_string()];
+                            spec::PARTITION_WINDOW_CLOCK_SECONDS.remove(labels);
+                        }
                     }
                 }
             }

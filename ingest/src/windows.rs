@@ -44,7 +44,7 @@ impl std::fmt::Debug for AggregateSink {
 #[derive(Debug)]
 pub enum Windows {
     /// `clock = "topic"`.
-    Topic(WindowOperator),
+    Topic(Box<WindowOperator>),
     /// `clock = "partition"`.
     Partition(PartitionWindows),
 }
@@ -58,7 +58,9 @@ impl Windows {
     ) -> Result<Self, WindowError> {
         let spec = window_spec(p, agg);
         Ok(match agg.clock {
-            WindowClock::Topic => Self::Topic(WindowOperator::with_input_schema(spec, &input)?),
+            WindowClock::Topic => {
+                Self::Topic(Box::new(WindowOperator::with_input_schema(spec, &input)?))
+            }
             WindowClock::Partition => Self::Partition(PartitionWindows::new(spec, input)?),
         })
     }

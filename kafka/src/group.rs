@@ -106,17 +106,29 @@ impl GroupContext {
     fn assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList, coop: bool) {
         let parts = self.tp_list(tpl);
         let (reply, answer) = oneshot::channel();
-        let offsets = if self
-            .tx
-            .blocking_send(GroupEvent::Assigned(parts.clone(), reply))
-            .is_ok()
+        let offsets = if owner_reachable()
+            && self
+                .tx
+                .blocking_send(GroupEvent::Assigned(parts.clone(), reply))
+                .is_ok()
         {
             answer.blocking_recv().ok()
         } else {
             None
         };
         let Some(offsets) = offsets else {
+            // librdkafka waits for an answer to every assignment: take nothing (eager) or take
+            // them to give them back when the member leaves (cooperative), never leave the
+            // rebalance hanging, which would keep the member from leaving the group.
             tracing::info!("the owner is gone; not taking new partitions");
+            let res = if coop {
+                consumer.incremental_assign(tpl)
+            } else {
+                consumer.unassign()
+            };
+            if let Err(e) = res {
+                tracing::error!("answering the assignment failed: {e}");
+            }
             return;
         };
         for (topic, p) in &parts {
@@ -140,10 +152,11 @@ impl GroupContext {
     fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList, coop: bool) {
         let parts = self.tp_list(tpl);
         let (reply, answer) = oneshot::channel();
-        if self
-            .tx
-            .blocking_send(GroupEvent::Revoked(parts.clone(), reply))
-            .is_ok()
+        if owner_reachable()
+            && self
+                .tx
+                .blocking_send(GroupEvent::Revoked(parts.clone(), reply))
+                .is_ok()
         {
             let _ = answer.blocking_recv();
         }
@@ -157,6 +170,13 @@ impl GroupContext {
             tracing::error!("unassign failed: {e}");
         }
     }
+}
+
+/// Whether a rebalance callback may wait for the owner: not when librdkafka runs it on a
+/// thread of the async runtime (closing a consumer that is dropped there), where waiting
+/// would block the runtime (and tokio refuses to). The owner has stopped listening by then.
+fn owner_reachable() -> bool {
+    tokio::runtime::Handle::try_current().is_err()
 }
 
 impl ConsumerContext for GroupContext {

@@ -348,6 +348,14 @@ pub fn clock_app_id(pipeline: &str) -> String {
     format!("sluice:{pipeline}:clock")
 }
 
+/// The app id of a pipeline's lease (`clock = "topic"` aggregates): its version is the
+/// lease's expiry (ms since the epoch; 0 once released). The active instance writes it in
+/// every commit to every table of the pipeline, so a commit of an instance whose lease was
+/// taken over is fenced.
+pub fn lease_app_id(pipeline: &str) -> String {
+    format!("sluice:{pipeline}:lease")
+}
+
 /// The app id under which a pipeline records one source partition's window clock (ms) in an
 /// aggregate table with per-partition windows (`clock = "partition"`). Topic names cannot hold
 /// `:`, so it never collides with a progress app id.

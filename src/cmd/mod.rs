@@ -101,7 +101,11 @@ pub fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> E
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(fut) {
+    let outcome = runtime.block_on(fut);
+    // A blocking task stuck in a C library (a consumer that cannot leave its group) must not
+    // keep the process from exiting once the work is done.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice: {}", error_chain(&e));

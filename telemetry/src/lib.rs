@@ -111,6 +111,10 @@ impl<const N: usize> Gauge<N> {
     pub fn series(&self) -> Vec<(Vec<String>, f64)> {
         registry::series(self.name)
     }
+    /// Drops the series with these label values (what it measured is no longer here).
+    pub fn remove(&self, values: [&str; N]) {
+        registry::remove(self.name, &self.labels, &values);
+    }
 }
 
 impl<const N: usize> Histogram<N> {

@@ -43,6 +43,12 @@ pub(crate) fn set(name: &'static str, names: &[&'static str], values: &[&str], v
     }
 }
 
+pub(crate) fn remove(name: &'static str, names: &[&'static str], values: &[&str]) {
+    if let Ok(mut r) = registry().lock() {
+        r.values.remove(&(name, labels(names, values)));
+    }
+}
+
 pub(crate) fn observe(name: &'static str, names: &[&'static str], values: &[&str], seconds: f64) {
     if let Ok(mut r) = registry().lock() {
         let h = r

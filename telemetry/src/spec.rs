@@ -138,6 +138,22 @@ pub static PARTITIONS_ASSIGNED: Gauge<1> = Gauge::new(
     "Partitions this instance owns, by pipeline.",
 );
 
+/// 1 where this instance computes the pipeline's topic-clock windows (it holds the lease), 0
+/// where it stands by.
+pub static PIPELINE_ACTIVE: Gauge<1> = Gauge::new(
+    "sluice_pipeline_active",
+    ["pipeline"],
+    "1 where this instance computes the pipeline's topic-clock windows (holds the lease), 0 where it stands by.",
+);
+
+/// A partition's window clock (`clock = "partition"`), by pipeline, aggregate table, topic
+/// and partition; only for the partitions this instance owns.
+pub static PARTITION_WINDOW_CLOCK_SECONDS: Gauge<4> = Gauge::new(
+    "sluice_partition_window_clock_seconds",
+    ["pipeline", "table", "topic", "partition"],
+    "A partition's window clock in seconds since the epoch (clock = partition), for the partitions this instance owns.",
+);
+
 /// Wall time minus the window clock, by pipeline and aggregate table.
 pub static WINDOW_CLOCK_LAG_SECONDS: Gauge<2> = Gauge::new(
     "sluice_window_clock_lag_seconds",
@@ -306,6 +322,8 @@ pub static ALL: &[&dyn Described] = &[
     &CONSUMER_LAG_RECORDS,
     &COMMITTED_OFFSET,
     &PARTITIONS_ASSIGNED,
+    &PIPELINE_ACTIVE,
+    &PARTITION_WINDOW_CLOCK_SECONDS,
     &WINDOW_CLOCK_LAG_SECONDS,
     &WINDOW_CLOCK_SECONDS,
     &OPEN_WINDOWS,

@@ -26,6 +26,7 @@ fn config(
         .iter()
         .map(|(k, v)| format!("{k} = {v:?}\n"))
         .collect();
+    let root = format!("{}/{}", s3_lake().root, unique(name));
     let text = format!(
         r#"
 [kafka]
@@ -55,6 +56,7 @@ schema = [
 ]
 event_time = {{ field = "ts", format = "rfc3339" }}
 flush = {{ max_latency = "500ms" }}
+standby_takeover = "3s"
 
 [[pipeline.aggregate]]
 table = "per_key"
@@ -66,7 +68,7 @@ aggregates = ["count(*) AS n", "sum(v) AS total", "avg(v) AS mean", "max(v) AS b
 clock = "{clock}"
 "#,
         brokers = kafka(),
-        root = format!("{}/{}", s3_lake().root, unique(name)),
+        root = root,
     );
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).unwrap();
@@ -75,12 +77,17 @@ clock = "{clock}"
     path
 }
 
-/// Record `i`: key `k<i % 25>`, event time 20 ms per record with disorder, and every 41st
-/// record 4 s behind (late where its partition's clock has moved on).
+/// Record `i`: key `k<i % 25>`, event time 20 ms per record with up to 300 ms of disorder
+/// (less than the grace), and every 41st record 4 s behind (late where its partition's clock
+/// has moved on) unless `on_time`.
 fn record(i: u64, keyed: bool) -> TestRecord {
+    record_with(i, keyed, false)
+}
+
+fn record_with(i: u64, keyed: bool, on_time: bool) -> TestRecord {
     let k = format!("k{}", i % 25);
     let mut t = T0 + i as i64 * 20 + ((i * 7919) % 300) as i64;
-    if i % 41 == 40 {
+    if i % 41 == 40 && !on_time {
         t -= 4_000;
     }
     let ts = chrono::DateTime::from_timestamp_millis(t)
@@ -333,4 +340,165 @@ async fn three_instances_over_an_unkeyed_topic_merge_into_one_row_per_key_and_wi
          FROM events e LEFT ANTI JOIN late l ON e._kafka_partition = l.partition AND e._kafka_offset = l.offset \
          WHERE e.k <> 'closer' GROUP BY e.k, window_start ORDER BY e.k, window_start";
     assert_eq!(text(&shared, avg).await, text(&shared, batch_avg).await);
+}
+
+/// Waits until the log of instance `name` (beside `config`) contains `line`.
+async fn wait_log(config: &std::path::Path, name: &str, line: &str, limit: Duration) -> Duration {
+    let path = config.with_file_name(format!("{name}.log"));
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        if log.contains(line) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "instance {name} did not log {line:?} in {limit:?}:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn log_of(config: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(config.with_file_name(format!("{name}.log"))).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_clock_runs_on_one_instance_and_a_standby_takes_over_when_it_is_killed() {
+    const N: u64 = 4_000;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = unique("inst-topic");
+    create_topic(&topic, PARTITIONS).await;
+    // No record later than the grace: with one clock over the topic, which records are late
+    // could otherwise depend on how a replay interleaves the partitions (docs/windows.md).
+    let on_time =
+        |r: std::ops::Range<u64>| r.map(|i| record_with(i, true, true)).collect::<Vec<_>>();
+    let shared = config(dir.path(), "shared", &topic, &unique("inst"), "topic");
+    let a = spawn(&shared, "a");
+    wait_log(
+        &shared,
+        "a",
+        "active: this instance computes",
+        Duration::from_secs(60),
+    )
+    .await;
+    let b = spawn(&shared, "b");
+    wait_log(&shared, "b", "standing by", Duration::from_secs(60)).await;
+    for slice in on_time(0..N / 2).chunks(250) {
+        produce(&topic, slice.to_vec()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_rows(
+        &shared,
+        "SELECT id FROM events WHERE id < 1500",
+        1500,
+        Duration::from_secs(120),
+    )
+    .await;
+    let early = count(&shared, "SELECT * FROM per_key").await;
+    assert!(
+        early > 0,
+        "the active instance emitted windows before it was killed"
+    );
+    // Only one instance computes: the standby has not joined the consumer group.
+    assert!(
+        !log_of(&shared, "b").contains("partition assigned"),
+        "{}",
+        log_of(&shared, "b")
+    );
+    let mut a = a;
+    a.kill().unwrap(); // SIGKILL
+    a.wait().unwrap();
+    let took = wait_log(
+        &shared,
+        "b",
+        "active: this instance computes",
+        Duration::from_secs(60),
+    )
+    .await;
+    eprintln!("the standby took over {took:?} after the SIGKILL (standby_takeover = 3s)");
+    for slice in on_time(N / 2..N).chunks(250) {
+        produce(&topic, slice.to_vec()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    produce(&topic, closers(N)).await;
+    let total = N as usize + PARTITIONS as usize;
+    wait_rows(
+        &shared,
+        "SELECT id FROM events",
+        total,
+        Duration::from_secs(180),
+    )
+    .await;
+
+    let reference = config(dir.path(), "reference", &topic, &unique("ref"), "topic");
+    run_until_caught_up(&reference);
+    let want = count(&reference, "SELECT * FROM per_key").await;
+    assert!(want > 500, "the reference run emitted {want} rows");
+    wait_rows(
+        &shared,
+        "SELECT * FROM per_key",
+        want,
+        Duration::from_secs(180),
+    )
+    .await;
+    // A third instance while B is active stands by too. B stalls (SIGSTOP) past its lease:
+    // C takes over; when B resumes, its lease is gone and it stops instead of computing
+    // windows beside C.
+    let c = spawn(&shared, "c");
+    wait_log(&shared, "c", "standing by", Duration::from_secs(60)).await;
+    let signal = |sig: &str, child: &Child| {
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    let mut b = b;
+    signal("-STOP", &b);
+    wait_log(
+        &shared,
+        "c",
+        "active: this instance computes",
+        Duration::from_secs(60),
+    )
+    .await;
+    signal("-CONT", &b);
+    let status = b.wait().unwrap();
+    assert!(!status.success(), "B went on after losing its lease");
+    assert!(
+        log_of(&shared, "b").contains("another instance took over its windows"),
+        "{}",
+        log_of(&shared, "b")
+    );
+    // C releases its lease on a clean stop: D takes over without waiting for it to expire.
+    let d = spawn(&shared, "d");
+    wait_log(&shared, "d", "standing by", Duration::from_secs(60)).await;
+    stop(c);
+    wait_log(
+        &shared,
+        "d",
+        "active: this instance computes",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(log_of(&shared, "c").contains("lease released"));
+    stop(d);
+
+    let rows = "SELECT * FROM per_key ORDER BY k, window_start";
+    assert_eq!(
+        text(&shared, rows).await,
+        text(&reference, rows).await,
+        "row for row"
+    );
+    assert_eq!(count(&shared, "SELECT * FROM late").await, 0);
+    let batch = "SELECT k, date_bin(INTERVAL '1 second', _event_time, TIMESTAMP '1970-01-01T00:00:00Z') AS window_start, \
+         count(*) AS n, sum(v) AS total FROM events WHERE k <> 'closer' GROUP BY k, window_start ORDER BY k, window_start";
+    assert_eq!(
+        text(
+            &shared,
+            "SELECT k, window_start, n, total FROM per_key ORDER BY k, window_start"
+        )
+        .await,
+        text(&shared, batch).await
+    );
 }

@@ -722,7 +722,10 @@ fn an_open_session_ends_at_its_last_record_plus_the_gap() {
 
 /// Per-partition windows over `recs`, fed in batches of `chunk` records: the closed rows as
 /// (partition, key, start, end, count) sorted, and the late records as (partition, time).
-fn per_partition(recs: &[Rec], chunk: usize) -> (Vec<(i32, Row)>, Vec<(u32, i64)>) {
+/// Closed rows with their partition, and late records as (partition, event time).
+type PerPartition = (Vec<(i32, Row)>, Vec<(u32, i64)>);
+
+fn per_partition(recs: &[Rec], chunk: usize) -> PerPartition {
     let mut spec = spec(
         WindowKind::Tumbling {
             size: 1000,

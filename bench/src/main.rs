@@ -26,6 +26,7 @@ use sluice_bench::{config_text, config_text_with, event_json, raw_batch, write_r
 
 mod changelog;
 mod formats;
+mod scale;
 
 #[derive(Parser)]
 #[command(name = "sluice-bench", about = "sluice's benchmark harness")]
@@ -97,6 +98,18 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Windowed throughput (`clock = "partition"`) with 1, 2, ... instances on this machine.
+    Windows {
+        /// Events to produce.
+        #[arg(long, default_value_t = 2_000_000)]
+        events: u64,
+        /// Partitions of the topic.
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// The most instances to run at once.
+        #[arg(long, default_value_t = 3)]
+        instances: usize,
+    },
     /// Memory over a long run at a fixed rate.
     Soak {
         /// Events per second.
@@ -161,6 +174,22 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Freshness { rate, seconds } => (
             "freshness",
             freshness(&cli.brokers, &sluice, &cli.lake, rate, seconds).await?,
+        ),
+        Cmd::Windows {
+            events,
+            partitions,
+            instances,
+        } => (
+            "windows",
+            scale::windows(
+                &cli.brokers,
+                &sluice,
+                &cli.lake,
+                events,
+                partitions,
+                instances,
+            )
+            .await?,
         ),
         Cmd::Soak { rate, minutes } => (
             "soak",

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sluice_config::Config;
 use sluice_kafka::{Cluster, KafkaError};
-use sluice_lake::{Lake, progress_app_id};
+use sluice_lake::{Lake, lease_app_id, partition_clock_app_id, progress_app_id};
 
 use crate::Result;
 
@@ -21,6 +21,10 @@ pub struct PartitionStatus {
     pub log_start: i64,
     /// The broker's end offset (high watermark).
     pub end: i64,
+    /// The consumer-group member that owns the partition now (client id and host).
+    pub owner: Option<String>,
+    /// The window clock (ms) each `clock = "partition"` aggregate committed for it.
+    pub window_clocks: Vec<(String, Option<i64>)>,
 }
 
 impl PartitionStatus {
@@ -47,6 +51,9 @@ pub struct PipelineStatus {
     pub partitions: Vec<PartitionStatus>,
     /// Upsert mode: the table's keys and what its last flush did.
     pub changes: Option<ChangesStatus>,
+    /// With `clock = "topic"` aggregates: until when (ms) the active instance's lease runs
+    /// (0 once released; `None` when no instance took it yet).
+    pub lease_until: Option<i64>,
 }
 
 /// Where an upsert pipeline's table stands.
@@ -117,11 +124,25 @@ pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>>
         }
         let cluster = Cluster::new(&(&config.kafka).into(), "status")?;
         let topics = p.topics.clone();
-        let offsets = tokio::task::spawn_blocking(move || broker_offsets(&cluster, &topics))
-            .await
-            .map_err(|_| KafkaError::TaskLost {
-                what: "reading watermarks",
-            })??;
+        let group = format!("{}.{}", config.kafka.group_id, p.name);
+        let (offsets, owners) = tokio::task::spawn_blocking(move || {
+            let offsets = broker_offsets(&cluster, &topics)?;
+            // Who owns what is for information: a group that cannot be described has none.
+            let owners = cluster.group_owners(&group).unwrap_or_default();
+            Ok::<_, KafkaError>((offsets, owners))
+        })
+        .await
+        .map_err(|_| KafkaError::TaskLost {
+            what: "reading watermarks",
+        })??;
+        let mut agg_tables = Vec::new();
+        for agg in p
+            .aggregates
+            .iter()
+            .filter(|a| a.clock == sluice_config::WindowClock::Partition)
+        {
+            agg_tables.push((agg.table.clone(), lake.open(&agg.table).await?));
+        }
         let mut partitions = Vec::new();
         for (topic, partition, log_start, end) in offsets {
             let committed = match &table {
@@ -135,15 +156,39 @@ pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>>
                 }
                 None => None,
             };
+            let mut window_clocks = Vec::new();
+            for (name, t) in &agg_tables {
+                let clock = match t {
+                    Some(t) => {
+                        let app = partition_clock_app_id(&p.name, &topic, partition);
+                        sluice_lake::committed_progress(name, t, &app).await?
+                    }
+                    None => None,
+                };
+                window_clocks.push((name.clone(), clock));
+            }
             partitions.push(PartitionStatus {
+                owner: owners.get(&(topic.clone(), partition)).cloned(),
                 topic,
                 partition,
                 committed,
                 log_start,
                 end,
+                window_clocks,
             });
         }
+        let lease_until = match &table {
+            Some(t)
+                if p.aggregates
+                    .iter()
+                    .any(|a| a.clock == sluice_config::WindowClock::Topic) =>
+            {
+                sluice_lake::committed_progress(&p.table, t, &lease_app_id(&p.name)).await?
+            }
+            _ => None,
+        };
         out.push(PipelineStatus {
+            lease_until,
             name: p.name.clone(),
             table: p.table.clone(),
             version,

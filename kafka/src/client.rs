@@ -55,11 +55,24 @@ fn consuming(brokers: &str, group: &str) -> ClientConfig {
     c
 }
 
+/// This process as a group member's client id: `sluice-<host>-<pid>`.
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("sluice-{host}-{}", std::process::id())
+}
+
 /// A consumer-group member: cooperative rebalancing, and a partition without a committed
 /// position starts at the earliest record (the pipeline assigns explicit offsets anyway).
 pub fn group_member(conn: &Connection) -> ClientConfig {
     let mut c = consuming(&conn.brokers, &conn.group_id);
     c.set("auto.offset.reset", "earliest")
+        // Names the instance in the group's description (`sluice status`: who owns what).
+        .set("client.id", instance_id())
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", "30000")
         .set("max.poll.interval.ms", "300000");

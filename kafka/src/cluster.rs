@@ -87,6 +87,31 @@ impl Cluster {
         watermarks(&*self.consumer, topic, partition).map_err(|e| self.explain(e))
     }
 
+    /// Which member of consumer group `group` owns each partition now, as its client id and
+    /// host (blocking). Empty for a group without members.
+    pub fn group_owners(&self, group: &str) -> Result<BTreeMap<(String, i32), String>> {
+        let list = self
+            .consumer
+            .fetch_group_list(Some(group), TIMEOUT)
+            .map_err(|e| {
+                self.explain(KafkaError::client(format!("describing group {group}"), e))
+            })?;
+        let mut owners = BTreeMap::new();
+        for g in list.groups() {
+            for m in g.members() {
+                let owner = format!(
+                    "{} ({})",
+                    m.client_id(),
+                    m.client_host().trim_start_matches('/')
+                );
+                for tp in m.assignment().map(parse_assignment).unwrap_or_default() {
+                    owners.insert(tp, owner.clone());
+                }
+            }
+        }
+        Ok(owners)
+    }
+
     /// The first offset in the broker whose timestamp is at or after `ms` (blocking).
     pub fn offset_for_time(&self, topic: &str, partition: i32, ms: i64) -> Result<Option<i64>> {
         offset_for_time(&*self.consumer, topic, partition, ms).map_err(|e| self.explain(e))
@@ -222,4 +247,73 @@ pub fn partitions_of<C: ConsumerContext>(c: &BaseConsumer<C>, topic: &str) -> Re
         return Err(missing());
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// The partitions of a consumer-protocol assignment (`ConsumerProtocolAssignment`: a version,
+/// then per topic its name and partitions, then user data). Malformed bytes give what could be
+/// read.
+pub fn parse_assignment(bytes: &[u8]) -> Vec<(String, i32)> {
+    struct Reader<'a>(&'a [u8]);
+    impl Reader<'_> {
+        fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+            let (head, rest) = self.0.split_first_chunk::<N>()?;
+            self.0 = rest;
+            Some(*head)
+        }
+        fn i16(&mut self) -> Option<i16> {
+            self.take::<2>().map(i16::from_be_bytes)
+        }
+        fn i32(&mut self) -> Option<i32> {
+            self.take::<4>().map(i32::from_be_bytes)
+        }
+        fn string(&mut self) -> Option<String> {
+            let n = usize::try_from(self.i16()?).ok()?;
+            let (s, rest) = self.0.split_at_checked(n)?;
+            self.0 = rest;
+            Some(String::from_utf8_lossy(s).into_owned())
+        }
+    }
+    let mut r = Reader(bytes);
+    let mut out = Vec::new();
+    let read = |r: &mut Reader<'_>, out: &mut Vec<(String, i32)>| -> Option<()> {
+        r.i16()?;
+        for _ in 0..r.i32()?.max(0) {
+            let topic = r.string()?;
+            for _ in 0..r.i32()?.max(0) {
+                out.push((topic.clone(), r.i32()?));
+            }
+        }
+        Some(())
+    };
+    let _ = read(&mut r, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod assignment_tests {
+    #[test]
+    fn an_assignment_reads_back_its_topics_and_partitions() {
+        let mut b = vec![0, 1]; // version
+        b.extend(2i32.to_be_bytes());
+        for (t, ps) in [("ab", vec![0, 3]), ("c", vec![7])] {
+            b.extend((t.len() as i16).to_be_bytes());
+            b.extend(t.as_bytes());
+            b.extend((ps.len() as i32).to_be_bytes());
+            for p in ps {
+                b.extend((p as i32).to_be_bytes());
+            }
+        }
+        b.extend((-1i32).to_be_bytes()); // no user data
+        let want = vec![
+            ("ab".to_string(), 0),
+            ("ab".to_string(), 3),
+            ("c".to_string(), 7),
+        ];
+        assert_eq!(super::parse_assignment(&b), want);
+        assert_eq!(
+            super::parse_assignment(&b[..b.len() - 9]),
+            want[..2].to_vec()
+        );
+        assert!(super::parse_assignment(&[]).is_empty());
+    }
 }

@@ -69,20 +69,29 @@ fn print_text(doc: &StatusDoc) {
                 time_text(a.committed_clock_ms)
             );
         }
+        match p.lease_until_ms {
+            Some(0) => println!("  windows lease: released (the next instance to start takes it)"),
+            Some(t) => println!("  windows lease: held until {}", time_text(Some(t))),
+            None => {}
+        }
         println!(
-            "  {:<40} {:>9} {:>12} {:>12} {:>10} {:>12}",
+            "  {:<40} {:>9} {:>12} {:>12} {:>10} {:>12}  owner",
             "topic", "partition", "committed", "end", "lag", "boundary"
         );
         for s in &p.partitions {
             println!(
-                "  {:<40} {:>9} {:>12} {:>12} {:>10} {:>12}",
+                "  {:<40} {:>9} {:>12} {:>12} {:>10} {:>12}  {}",
                 s.topic,
                 s.partition,
                 or_dash(s.committed),
                 s.end,
                 s.lag,
-                or_dash(s.boundary)
+                or_dash(s.boundary),
+                s.owner.as_deref().unwrap_or("-")
             );
+            for (table, clock) in &s.window_clocks {
+                println!("      window clock of {table}: {}", time_text(*clock));
+            }
         }
     }
     for t in &doc.tiering {

@@ -51,6 +51,12 @@ pub struct PipelineDoc {
     pub changes: Option<ChangesDoc>,
     /// What only the running service knows.
     pub activity: Option<ActivityDoc>,
+    /// With `clock = "topic"` aggregates: until when the active instance's lease runs (ms
+    /// since the epoch; 0 once released).
+    pub lease_until_ms: Option<i64>,
+    /// Running service with `clock = "topic"` aggregates: whether this instance computes the
+    /// windows (holds the lease) or stands by.
+    pub active: Option<bool>,
 }
 
 /// One partition of a pipeline's topic.
@@ -70,6 +76,11 @@ pub struct PartitionDoc {
     pub boundary: Option<i64>,
     /// Lag samples of the last hour, oldest first (running service only).
     pub lag_history: Vec<(i64, f64)>,
+    /// The consumer-group member that owns it now (client id and host).
+    pub owner: Option<String>,
+    /// Per `clock = "partition"` aggregate table: its window clock for this partition (ms
+    /// since the epoch), as committed.
+    pub window_clocks: Vec<(String, Option<i64>)>,
 }
 
 /// A windowed aggregate.
@@ -217,6 +228,8 @@ pub async fn collect(
                 lag_history: history
                     .map(|h| h.lag(&p.name, &s.topic, s.partition))
                     .unwrap_or_default(),
+                owner: s.owner.clone(),
+                window_clocks: s.window_clocks.clone(),
             })
             .collect();
         let aggregates = p
@@ -224,7 +237,14 @@ pub async fn collect(
             .iter()
             .map(|(table, clock)| aggregate_doc(&p.name, table, *clock, live))
             .collect();
+        let active = (live && p.lease_until.is_some()).then(|| {
+            spec::PIPELINE_ACTIVE
+                .value([&p.name])
+                .is_some_and(|v| v > 0.0)
+        });
         pipelines.push(PipelineDoc {
+            lease_until_ms: p.lease_until,
+            active,
             activity: history.map(|h| activity(&cfg_p.name, h)),
             name: p.name,
             table: p.table,

@@ -246,6 +246,34 @@ async fn three_instances_and_a_reference(
         Duration::from_secs(180),
     )
     .await;
+    // `sluice status` names each partition's owner (one of the running instances) and its
+    // committed window clock.
+    let pids: Vec<String> = [&a, &c, &d]
+        .iter()
+        .map(|c| format!("-{} (", c.id()))
+        .collect();
+    let out = Command::new(sluice_bin())
+        .args(["status", "--json", "--config"])
+        .arg(&shared)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let parts = doc["pipelines"][0]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), PARTITIONS as usize);
+    for p in parts {
+        let owner = p["owner"].as_str().unwrap_or_default();
+        assert!(pids.iter().any(|pid| owner.contains(pid.as_str())), "{p}");
+        assert_eq!(p["window_clocks"][0][0], "per_key");
+        assert!(
+            p["window_clocks"][0][1].as_i64().unwrap() >= T0 + 3_600_000,
+            "{p}"
+        );
+    }
     for child in [a, c, d] {
         stop(child);
     }
@@ -395,6 +423,17 @@ async fn topic_clock_runs_on_one_instance_and_a_standby_takes_over_when_it_is_ki
         Duration::from_secs(120),
     )
     .await;
+    let out = Command::new(sluice_bin())
+        .args(["status", "--json", "--config"])
+        .arg(&shared)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let until = doc["pipelines"][0]["lease_until_ms"].as_i64().unwrap();
+    assert!(
+        until > chrono::Utc::now().timestamp_millis(),
+        "the active instance holds the lease: {doc}"
+    );
     let early = count(&shared, "SELECT * FROM per_key").await;
     assert!(
         early > 0,

@@ -295,12 +295,12 @@ mod assignment_tests {
     fn an_assignment_reads_back_its_topics_and_partitions() {
         let mut b = vec![0, 1]; // version
         b.extend(2i32.to_be_bytes());
-        for (t, ps) in [("ab", vec![0, 3]), ("c", vec![7])] {
+        for (t, ps) in [("ab", vec![0i32, 3]), ("c", vec![7])] {
             b.extend((t.len() as i16).to_be_bytes());
             b.extend(t.as_bytes());
             b.extend((ps.len() as i32).to_be_bytes());
             for p in ps {
-                b.extend((p as i32).to_be_bytes());
+                b.extend(p.to_be_bytes());
             }
         }
         b.extend((-1i32).to_be_bytes()); // no user data

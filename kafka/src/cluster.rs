@@ -89,7 +89,7 @@ impl Cluster {
 
     /// Which member of consumer group `group` owns each partition now, as its client id and
     /// host (blocking). Empty for a group without members.
-    pub fn group_owners(&self, group: &str) -> Result<BTreeMap<(String, i32), String>> {
+    pub fn group_owners(&self, group: &str) -> Result<Owners> {
         let list = self
             .consumer
             .fetch_group_list(Some(group), TIMEOUT)
@@ -248,6 +248,9 @@ pub fn partitions_of<C: ConsumerContext>(c: &BaseConsumer<C>, topic: &str) -> Re
     }
     Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
+
+/// Each partition's owner in a consumer group: (topic, partition) to client id and host.
+pub type Owners = BTreeMap<(String, i32), String>;
 
 /// The partitions of a consumer-protocol assignment (`ConsumerProtocolAssignment`: a version,
 /// then per topic its name and partitions, then user data). Malformed bytes give what could be

@@ -103,3 +103,52 @@ pub fn partition_aggregates(
             .map(move |a| (p, a))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_view_merges_each_function_and_keeps_only_final_windows() {
+        let agg = AggregateConfig {
+            table: "t".into(),
+            window: sluice_config::WindowKind::Tumbling {
+                size: 60_000,
+                offset: 0,
+            },
+            grace: Default::default(),
+            group_by: vec!["k".into()],
+            aggregates: [
+                "count(*) AS n",
+                "avg(v) AS m",
+                "count_distinct(u) AS d",
+                "min(v) AS lo",
+            ]
+            .iter()
+            .map(|a| sluice_config::AggregateSpec::parse(a).unwrap())
+            .collect(),
+            late_table: None,
+            clock: WindowClock::Partition,
+        };
+        let sql = view_sql(&agg, Some(123));
+        assert!(sql.contains(r#"sum("n") AS "n""#), "{sql}");
+        assert!(
+            sql.contains(r#"sum("m" * "_n_m") / CAST(nullif(sum("_n_m"), 0) AS DOUBLE) AS "m""#),
+            "{sql}"
+        );
+        assert!(
+            sql.contains(r#"CASE WHEN count(*) = 1 THEN max("d") END AS "d""#),
+            "{sql}"
+        );
+        assert!(sql.contains(r#"min("lo") AS "lo""#), "{sql}");
+        assert!(
+            sql.contains("arrow_cast(window_end, 'Int64') <= 123"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with(r#"GROUP BY "k", window_start, window_end"#),
+            "{sql}"
+        );
+        assert!(view_sql(&agg, None).contains("WHERE false"));
+    }
+}

@@ -3,18 +3,20 @@
 //! by without consuming and takes over once the lease has not been renewed for
 //! `standby_takeover`.
 //!
-//! The lease is a `txn` (`sluice_lake::lease_app_id`) whose version is its expiry in ms. The
-//! events table holds the authoritative one. The active instance:
-//! - takes it with a commit to the events table (two standbys racing: one is fenced), then
-//!   writes it into every other table of the pipeline, before it consumes anything;
-//! - writes it again, with a new expiry, in every commit it makes to any table, and on its
-//!   own to the events table when no flush did for a third of the takeover time;
-//! - releases it (expiry 0) when it stops cleanly, so that a standby takes over at once.
+//! The lease is a `txn` (`sluice_lake::lease_app_id`) in a small table of its own
+//! ([`sluice_lake::lease_table`]), whose version is the lease's expiry in ms. The active
+//! instance renews it there every third of `standby_takeover`, so the pipeline's own tables
+//! get no commit for it while nothing happens. The instance taking the lease over:
+//! - takes it with a commit to the lease table (two standbys racing: one is fenced);
+//! - writes its **epoch** (the expiry it took the lease with) under the same app id into every
+//!   table of the pipeline, before it consumes anything;
+//! - writes that epoch again in every commit it makes to those tables.
 //!
-//! An instance that stalled past its lease (a long pause) and comes back finds every one of
-//! its commits fenced, because a commit fails when a `txn` it writes moved since its
-//! snapshot: it stops with [`crate::IngestError::LeaseLost`] instead of computing windows
-//! beside the new active instance.
+//! An instance that stalled past its lease (a long pause) and comes back finds each of its
+//! commits fenced, because a commit fails when a `txn` it writes moved since its snapshot: it
+//! stops with [`crate::IngestError::LeaseLost`] instead of computing windows beside the new
+//! active instance. A clean stop releases the lease (expiry 0) so a standby takes over at
+//! once.
 
 use std::time::{Duration, Instant};
 
@@ -23,9 +25,11 @@ use std::time::{Duration, Instant};
 pub struct Lease {
     app_id: String,
     ttl: Duration,
-    /// The expiry last written to the events table (0: not held).
+    /// The expiry last written to the lease table (0: not held).
     held: i64,
-    /// When the events table last got it.
+    /// The epoch this instance wrote into the pipeline's tables when it took the lease.
+    epoch: i64,
+    /// When the lease table last got a renewal from this instance.
     renewed: Instant,
 }
 
@@ -36,6 +40,7 @@ impl Lease {
             app_id: sluice_lake::lease_app_id(pipeline),
             ttl,
             held: 0,
+            epoch: 0,
             renewed: Instant::now(),
         }
     }
@@ -50,7 +55,13 @@ impl Lease {
         now_ms + self.ttl.as_millis() as i64
     }
 
-    /// The events table now holds `expiry` from this instance.
+    /// Taken with `expiry`, which is also the epoch written into the pipeline's tables.
+    pub fn taken(&mut self, expiry: i64) {
+        self.epoch = expiry;
+        self.renewed(expiry);
+    }
+
+    /// The lease table now holds `expiry` from this instance.
     pub fn renewed(&mut self, expiry: i64) {
         self.held = expiry;
         self.renewed = Instant::now();
@@ -61,8 +72,12 @@ impl Lease {
         self.held
     }
 
-    /// Whether the events table needs a renewal of its own (none for a third of the
-    /// takeover time).
+    /// The epoch every commit to the pipeline's tables carries (0: not held).
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// Whether the lease needs renewing (a third of its time has passed).
     pub fn due(&self) -> bool {
         self.held > 0 && self.renewed.elapsed() >= self.ttl / 3
     }
@@ -82,11 +97,17 @@ mod tests {
         let mut l = Lease::new("p", Duration::from_millis(30));
         assert_eq!(l.app_id(), "sluice:p:lease");
         assert!(!l.due(), "not held");
-        l.renewed(l.next_expiry(1_000));
-        assert_eq!(l.held(), 1_030);
+        l.taken(l.next_expiry(1_000));
+        assert_eq!((l.held(), l.epoch()), (1_030, 1_030));
         assert!(!l.due());
         std::thread::sleep(Duration::from_millis(12));
         assert!(l.due());
+        l.renewed(2_000);
+        assert_eq!(
+            (l.held(), l.epoch()),
+            (2_000, 1_030),
+            "a renewal keeps the epoch"
+        );
         assert_eq!(Lease::standby_wait(5_000, 1_000), Duration::from_secs(1));
         assert_eq!(Lease::standby_wait(1_010, 1_000), Duration::from_millis(50));
     }

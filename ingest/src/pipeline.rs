@@ -119,8 +119,12 @@ pub struct Pipeline {
     live: mpsc::Receiver<crate::live::OpenWindowsRequest>,
     /// The lease of a pipeline with topic-clock aggregates run live ([`crate::lease`]).
     lease: Option<Lease>,
-    /// The lease expiry the commits of the current flush carry.
+    /// The lease epoch the commits of the current flush carry.
     flush_lease: Option<i64>,
+    /// The lease table ([`sluice_lake::lease_table`]), with the lease.
+    lease_table: Option<TableWriter>,
+    /// The lake, for the lease table.
+    lake: Lake,
 }
 
 /// Time spent per stage since the last commit.
@@ -279,6 +283,8 @@ impl Pipeline {
             timing: StageTiming::default(),
             lease: None,
             flush_lease: None,
+            lease_table: None,
+            lake: lake.clone(),
         })
     }
 
@@ -295,6 +301,7 @@ impl Pipeline {
     ) -> Result<PipelineSummary> {
         if self.aggs.iter().any(|a| matches!(a.op, Windows::Topic(_))) {
             self.lease = Some(Lease::new(&self.cfg.name, self.cfg.standby_takeover.get()));
+            self.lease_table = Some(open_lease_table(&self.lake, &self.cfg.name).await?);
             if !self.take_lease(&cancel).await? {
                 return Ok(self.summary);
             }
@@ -371,19 +378,23 @@ impl Pipeline {
     }
 
     /// Waits as a standby until the pipeline's lease is free or expired, then takes it and
-    /// writes it into every table of the pipeline before consuming. False when cancelled
-    /// while standing by.
+    /// writes its epoch into every table of the pipeline before consuming. False when
+    /// cancelled while standing by.
     async fn take_lease(&mut self, cancel: &CancellationToken) -> Result<bool> {
-        let Some(lease) = &self.lease else {
+        let (Some(lease), Some(table)) = (&self.lease, &mut self.lease_table) else {
             return Ok(true);
         };
         let app = lease.app_id().to_string();
         let name = self.cfg.name.clone();
+        let meta = HashMap::from([(
+            "sluice.pipeline".to_string(),
+            serde_json::Value::from(name.clone()),
+        )]);
         let mut announced = false;
         loop {
-            self.events.refresh().await?;
+            table.refresh().await?;
             let now = wall_ms();
-            if let Some(expiry) = self.events.progress(&app).await?
+            if let Some(expiry) = table.progress(&app).await?
                 && expiry > now
             {
                 if !announced {
@@ -397,42 +408,58 @@ impl Pipeline {
                     _ = tokio::time::sleep(Lease::standby_wait(expiry, now)) => continue,
                 }
             }
-            let expiry = self.lease.as_ref().map_or(0, |l| l.next_expiry(now));
-            let progress = [(app.clone(), expiry)];
-            match self.bump_lease(&progress).await {
-                Ok(()) => {}
+            let expiry = lease.next_expiry(now);
+            match table
+                .commit_progress(&[(app.clone(), expiry)], meta.clone())
+                .await
+            {
+                Ok(_) => break,
                 // Another standby took it first.
-                Err(IngestError::Lake(e)) if e.is_fenced() => continue,
-                Err(e) => return Err(e),
+                Err(e) if e.is_fenced() => continue,
+                Err(e) => return Err(e.into()),
             }
-            if let Some(l) = &mut self.lease {
-                l.renewed(expiry);
-            }
-            tracing::info!(pipeline = %name, "active: this instance computes the pipeline's windows (it holds the lease)");
-            spec::PIPELINE_ACTIVE.set([&name], 1.0);
-            return Ok(true);
         }
+        let expiry = self.lease_table_held(&app).await?;
+        self.write_epoch(&[(app, expiry)]).await?;
+        if let Some(l) = &mut self.lease {
+            l.taken(expiry);
+        }
+        tracing::info!(pipeline = %name, "active: this instance computes the pipeline's windows (it holds the lease)");
+        spec::PIPELINE_ACTIVE.set([&name], 1.0);
+        Ok(true)
     }
 
-    /// Writes the lease `progress` into the events table, then every other table.
-    async fn bump_lease(&mut self, progress: &[(String, i64)]) -> Result<()> {
-        let meta = || {
-            HashMap::from([(
-                "sluice.pipeline".to_string(),
-                serde_json::Value::from(self.cfg.name.clone()),
-            )])
+    /// The lease expiry the lease table holds now.
+    async fn lease_table_held(&mut self, app: &str) -> Result<i64> {
+        let Some(table) = &mut self.lease_table else {
+            return Ok(0);
         };
-        self.events.commit(progress, meta()).await?;
+        Ok(table.progress(app).await?.unwrap_or(0))
+    }
+
+    /// The commit metadata naming the pipeline.
+    fn meta(&self) -> HashMap<String, serde_json::Value> {
+        HashMap::from([(
+            "sluice.pipeline".to_string(),
+            serde_json::Value::from(self.cfg.name.clone()),
+        )])
+    }
+
+    /// Writes the lease epoch `progress` into every table of the pipeline: from then on a
+    /// commit of the instance that held the lease before is fenced.
+    async fn write_epoch(&mut self, progress: &[(String, i64)]) -> Result<()> {
+        self.events.refresh().await?;
+        self.events.commit(progress, self.meta()).await?;
         self.dead.refresh().await?;
-        self.dead.commit_progress(progress, meta()).await?;
+        self.dead.commit_progress(progress, self.meta()).await?;
         for i in 0..self.late.len() {
-            let m = meta();
+            let m = self.meta();
             let w = &mut self.late[i];
             w.refresh().await?;
             w.commit_progress(progress, m).await?;
         }
         for j in 0..self.aggs.len() {
-            let m = meta();
+            let m = self.meta();
             let w = &mut self.aggs[j].writer;
             w.refresh().await?;
             w.commit_progress(progress, m).await?;
@@ -440,10 +467,10 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Renews the lease in the events table when no flush did for a while; stops the
-    /// pipeline when another instance has taken it.
+    /// Renews the lease in the lease table every third of its time; stops the pipeline when
+    /// another instance has taken it.
     async fn renew_lease(&mut self) -> Result<()> {
-        let Some(lease) = &self.lease else {
+        let (Some(lease), Some(table)) = (&self.lease, &mut self.lease_table) else {
             return Ok(());
         };
         if !lease.due() {
@@ -455,7 +482,7 @@ impl Pipeline {
             "sluice.pipeline".to_string(),
             serde_json::Value::from(self.cfg.name.clone()),
         )]);
-        match self.events.commit(&progress, meta).await {
+        match table.commit_progress(&progress, meta).await {
             Ok(_) => {
                 if let Some(l) = &mut self.lease {
                     l.renewed(expiry);
@@ -474,19 +501,19 @@ impl Pipeline {
         }
     }
 
-    /// Whether another instance took the lease this one held (read from the events table).
+    /// Whether another instance took the lease this one held (read from the lease table).
     async fn lease_taken(&mut self) -> Result<bool> {
-        let Some(lease) = &self.lease else {
+        let (Some(lease), Some(table)) = (&self.lease, &mut self.lease_table) else {
             return Ok(false);
         };
         let (app, held) = (lease.app_id().to_string(), lease.held());
-        self.events.refresh().await?;
-        Ok(self.events.progress(&app).await? != Some(held))
+        table.refresh().await?;
+        Ok(table.progress(&app).await? != Some(held))
     }
 
     /// Gives the lease up after a clean stop, so that a standby takes over at once.
     async fn release_lease(&mut self) {
-        let Some(lease) = &self.lease else {
+        let (Some(lease), Some(table)) = (&self.lease, &mut self.lease_table) else {
             return;
         };
         if lease.held() == 0 {
@@ -497,7 +524,7 @@ impl Pipeline {
             "sluice.pipeline".to_string(),
             serde_json::Value::from(self.cfg.name.clone()),
         )]);
-        match self.events.commit(&progress, meta).await {
+        match table.commit_progress(&progress, meta).await {
             Ok(_) => {
                 tracing::info!(pipeline = %self.cfg.name, "lease released: a standby takes over")
             }
@@ -1120,7 +1147,7 @@ impl Pipeline {
     /// Commits everything buffered in the ledger's order, then offsets to the group.
     async fn commit(&mut self, source: &Arc<dyn RecordSource>) -> Result<()> {
         self.first_buffered = None;
-        self.flush_lease = self.lease.as_ref().map(|l| l.next_expiry(wall_ms()));
+        self.flush_lease = self.lease.as_ref().map(Lease::epoch).filter(|e| *e > 0);
         let mut rows = Vec::new();
         if self.dead.buffered_rows() > 0 {
             rows.push(Table::DeadLetter);
@@ -1262,9 +1289,6 @@ impl Pipeline {
                 let (out, changes) = self.events.commit(&progress, meta).await?;
                 if let Some(c) = changes {
                     record_changes(&name, self.events.name(), &c);
-                }
-                if let (Some(l), Some((_, expiry))) = (&mut self.lease, &lease) {
-                    l.renewed(*expiry);
                 }
                 (out, "events", "after_events_commit")
             }
@@ -1448,6 +1472,31 @@ impl Pipeline {
         }
         Ok(source.seek(&seeks)?)
     }
+}
+
+/// Opens (or creates) the lease table of pipeline `pipeline`: no rows, only the lease's `txn`.
+/// Its log is kept for an hour (maintenance deletes older entries), since it takes a commit
+/// every few seconds for as long as the pipeline runs.
+async fn open_lease_table(lake: &Lake, pipeline: &str) -> Result<TableWriter> {
+    let name = sluice_lake::lease_table(pipeline);
+    let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
+        "holder",
+        arrow::datatypes::DataType::Utf8,
+        true,
+    )]);
+    let spec = TableSpec {
+        partition_columns: Vec::new(),
+        properties: HashMap::from([
+            ("delta.checkpointInterval".to_string(), "20".to_string()),
+            (
+                "delta.logRetentionDuration".to_string(),
+                "interval 1 hours".to_string(),
+            ),
+        ]),
+        description: Some(format!("sluice lease of pipeline {pipeline}")),
+    };
+    let table = lake.open_or_create(&name, &schema, &spec).await?;
+    Ok(TableWriter::new(&name, table, WriterOptions::default())?)
 }
 
 /// The columns of a pipeline whose schemas live in the registry (its subject's latest, the key

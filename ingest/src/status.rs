@@ -177,15 +177,10 @@ pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>>
                 window_clocks,
             });
         }
-        let lease_until = match &table {
-            Some(t)
-                if p.aggregates
-                    .iter()
-                    .any(|a| a.clock == sluice_config::WindowClock::Topic) =>
-            {
-                sluice_lake::committed_progress(&p.table, t, &lease_app_id(&p.name)).await?
-            }
-            _ => None,
+        let lease = sluice_lake::lease_table(&p.name);
+        let lease_until = match lake.open(&lease).await? {
+            Some(t) => sluice_lake::committed_progress(&lease, &t, &lease_app_id(&p.name)).await?,
+            None => None,
         };
         out.push(PipelineStatus {
             lease_until,

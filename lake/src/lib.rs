@@ -348,12 +348,17 @@ pub fn clock_app_id(pipeline: &str) -> String {
     format!("sluice:{pipeline}:clock")
 }
 
-/// The app id of a pipeline's lease (`clock = "topic"` aggregates): its version is the
-/// lease's expiry (ms since the epoch; 0 once released). The active instance writes it in
-/// every commit to every table of the pipeline, so a commit of an instance whose lease was
-/// taken over is fenced.
+/// The app id of a pipeline's lease (`clock = "topic"` aggregates). In the lease table
+/// ([`lease_table`]) its version is the lease's expiry (ms since the epoch; 0 once released);
+/// in the pipeline's tables, the epoch of the instance holding it, written in each of its
+/// commits, so that a commit of an instance whose lease was taken over is fenced.
 pub fn lease_app_id(pipeline: &str) -> String {
     format!("sluice:{pipeline}:lease")
+}
+
+/// The small table that holds a pipeline's lease and its renewals.
+pub fn lease_table(pipeline: &str) -> String {
+    format!("_sluice_lease_{pipeline}")
 }
 
 /// The app id under which a pipeline records one source partition's window clock (ms) in an

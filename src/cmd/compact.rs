@@ -93,7 +93,18 @@ async fn compact(cfg: &Config, table: &[String], zorder: &[String]) -> anyhow::R
 /// each by (`zorder`, or the table's `maintenance.zorder_by`).
 fn compaction_plan(cfg: &Config, only: &[String], zorder: &[String]) -> Vec<(String, Vec<String>)> {
     let tables = if only.is_empty() {
-        cfg.table_names()
+        // The lease tables have no files, but a commit every few seconds: maintenance deletes
+        // their expired log entries.
+        let leases = cfg
+            .pipelines
+            .iter()
+            .filter(|p| {
+                p.aggregates
+                    .iter()
+                    .any(|a| a.clock == sluice_config::WindowClock::Topic)
+            })
+            .map(|p| sluice_lake::lease_table(&p.name));
+        cfg.table_names().into_iter().chain(leases).collect()
     } else {
         only.to_vec()
     };

@@ -125,11 +125,17 @@ fn closers(n: u64) -> Vec<TestRecord> {
 }
 
 fn spawn(config: &std::path::Path, name: &str) -> Child {
+    spawn_listening(config, name, "")
+}
+
+/// [`spawn`] with the service's HTTP server on `listen`.
+fn spawn_listening(config: &std::path::Path, name: &str, listen: &str) -> Child {
     let log = std::fs::File::create(config.with_file_name(format!("{name}.log"))).unwrap();
     Command::new(sluice_bin())
         .args(["run", "--config"])
         .arg(config)
         .env("SLUICE_LOG", "info")
+        .env("SLUICE__SERVER__LISTEN", listen)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -223,7 +229,8 @@ async fn three_instances_and_a_reference(
     b.kill().unwrap(); // SIGKILL
     b.wait().unwrap();
     produce_slowly(&topic, N / 2..N * 3 / 4, keyed).await;
-    let d = spawn(&shared, "d");
+    let metrics = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let d = spawn_listening(&shared, "d", &metrics);
     produce_slowly(&topic, N * 3 / 4..N, keyed).await;
     produce(&topic, closers(N)).await;
     let total = N as usize + PARTITIONS as usize;
@@ -265,15 +272,31 @@ async fn three_instances_and_a_reference(
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let parts = doc["pipelines"][0]["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), PARTITIONS as usize);
+    // The added instance's metrics: a window clock for each partition it owns, none other.
+    let scraped = scrape(&metrics);
+    let mut owned_by_d = 0;
     for p in parts {
         let owner = p["owner"].as_str().unwrap_or_default();
         assert!(pids.iter().any(|pid| owner.contains(pid.as_str())), "{p}");
         assert_eq!(p["window_clocks"][0][0], "per_key");
-        assert!(
-            p["window_clocks"][0][1].as_i64().unwrap() >= T0 + 3_600_000,
-            "{p}"
+        let clock = p["window_clocks"][0][1].as_i64().unwrap();
+        assert!(clock >= T0 + 3_600_000, "{p}");
+        let series = format!(
+            "sluice_partition_window_clock_seconds{{pipeline=\"counts\",table=\"per_key\",topic=\"{topic}\",partition=\"{}\"}}",
+            p["partition"]
         );
+        if owner.contains(pids[2].as_str()) {
+            owned_by_d += 1;
+            assert_eq!(
+                metric(&scraped, &series),
+                Some(clock as f64 / 1000.0),
+                "{series}\n{scraped}"
+            );
+        } else {
+            assert_eq!(metric(&scraped, &series), None, "{series}");
+        }
     }
+    assert!(owned_by_d > 0, "the added instance owns a partition: {doc}");
     for child in [a, c, d] {
         stop(child);
     }

@@ -24,7 +24,7 @@ use sluice_progress::{Commit, Ledger, Pending, Stored, Table};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::lease::Lease;
+use crate::lease::{Holder, Lease};
 use crate::positions::Positions;
 use crate::sink::EventsSink;
 use crate::source::{
@@ -121,8 +121,6 @@ pub struct Pipeline {
     lease: Option<Lease>,
     /// The lease epoch the commits of the current flush carry.
     flush_lease: Option<i64>,
-    /// The lease table ([`sluice_lake::lease_table`]), with the lease.
-    lease_table: Option<TableWriter>,
     /// The lake, for the lease table.
     lake: Lake,
 }
@@ -283,7 +281,6 @@ impl Pipeline {
             timing: StageTiming::default(),
             lease: None,
             flush_lease: None,
-            lease_table: None,
             lake: lake.clone(),
         })
     }
@@ -300,8 +297,8 @@ impl Pipeline {
         cancel: CancellationToken,
     ) -> Result<PipelineSummary> {
         if self.aggs.iter().any(|a| matches!(a.op, Windows::Topic(_))) {
-            self.lease = Some(Lease::new(&self.cfg.name, self.cfg.standby_takeover.get()));
-            self.lease_table = Some(open_lease_table(&self.lake, &self.cfg.name).await?);
+            let ttl = self.cfg.standby_takeover.get();
+            self.lease = Some(Lease::open(&self.lake, &self.cfg.name, ttl).await?);
             if !self.take_lease(&cancel).await? {
                 return Ok(self.summary);
             }
@@ -381,60 +378,64 @@ impl Pipeline {
     /// writes its epoch into every table of the pipeline before consuming. False when
     /// cancelled while standing by.
     async fn take_lease(&mut self, cancel: &CancellationToken) -> Result<bool> {
-        let (Some(lease), Some(table)) = (&self.lease, &mut self.lease_table) else {
-            return Ok(true);
-        };
-        let app = lease.app_id().to_string();
         let name = self.cfg.name.clone();
-        let meta = HashMap::from([(
-            "sluice.pipeline".to_string(),
-            serde_json::Value::from(name.clone()),
-        )]);
         let mut announced = false;
         loop {
-            table.refresh().await?;
+            let Some(lease) = &mut self.lease else {
+                return Ok(true);
+            };
             let now = wall_ms();
-            if let Some(expiry) = table.progress(&app).await?
-                && expiry > now
-            {
-                if !announced {
-                    tracing::info!(pipeline = %name, expiry = %ms_text(expiry), "standing by: another instance computes this pipeline's windows; taking over if its lease is not renewed");
-                    spec::PIPELINE_ACTIVE.set([&name], 0.0);
-                    health::mark_ready(&health::pipeline_component(&name));
-                    announced = true;
+            let wait = match lease.look(now).await {
+                Ok(Holder::Us) => break,
+                Ok(Holder::Free) => match lease.write(now).await {
+                    Ok(()) => break,
+                    // Another standby took it first.
+                    Err(e) if e.is_fenced() => continue,
+                    Err(e) => {
+                        tracing::warn!(pipeline = %name, "taking the lease failed: {e}; looking again");
+                        Duration::from_secs(1)
+                    }
+                },
+                Ok(Holder::Other(expiry)) => {
+                    if !announced {
+                        tracing::info!(pipeline = %name, expiry = %ms_text(expiry), "standing by: another instance computes this pipeline's windows; taking over if its lease is not renewed");
+                        spec::PIPELINE_ACTIVE.set([&name], 0.0);
+                        health::mark_ready(&health::pipeline_component(&name));
+                        announced = true;
+                    }
+                    Lease::standby_wait(expiry, now)
                 }
-                tokio::select! {
-                    _ = cancel.cancelled() => return Ok(false),
-                    _ = tokio::time::sleep(Lease::standby_wait(expiry, now)) => continue,
+                Err(e) => {
+                    tracing::warn!(pipeline = %name, "reading the lease failed: {e}; looking again");
+                    Duration::from_secs(1)
                 }
-            }
-            let expiry = lease.next_expiry(now);
-            match table
-                .commit_progress(&[(app.clone(), expiry)], meta.clone())
-                .await
-            {
-                Ok(_) => break,
-                // Another standby took it first.
-                Err(e) if e.is_fenced() => continue,
-                Err(e) => return Err(e.into()),
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(false),
+                _ = tokio::time::sleep(wait) => {}
             }
         }
-        let expiry = self.lease_table_held(&app).await?;
-        self.write_epoch(&[(app, expiry)]).await?;
-        if let Some(l) = &mut self.lease {
-            l.taken(expiry);
+        let Some(lease) = &mut self.lease else {
+            return Ok(true);
+        };
+        lease.take_epoch();
+        let progress = [(lease.app_id().to_string(), lease.epoch())];
+        let mut tries = 0;
+        loop {
+            match self.write_epoch(&progress).await {
+                Ok(()) => break,
+                Err(IngestError::Lake(e)) if e.is_fenced() => return Err(self.lease_lost()),
+                Err(IngestError::Lake(e)) if e.is_store_failure() && tries < STORE_FAILURES => {
+                    tries += 1;
+                    tracing::warn!(pipeline = %name, "writing the lease epoch failed: {e}; again in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(e) => return Err(e),
+            }
         }
         tracing::info!(pipeline = %name, "active: this instance computes the pipeline's windows (it holds the lease)");
         spec::PIPELINE_ACTIVE.set([&name], 1.0);
         Ok(true)
-    }
-
-    /// The lease expiry the lease table holds now.
-    async fn lease_table_held(&mut self, app: &str) -> Result<i64> {
-        let Some(table) = &mut self.lease_table else {
-            return Ok(0);
-        };
-        Ok(table.progress(app).await?.unwrap_or(0))
     }
 
     /// The commit metadata naming the pipeline.
@@ -467,31 +468,28 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Renews the lease in the lease table every third of its time; stops the pipeline when
-    /// another instance has taken it.
+    /// Renews the lease every third of its time; stops the pipeline when another instance
+    /// has taken it. A store that fails a renewal is tried again at the next tick.
     async fn renew_lease(&mut self) -> Result<()> {
-        let (Some(lease), Some(table)) = (&self.lease, &mut self.lease_table) else {
+        let Some(lease) = &mut self.lease else {
             return Ok(());
         };
         if !lease.due() {
             return Ok(());
         }
-        let expiry = lease.next_expiry(wall_ms());
-        let progress = [(lease.app_id().to_string(), expiry)];
-        let meta = HashMap::from([(
-            "sluice.pipeline".to_string(),
-            serde_json::Value::from(self.cfg.name.clone()),
-        )]);
-        match table.commit_progress(&progress, meta).await {
-            Ok(_) => {
-                if let Some(l) = &mut self.lease {
-                    l.renewed(expiry);
-                }
-                Ok(())
-            }
-            Err(e) if e.is_fenced() => Err(self.lease_lost()),
-            Err(e) => Err(e.into()),
-        }
+        let now = wall_ms();
+        let failed = match lease.write(now).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_fenced() => match lease.look(now).await {
+                // Our own earlier renewal landed without our hearing of it.
+                Ok(Holder::Us) => return Ok(()),
+                Ok(_) => return Err(self.lease_lost()),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        };
+        tracing::warn!(pipeline = %self.cfg.name, "renewing the lease failed: {failed}; trying again");
+        Ok(())
     }
 
     fn lease_lost(&self) -> IngestError {
@@ -501,31 +499,24 @@ impl Pipeline {
         }
     }
 
-    /// Whether another instance took the lease this one held (read from the lease table).
+    /// Whether another instance took the lease this one held.
     async fn lease_taken(&mut self) -> Result<bool> {
-        let (Some(lease), Some(table)) = (&self.lease, &mut self.lease_table) else {
+        let Some(lease) = &mut self.lease else {
             return Ok(false);
         };
-        let (app, held) = (lease.app_id().to_string(), lease.held());
-        table.refresh().await?;
-        Ok(table.progress(&app).await? != Some(held))
+        Ok(lease.look(wall_ms()).await? != Holder::Us)
     }
 
     /// Gives the lease up after a clean stop, so that a standby takes over at once.
     async fn release_lease(&mut self) {
-        let (Some(lease), Some(table)) = (&self.lease, &mut self.lease_table) else {
+        let Some(lease) = &mut self.lease else {
             return;
         };
-        if lease.held() == 0 {
+        if !lease.held() {
             return;
         }
-        let progress = [(lease.app_id().to_string(), 0)];
-        let meta = HashMap::from([(
-            "sluice.pipeline".to_string(),
-            serde_json::Value::from(self.cfg.name.clone()),
-        )]);
-        match table.commit_progress(&progress, meta).await {
-            Ok(_) => {
+        match lease.release().await {
+            Ok(()) => {
                 tracing::info!(pipeline = %self.cfg.name, "lease released: a standby takes over")
             }
             Err(e) => {
@@ -1472,31 +1463,6 @@ impl Pipeline {
         }
         Ok(source.seek(&seeks)?)
     }
-}
-
-/// Opens (or creates) the lease table of pipeline `pipeline`: no rows, only the lease's `txn`.
-/// Its log is kept for an hour (maintenance deletes older entries), since it takes a commit
-/// every few seconds for as long as the pipeline runs.
-async fn open_lease_table(lake: &Lake, pipeline: &str) -> Result<TableWriter> {
-    let name = sluice_lake::lease_table(pipeline);
-    let schema = arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new(
-        "holder",
-        arrow::datatypes::DataType::Utf8,
-        true,
-    )]);
-    let spec = TableSpec {
-        partition_columns: Vec::new(),
-        properties: HashMap::from([
-            ("delta.checkpointInterval".to_string(), "20".to_string()),
-            (
-                "delta.logRetentionDuration".to_string(),
-                "interval 1 hours".to_string(),
-            ),
-        ]),
-        description: Some(format!("sluice lease of pipeline {pipeline}")),
-    };
-    let table = lake.open_or_create(&name, &schema, &spec).await?;
-    Ok(TableWriter::new(&name, table, WriterOptions::default())?)
 }
 
 /// The columns of a pipeline whose schemas live in the registry (its subject's latest, the key

@@ -261,6 +261,9 @@ schema = [
 event_time = {{ field = "ts", format = "rfc3339" }}
 idle_timeout = "60s"
 flush = {{ max_latency = "1s" }}
+# The topic-clock aggregate makes each life take the lease: a killed life's lease expires in
+# 2 s, and the next one takes over.
+standby_takeover = "2s"
 
 [[pipeline.aggregate]]
 table = "per_key"
@@ -487,6 +490,7 @@ impl Runner {
                 "another tierer archived the same partitions first",
             ),
             ("partitions revoked", "revoked partitions"),
+            ("lease lost", "another instance took over its windows"),
         ];
         let seen: Vec<&str> = fenced
             .iter()

@@ -127,7 +127,14 @@ fn compaction_plan(cfg: &Config, only: &[String], zorder: &[String]) -> Vec<(Str
 
 /// `sluice compact --report-json`: every table (or `only`), one JSON line each on stdout.
 async fn maintenance_child(cfg: &Config, only: &[String], zorder: &[String]) {
-    let report = |v: serde_json::Value| println!("{v}");
+    // The service reads these lines; if it is gone (killed), end quietly instead of
+    // panicking on the closed pipe.
+    let report = |v: serde_json::Value| {
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), "{v}").is_err() {
+            std::process::exit(0);
+        }
+    };
     let lake = match sluice_lake::Lake::new(&cfg.lake) {
         Ok(l) => l,
         Err(e) => return report(serde_json::json!({ "table": "*", "error": e.to_string() })),

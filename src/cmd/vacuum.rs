@@ -102,5 +102,9 @@ fn report(
         }
         Err(e) => serde_json::json!({"table": table, "error": format!("{e:#}")}),
     };
-    println!("{line}");
+    // The service reads this line; if it is gone (killed), end quietly.
+    use std::io::Write as _;
+    if writeln!(std::io::stdout(), "{line}").is_err() {
+        std::process::exit(0);
+    }
 }

@@ -459,13 +459,21 @@ impl Runner {
         }
     }
 
-    /// SIGSTOP one instance until a second one took its partitions and committed, SIGKILL the
-    /// second, resume the first: its next commit must be fenced.
+    /// SIGSTOP one instance once it holds the lease and committed, until a second one took
+    /// over (its lease expired) and committed; SIGKILL the second, resume the first: its next
+    /// commit or lease renewal must be fenced.
     async fn zombie(&mut self) {
         let log = self.log_path();
         let mut a = Instance::spawn(&self.config, log, None);
-        if self.live(&mut a, Duration::from_secs(8)).await {
-            return self.ended(a, None);
+        // A zombie is an instance that computes: wait until it holds the lease and committed.
+        let started = Instant::now();
+        while !(a.log_text().contains("active: this instance computes")
+            && a.log_text().contains("table_committed"))
+            && started.elapsed() < Duration::from_secs(40)
+        {
+            if self.live(&mut a, Duration::from_secs(1)).await {
+                return self.ended(a, None);
+            }
         }
         a.signal(Signal::SIGSTOP);
         let log = self.log_path();

@@ -363,9 +363,22 @@ impl<K: Ord + Clone> Ledger<K> {
         let dirty = self.dirty();
         let has_rows = |t: Table| pending.rows.contains(&t);
         let mut out = Vec::new();
+        // A dead-letter or late table's progress never moves back: during a replay below it
+        // (after a crash between its commit and the events'), a commit of rows of another
+        // partition must not lower it, or the replay would write those rows again.
         let read_progress = |table| Commit {
             table,
-            progress: dirty.clone(),
+            progress: dirty
+                .iter()
+                .map(|(k, next)| {
+                    let stored = self.books.get(k).map_or(Offset::MIN, |b| match table {
+                        Table::DeadLetter => b.dead_letter,
+                        Table::Late(i) => b.late.get(i).copied().unwrap_or(Offset::MIN),
+                        _ => Offset::MIN,
+                    });
+                    (k.clone(), (*next).max(stored))
+                })
+                .collect(),
             clock: None,
             partition_clocks: Vec::new(),
             rows: true,

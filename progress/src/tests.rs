@@ -319,3 +319,29 @@ fn per_partition_clocks_commit_when_they_move_and_resume_from_the_table() {
     assert_eq!(l.partition_clock(&0, 0), Some(900));
     assert_eq!(l.stored(&0).unwrap().clocks, vec![Some(900)]);
 }
+
+#[test]
+fn a_dead_letter_or_late_commit_during_a_replay_never_lowers_their_progress() {
+    // Partition 0 crashed after its dead-letter and late commits (150) and before its events
+    // commit (100): it replays from 100. A flush at 120 commits dead-letter and late rows (of
+    // partition 1): partition 0's progress there must stay 150, or its records 120..150 would
+    // be written to them again.
+    let mut l = Ledger::new(1, 0);
+    l.resume(0, &stored(Some(100), Some(150), Some(150), None), 0);
+    l.resume(1, &stored(Some(40), Some(40), Some(40), None), 0);
+    for o in 100..120 {
+        l.admit(&0, o);
+    }
+    for o in 40..60 {
+        l.admit(&1, o);
+    }
+    let plan = l.plan(&pending(&[Table::DeadLetter, Table::Late(0)], &[], &[]));
+    for c in plan.iter().filter(|c| c.table != Table::Events) {
+        assert_eq!(c.progress, vec![(0, 150), (1, 60)], "{:?}", c.table);
+    }
+    plan.iter().for_each(|c| l.record(c));
+    assert_eq!(l.threshold(&0, Table::DeadLetter), Some(150));
+    assert_eq!(l.threshold(&0, Table::Late(0)), Some(150));
+    assert!(!l.wants(&0, Table::DeadLetter, 130));
+    assert!(l.wants(&0, Table::Events, 120));
+}

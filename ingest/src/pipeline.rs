@@ -424,7 +424,14 @@ impl Pipeline {
         loop {
             match self.write_epoch(&progress).await {
                 Ok(()) => break,
-                Err(IngestError::Lake(e)) if e.is_fenced() => return Err(self.lease_lost()),
+                // Fenced by our own earlier write of the epoch whose answer was lost, unless
+                // the lease itself moved on.
+                Err(IngestError::Lake(e)) if e.is_fenced() => {
+                    if self.lease_taken().await? || tries >= STORE_FAILURES {
+                        return Err(self.lease_lost());
+                    }
+                    tries += 1;
+                }
                 Err(IngestError::Lake(e)) if e.is_store_failure() && tries < STORE_FAILURES => {
                     tries += 1;
                     tracing::warn!(pipeline = %name, "writing the lease epoch failed: {e}; again in 1 s");

@@ -102,16 +102,16 @@ pub fn block_on(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> E
         }
     };
     let outcome = runtime.block_on(fut);
+    if let Err(e) = outcome {
+        eprintln!("sluice: {}", error_chain(&e));
+        // Everything that could be committed was; tearing the runtime down under tasks still
+        // in flight (a Delta log read on a blocking thread) would only add noise to the exit.
+        std::process::exit(1);
+    }
     // A blocking task stuck in a C library (a consumer that cannot leave its group) must not
     // keep the process from exiting once the work is done.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sluice: {}", error_chain(&e));
-            ExitCode::FAILURE
-        }
-    }
+    ExitCode::SUCCESS
 }
 
 /// An error and its causes on one line, leaving out a cause whose text the message before it

@@ -328,6 +328,10 @@ impl Pipeline {
         cancel: CancellationToken,
     ) -> Result<PipelineSummary> {
         health::register_component(&health::pipeline_component(&self.cfg.name));
+        // Tables open and the consumer started: ready, with or without partitions. (An
+        // instance that joins the group with an empty assignment does not always get a
+        // rebalance callback, so readiness cannot wait for one.)
+        health::mark_ready(&health::pipeline_component(&self.cfg.name));
         if !self.aggs.is_empty() {
             // Every partition of the source topics holds the window clock until it is idle,
             // not only the assigned ones: after a crash the group may hand this instance a few

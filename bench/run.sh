@@ -8,7 +8,7 @@
 # `formats` also starts the schema registry (scripts/registry.sh).
 # Sizes are settable: BENCH_EVENTS (5000000), FORMAT_EVENTS (2000000), CHANGES (1000000),
 # CHANGE_KEYS (100000), CHANGE_FLUSH_ROWS (200000), WINDOW_EVENTS (2000000),
-# WINDOW_INSTANCES (3), FRESH_RATE (10000), FRESH_SECONDS (60),
+# WINDOW_PARTITIONS (6), WINDOW_INSTANCES (3), FRESH_RATE (10000), FRESH_SECONDS (60),
 # SOAK_RATE (10000), SOAK_MINUTES (10), SNAPSHOT_COMMITS (600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +47,7 @@ case "$what" in
     run $bench formats --events "${FORMAT_EVENTS:-2000000}" --registry "$registry"
     scripts/registry.sh stop >/dev/null ;;&
   changelog|all) run $bench changelog --changes "${CHANGES:-1000000}" --keys "${CHANGE_KEYS:-100000}" --max-rows "${CHANGE_FLUSH_ROWS:-200000}" ;;&
-  windows|all) run $bench windows --events "${WINDOW_EVENTS:-2000000}" --instances "${WINDOW_INSTANCES:-3}" ;;&
+  windows|all) run $bench windows --events "${WINDOW_EVENTS:-2000000}" --partitions "${WINDOW_PARTITIONS:-6}" --instances "${WINDOW_INSTANCES:-3}" ;;&
   freshness|all) run $bench freshness --rate "${FRESH_RATE:-10000}" --seconds "${FRESH_SECONDS:-60}" ;;&
   soak|all) run $bench soak --rate "${SOAK_RATE:-10000}" --minutes "${SOAK_MINUTES:-10}" ;;&
   snapshot-memory|all) run "$CARGO_TARGET_DIR/release/snapshot-memory" --commits "${SNAPSHOT_COMMITS:-600}" --out bench/results ;;&

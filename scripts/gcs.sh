@@ -66,12 +66,8 @@ start() {
     -backend filesystem -filesystem-root "$DIR/data" -log-level warn \
     >"$DIR/server.log" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
-  local deadline=$((SECONDS + 60))
-  until curl -fsS -o /dev/null "http://127.0.0.1:$PORT/storage/v1/b" 2>/dev/null; do
-    kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 50 "$DIR/server.log" >&2; die "fake-gcs-server exited during start-up"; }
-    [ $SECONDS -lt $deadline ] || die "fake-gcs-server did not answer within 60s"
-    sleep 0.3
-  done
+  wait_ready "$PIDFILE" "$DIR/server.log" fake-gcs-server 60 \
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/storage/v1/b"
   curl -fsS -X POST -H 'Content-Type: application/json' -o /dev/null \
     -d "{\"name\":\"$BUCKET\"}" "http://127.0.0.1:$PORT/storage/v1/b" || die "could not create the test bucket"
   printf '{"gcs_base_url": "http://127.0.0.1:%s", "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""}\n' \

@@ -16,13 +16,28 @@ die() { log "error: $*"; exit 1; }
 # port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# stop_pidfile FILE NAME: TERM the process group, wait, then KILL; leaves nothing behind.
+# wait_ready PIDFILE LOG NAME SECONDS CHECK...: runs the command CHECK every 0.3 s until it
+# succeeds; dies with the last lines of LOG when the process of PIDFILE exits first or
+# SECONDS pass.
+wait_ready() {
+  local pidfile=$1 logfile=$2 name=$3 limit=$4
+  shift 4
+  local deadline=$((SECONDS + limit))
+  until "$@" 2>/dev/null; do
+    kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -n 50 "$logfile" >&2; die "$name exited during start-up"; }
+    [ $SECONDS -lt $deadline ] || { tail -n 50 "$logfile" >&2; die "$name did not answer within ${limit}s"; }
+    sleep 0.3
+  done
+}
+
+# stop_pidfile FILE NAME [SIGNAL]: SIGNAL (TERM by default) to the process group, wait up to
+# 20 s, then KILL; leaves nothing behind.
 stop_pidfile() {
-  local file=$1 name=$2 pid
+  local file=$1 name=$2 sig=${3:-TERM} pid
   [ -f "$file" ] || return 0
   pid=$(cat "$file")
   if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null
+    kill "-$sig" -- "-$pid" 2>/dev/null || kill "-$sig" "$pid" 2>/dev/null
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     if kill -0 "$pid" 2>/dev/null; then
       log "$name did not stop in 20s; killing"

@@ -67,12 +67,8 @@ start() {
     -Dquarkus.log.level=WARN -Dquarkus.log.console.level=WARN \
     -jar "$APICURIO_HOME/quarkus-run.jar" >"$DIR/server.log" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
-  local deadline=$((SECONDS + 120))
-  until curl -fsS -o /dev/null "$URL/subjects" 2>/dev/null; do
-    kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 50 "$DIR/server.log" >&2; die "the registry exited during start-up"; }
-    [ $SECONDS -lt $deadline ] || { tail -n 50 "$DIR/server.log" >&2; die "the registry did not answer $URL/subjects within 120s"; }
-    sleep 0.5
-  done
+  wait_ready "$PIDFILE" "$DIR/server.log" "the registry ($URL/subjects)" 120 \
+    curl -fsS -o /dev/null "$URL/subjects"
   log "ready: Apicurio Registry $APICURIO_VERSION, Confluent-compatible API at $URL"
   echo "$URL"
 }

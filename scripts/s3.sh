@@ -33,12 +33,8 @@ start() {
   rm -rf "$DIR"; mkdir -p "$DIR"
   setsid "$SLUICE_VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$DIR/server.log" 2>&1 </dev/null &
   echo $! >"$PIDFILE"
-  local deadline=$((SECONDS + 60))
-  until curl -fsS -o /dev/null "http://127.0.0.1:$PORT/moto-api/data.json" 2>/dev/null; do
-    kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 50 "$DIR/server.log" >&2; die "the S3 server exited during start-up"; }
-    [ $SECONDS -lt $deadline ] || die "the S3 server did not answer within 60s"
-    sleep 0.3
-  done
+  wait_ready "$PIDFILE" "$DIR/server.log" "the S3 server" 60 \
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/moto-api/data.json"
   # The bucket the tests use; each test works under its own prefix.
   curl -fsS -X PUT -o /dev/null "http://127.0.0.1:$PORT/${SLUICE_S3_BUCKET:-sluice-test}" || die "could not create the test bucket"
   start_tls
@@ -55,12 +51,8 @@ start_tls() {
   setsid "$SLUICE_VENV/bin/moto_server" -H 127.0.0.1 -p "$TLS_PORT" -c "$DIR/tls-cert.pem" -k "$DIR/tls-key.pem" \
     >"$DIR/tls-server.log" 2>&1 </dev/null &
   echo $! >"$TLS_PIDFILE"
-  local deadline=$((SECONDS + 60))
-  until curl -fsS --cacert "$DIR/tls-cert.pem" -o /dev/null "https://127.0.0.1:$TLS_PORT/moto-api/data.json" 2>/dev/null; do
-    kill -0 "$(cat "$TLS_PIDFILE")" 2>/dev/null || { tail -n 50 "$DIR/tls-server.log" >&2; die "the HTTPS S3 server exited during start-up"; }
-    [ $SECONDS -lt $deadline ] || die "the HTTPS S3 server did not answer within 60s"
-    sleep 0.3
-  done
+  wait_ready "$TLS_PIDFILE" "$DIR/tls-server.log" "the HTTPS S3 server" 60 \
+    curl -fsS --cacert "$DIR/tls-cert.pem" -o /dev/null "https://127.0.0.1:$TLS_PORT/moto-api/data.json"
   curl -fsS --cacert "$DIR/tls-cert.pem" -X PUT -o /dev/null "https://127.0.0.1:$TLS_PORT/${SLUICE_S3_BUCKET:-sluice-test}" || die "could not create the test bucket over HTTPS"
 }
 

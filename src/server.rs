@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_config::Config;
+use sluice_kafka::Cluster;
 use sluice_lake::Lake;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -28,7 +29,15 @@ pub struct Api {
     cfg: Config,
     lake: Lake,
     history: History,
-    cached: Mutex<Option<(Instant, Arc<String>)>>,
+    cached: Mutex<Cached>,
+}
+
+/// The last status document and the broker client the documents read offsets with (made
+/// once, on the first request, and kept for the service's life).
+#[derive(Debug, Default)]
+struct Cached {
+    doc: Option<(Instant, Arc<String>)>,
+    broker: Option<Cluster>,
 }
 
 impl Api {
@@ -39,21 +48,29 @@ impl Api {
             cfg,
             lake,
             history: History::spawn(pipelines, cancel),
-            cached: Mutex::new(None),
+            cached: Mutex::new(Cached::default()),
         }
     }
 
     /// The status document as JSON, at most [`STATUS_FRESH_FOR`] old.
     async fn status(&self) -> anyhow::Result<Arc<String>> {
         let mut cached = self.cached.lock().await;
-        if let Some((at, doc)) = cached.as_ref()
+        if let Some((at, doc)) = cached.doc.as_ref()
             && at.elapsed() < STATUS_FRESH_FOR
         {
             return Ok(doc.clone());
         }
-        let doc: StatusDoc = console::collect(&self.cfg, &self.lake, Some(&self.history)).await?;
+        let broker = match &cached.broker {
+            Some(b) => b.clone(),
+            None => {
+                let b = Cluster::new(&(&self.cfg.kafka).into(), "status")?;
+                cached.broker.insert(b).clone()
+            }
+        };
+        let history = Some(&self.history);
+        let doc: StatusDoc = console::collect(&self.cfg, &self.lake, &broker, history).await?;
         let json = Arc::new(serde_json::to_string(&doc)?);
-        *cached = Some((Instant::now(), json.clone()));
+        cached.doc = Some((Instant::now(), json.clone()));
         Ok(json)
     }
 }

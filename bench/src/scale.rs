@@ -26,7 +26,8 @@ async fn table_rows(lake: &sluice_lake::Lake, table: &str) -> anyhow::Result<u64
 /// One run: `instances` processes of `sluice run` over `topic` from a fresh lake, timed from
 /// the first start until the events table holds every event and the aggregate table
 /// `want_rows` rows (the single instance's count; `None` for that first run, which is done
-/// when its aggregate table stops growing). Returns (seconds, aggregate rows).
+/// when its aggregate table stops growing). Returns (seconds, aggregate rows, the largest
+/// peak RSS of one instance in bytes).
 async fn run_instances(
     brokers: &str,
     sluice: &Path,
@@ -35,7 +36,7 @@ async fn run_instances(
     events: u64,
     instances: usize,
     want_rows: Option<u64>,
-) -> anyhow::Result<(f64, u64)> {
+) -> anyhow::Result<(f64, u64, u64)> {
     fresh_lake(lake)?;
     let config = lake.join("bench.toml");
     let text = config_text(
@@ -54,11 +55,15 @@ async fn run_instances(
         children.push(spawn_sluice(sluice, &["run"], &config)?);
     }
     let mut last = (0u64, Instant::now());
+    let mut peak_rss = 0;
     let outcome = loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         for c in &mut children {
             if let Some(status) = c.try_wait()? {
                 bail!("an instance exited with {status}");
+            }
+            if let Some((hwm, _)) = memory_of(c.id()) {
+                peak_rss = peak_rss.max(hwm);
             }
         }
         if started.elapsed() > Duration::from_secs(1800) {
@@ -90,7 +95,7 @@ async fn run_instances(
     for c in &mut children {
         let _ = c.wait();
     }
-    Ok(outcome)
+    Ok((outcome.0, outcome.1, peak_rss))
 }
 
 /// Windowed throughput with 1 to `max_instances` instances over `events` events on
@@ -112,7 +117,8 @@ pub async fn windows(
     let mut want = None;
     for n in 1..=max_instances {
         eprintln!("{n} instance(s) ...");
-        let (seconds, rows) = run_instances(brokers, sluice, lake, &topic, events, n, want).await?;
+        let (seconds, rows, peak_rss) =
+            run_instances(brokers, sluice, lake, &topic, events, n, want).await?;
         if let Some(w) = want
             && rows != w
         {
@@ -125,6 +131,7 @@ pub async fn windows(
                 "seconds": seconds,
                 "records_per_s": events as f64 / seconds,
                 "aggregate_rows": rows,
+                "peak_rss_mb_per_instance": peak_rss as f64 / 1e6,
             }),
         );
     }

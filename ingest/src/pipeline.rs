@@ -743,7 +743,7 @@ impl Pipeline {
         for a in &mut self.aggs {
             a.writer.refresh().await?;
             let clock = committed_clock(&self.cfg.name, &mut a.writer).await?;
-            a.op.restore_topic_clock(clock, true);
+            a.op.restore_topic_clock(clock);
             clocks.push(clock);
         }
         self.ledger.restore_clocks(&clocks);

@@ -87,8 +87,9 @@ fn last_flush(info: &std::collections::HashMap<String, serde_json::Value>) -> Op
     ])
 }
 
-/// Reads every pipeline's status. Never prints or returns secrets.
-pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>> {
+/// Reads every pipeline's status, the brokers' offsets and the consumer groups through
+/// `broker`. Never prints or returns secrets.
+pub async fn status(config: &Config, lake: &Lake, broker: &Cluster) -> Result<Vec<PipelineStatus>> {
     let mut out = Vec::new();
     for p in &config.pipelines {
         let table = lake.open(&p.table).await?;
@@ -122,7 +123,7 @@ pub async fn status(config: &Config, lake: &Lake) -> Result<Vec<PipelineStatus>>
             };
             clocks.push((agg.table.clone(), clock));
         }
-        let cluster = Cluster::new(&(&config.kafka).into(), "status")?;
+        let cluster = broker.clone();
         let topics = p.topics.clone();
         let group = format!("{}.{}", config.kafka.group_id, p.name);
         let (offsets, owners) = tokio::task::spawn_blocking(move || {

@@ -147,9 +147,9 @@ impl Windows {
     }
 
     /// Restores the topic clock where it has none yet.
-    pub fn restore_topic_clock(&mut self, clock: Option<i64>, only_if_unset: bool) {
+    pub fn restore_topic_clock(&mut self, clock: Option<i64>) {
         if let Self::Topic(op) = self
-            && (!only_if_unset || op.clock().is_none())
+            && op.clock().is_none()
         {
             op.restore_clock(clock);
         }

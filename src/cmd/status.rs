@@ -25,7 +25,8 @@ pub fn main(args: Args) -> ExitCode {
     let Args { config, json } = args;
     with_config(&config, |cfg| async move {
         let lake = sluice_lake::Lake::new(&cfg.lake)?;
-        let doc = crate::console::collect(&cfg, &lake, None).await?;
+        let broker = sluice_kafka::Cluster::new(&(&cfg.kafka).into(), "status")?;
+        let doc = crate::console::collect(&cfg, &lake, &broker, None).await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&doc)?);
         } else {

@@ -108,13 +108,12 @@ impl History {
                 .collect()
         };
         let records = per_second(inner.records.get(pipeline));
-        let bytes = per_second(inner.bytes.get(pipeline));
+        // Both series are sampled together, so their times match; a missing one reads 0.
+        let bytes: std::collections::HashMap<i64, f64> =
+            per_second(inner.bytes.get(pipeline)).into_iter().collect();
         records
             .into_iter()
-            .map(|(at, r)| {
-                let b = bytes.iter().find(|(t, _)| *t == at).map_or(0.0, |x| x.1);
-                (at, r, b)
-            })
+            .map(|(at, r)| (at, r, bytes.get(&at).copied().unwrap_or(0.0)))
             .collect()
     }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use sluice_config::Config;
+use sluice_kafka::Cluster;
 use sluice_lake::Lake;
 use sluice_telemetry::{recent, spec};
 
@@ -194,14 +195,16 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Reads the document; `history` is the running service's (`None` for `sluice status`).
+/// Reads the document, the brokers' offsets and the consumer groups through `broker`;
+/// `history` is the running service's (`None` for `sluice status`).
 pub async fn collect(
     cfg: &Config,
     lake: &Lake,
+    broker: &Cluster,
     history: Option<&History>,
 ) -> anyhow::Result<StatusDoc> {
     let live = history.is_some();
-    let tiering = sluice_tiering::reader::tiering_status(cfg, lake).await?;
+    let tiering = sluice_tiering::reader::tiering_status(cfg, lake, broker).await?;
     let boundary_of = |topic: &str, partition: i32| {
         tiering
             .iter()
@@ -210,7 +213,7 @@ pub async fn collect(
             .and_then(|p| p.1)
     };
     let mut pipelines = Vec::new();
-    for (p, cfg_p) in sluice_ingest::status::status(cfg, lake)
+    for (p, cfg_p) in sluice_ingest::status::status(cfg, lake, broker)
         .await?
         .into_iter()
         .zip(&cfg.pipelines)

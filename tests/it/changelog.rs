@@ -326,10 +326,7 @@ async fn compaction_and_vacuum_of_an_upsert_table_while_it_changes_keep_the_last
     let compact = compact.wait_with_output().unwrap();
     assert!(compact.status.success(), "sluice compact failed");
     wait_for(produced).await;
-    Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child.0, Signal::SIGTERM);
     assert!(child.0.wait().unwrap().success());
     // Compact again now that nothing writes, then vacuum everything no version needs.
     let compacted = Command::new(sluice_bin())

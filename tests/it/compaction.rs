@@ -272,10 +272,7 @@ async fn compaction_during_live_ingest_keeps_every_offset_exactly_once() {
         removed > 0.0,
         "no compaction reported by the service:\n{scraped}"
     );
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child, Signal::SIGTERM);
     assert!(child.wait().unwrap().success());
     run_until_caught_up(&config);
     let lake = Lake::new(&lake_cfg).unwrap();
@@ -536,10 +533,7 @@ async fn the_service_compacts_in_a_child_process_while_ingesting() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    Command::new("kill")
-        .args(["-TERM", &service.0.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&service.0, Signal::SIGTERM);
     assert!(service.0.wait().unwrap().success());
 
     let lake = Lake::new(&lake_cfg).unwrap();
@@ -706,10 +700,7 @@ async fn the_service_vacuums_on_its_interval_and_never_deletes_live_or_young_fil
         Some(1.0),
         "{text}"
     );
-    Command::new("kill")
-        .args(["-TERM", &service.0.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&service.0, Signal::SIGTERM);
     assert!(service.0.wait().unwrap().success());
     assert!(!old_orphan.exists(), "the old orphan is vacuumed");
     assert!(

@@ -397,17 +397,7 @@ interval = "1s"
     assert_eq!(code, 404);
 
     // `sluice status --json` prints the same document, less what only the service knows.
-    let out = Command::new(sluice_bin())
-        .args(["status", "--json", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cli = status_json(&config);
     assert_eq!(cli["live"], false);
     assert_eq!(
         cli["pipelines"][0]["partitions"].as_array().unwrap().len(),
@@ -432,9 +422,6 @@ interval = "1s"
     );
     assert!(cli["pipelines"][0]["activity"].is_null());
 
-    Command::new("kill")
-        .args(["-TERM", &service.0.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&service.0, Signal::SIGTERM);
     assert!(service.0.wait().unwrap().success());
 }

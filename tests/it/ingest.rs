@@ -37,15 +37,6 @@ fn spawn_run_logging_to(config: &std::path::Path, log: &std::path::Path) -> Chil
         .expect("spawn sluice run")
 }
 
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -TERM failed");
-}
-
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let start = Instant::now();
     loop {
@@ -432,7 +423,7 @@ async fn two_instances_split_partitions_and_one_takes_over() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    sigterm(&b);
+    signal(&b, Signal::SIGTERM);
     let status = wait_exit(&mut b, Duration::from_secs(40));
     assert!(status.success(), "survivor exit: {status}");
     assert_exactly_once(&positions(&read_table(&lake, "events").await), &produced);
@@ -622,7 +613,7 @@ async fn a_property_change_by_another_writer_is_reloaded_and_ingest_goes_on() {
     );
     let rows = positions(&read_table(&lake, "events").await);
     assert_exactly_once(&rows, &produced);
-    sigterm(&child);
+    signal(&child, Signal::SIGTERM);
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success(), "exit status after SIGTERM: {status}");
     let log = std::fs::read_to_string(&log_path).unwrap();
@@ -694,7 +685,7 @@ async fn a_record_is_readable_within_seconds_and_sigterm_exits_cleanly() {
     .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let signalled = Instant::now();
-    sigterm(&child);
+    signal(&child, Signal::SIGTERM);
     let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(

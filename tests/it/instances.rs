@@ -22,28 +22,10 @@ fn config(
     group: &str,
     clock: &str,
 ) -> std::path::PathBuf {
-    let options: String = s3_options()
-        .iter()
-        .map(|(k, v)| format!("{k} = {v:?}\n"))
-        .collect();
-    let root = format!("{}/{}", s3_lake().root, unique(name));
+    let mut lake = s3_lake();
+    lake.root = format!("{}/{}", lake.root, unique(name));
     let text = format!(
-        r#"
-[kafka]
-brokers = "{brokers}"
-group_id = "{group}"
-[kafka.options]
-"session.timeout.ms" = "6000"
-"heartbeat.interval.ms" = "500"
-
-[lake]
-root = "{root}"
-[lake.options]
-{options}
-[server]
-listen = ""
-shutdown_timeout = "30s"
-
+        r#"{service}
 [[pipeline]]
 name = "counts"
 topics = ["{topic}"]
@@ -69,8 +51,7 @@ group_by = ["k"]
 aggregates = ["count(*) AS n", "sum(v) AS total", "avg(v) AS mean", "max(v) AS biggest"]
 clock = "{clock}"
 "#,
-        brokers = kafka(),
-        root = root,
+        service = service_sections(group, &lake),
     );
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).unwrap();
@@ -145,10 +126,7 @@ fn spawn_listening(config: &std::path::Path, name: &str, listen: &str) -> Child 
 }
 
 fn stop(mut child: Child) {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child, Signal::SIGTERM);
     let status = child.wait().unwrap();
     assert!(status.success(), "sluice run exited with {status}");
 }
@@ -261,17 +239,7 @@ async fn three_instances_and_a_reference(
         .iter()
         .map(|c| format!("-{} (", c.id()))
         .collect();
-    let out = Command::new(sluice_bin())
-        .args(["status", "--json", "--config"])
-        .arg(&shared)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = status_json(&shared);
     let parts = doc["pipelines"][0]["partitions"].as_array().unwrap();
     assert_eq!(parts.len(), PARTITIONS as usize);
     // The added instance's metrics: a window clock for each partition it owns, none other.
@@ -448,12 +416,7 @@ async fn topic_clock_runs_on_one_instance_and_a_standby_takes_over_when_it_is_ki
         Duration::from_secs(120),
     )
     .await;
-    let out = Command::new(sluice_bin())
-        .args(["status", "--json", "--config"])
-        .arg(&shared)
-        .output()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let doc = status_json(&shared);
     let until = doc["pipelines"][0]["lease_until_ms"].as_i64().unwrap();
     assert!(
         until > chrono::Utc::now().timestamp_millis(),
@@ -511,14 +474,8 @@ async fn topic_clock_runs_on_one_instance_and_a_standby_takes_over_when_it_is_ki
     // windows beside C.
     let c = spawn(&shared, "c");
     wait_log(&shared, "c", "standing by", Duration::from_secs(60)).await;
-    let signal = |sig: &str, child: &Child| {
-        Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .unwrap();
-    };
     let mut b = b;
-    signal("-STOP", &b);
+    signal(&b, Signal::SIGSTOP);
     wait_log(
         &shared,
         "c",
@@ -526,7 +483,7 @@ async fn topic_clock_runs_on_one_instance_and_a_standby_takes_over_when_it_is_ki
         Duration::from_secs(60),
     )
     .await;
-    signal("-CONT", &b);
+    signal(&b, Signal::SIGCONT);
     let status = b.wait().unwrap();
     assert!(!status.success(), "B went on after losing its lease");
     assert!(

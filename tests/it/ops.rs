@@ -157,10 +157,7 @@ async fn metrics_match_the_records_the_test_produced() {
         );
     }
     assert!(metric(&text, "sluice_heap_metadata_bytes").unwrap() > 0.0);
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child, Signal::SIGTERM);
     assert!(child.wait().unwrap().success());
     let _ = dir;
 }

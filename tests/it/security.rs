@@ -128,11 +128,7 @@ async fn ingest_through_sasl_scram_over_tls_with_the_password_from_the_environme
     assert!(status.status.success(), "sluice status: {status_text}");
     assert!(status_text.contains("events"), "{status_text}");
     outputs.push(status_text);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(&child.0, Signal::SIGTERM);
     assert!(child.0.wait().unwrap().success(), "a clean stop");
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("DEBUG"), "the log is at debug level: {log}");

@@ -335,6 +335,33 @@ async fn delta_commits_on_azure_blob_storage_are_conditional_and_fence_a_second_
     second_writer_is_fenced(azure_lake()).await;
 }
 
+/// The same through an ADLS Gen2 URL (`abfss://<container>@<account>.dfs.core.windows.net/`):
+/// the table lands in the same container and prefix as the `az://` URL names, where a lake
+/// opened by that URL reads it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abfss_url_names_the_same_azure_container_and_prefix_as_az() {
+    let az = azure_lake();
+    let prefix = az.root.trim_start_matches(&format!("az://{BUCKET}/"));
+    let abfss = sluice_config::LakeConfig {
+        root: format!("abfss://{BUCKET}@devstoreaccount1.dfs.core.windows.net/{prefix}"),
+        options: az.options.clone(),
+    };
+    second_writer_is_fenced(abfss).await;
+    let lake = sluice_lake::Lake::new(&az).expect("lake");
+    let table = lake
+        .open("people")
+        .await
+        .expect("open")
+        .expect("written through abfss://");
+    assert_eq!(table.version(), Some(1));
+    assert_eq!(
+        sluice_lake::table_row_count("people", &table)
+            .await
+            .unwrap(),
+        10
+    );
+}
+
 /// The same on Google Cloud Storage (fake-gcs-server).
 #[tokio::test(flavor = "multi_thread")]
 async fn delta_commits_on_google_cloud_storage_are_conditional_and_fence_a_second_writer() {

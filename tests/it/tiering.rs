@@ -770,10 +770,7 @@ async fn with_the_store_unreachable_nothing_is_deleted_and_the_alarm_rises() {
     wait_for("catch-up", &|s| {
         metric(s, &alarm) == Some(0.0) && watermarks(&topic, 0) == (1_500, 1_500)
     });
-    Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child.0, Signal::SIGTERM);
     assert!(child.0.wait().unwrap().success());
     let lake = Lake::new(&lake_cfg).unwrap();
     assert_eq!(rows(&read_table(&lake, "archive").await), 1_500);

@@ -308,10 +308,7 @@ async fn out_of_order_events_with_late_ones_give_exactly_the_oracle_rows() {
         ),
         Some(30.0)
     );
-    Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child.0, Signal::SIGTERM);
     assert!(child.0.wait().unwrap().success());
 
     assert_matches_oracle(&aggregate_rows(&lake).await, &expected);
@@ -547,10 +544,7 @@ async fn a_record_ten_years_ahead_does_not_move_the_window_clock() {
     )
     .await;
     assert_eq!(metric_value(&scrape(&addr), series), Some(1.0));
-    Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
+    signal(&child.0, Signal::SIGTERM);
     assert!(child.0.wait().unwrap().success());
     // The windows around it close exactly as without it: every record is on time.
     assert_matches_oracle(&aggregate_rows(&lake).await, &oracle(&evs));

@@ -136,6 +136,12 @@ impl UnifiedLog {
     /// The unified log of `topic`; its archive table is the one of its `[[tiering]]` entry,
     /// or the default name `archive_<topic>` when it has none.
     pub fn new(config: &Config, lake: &Lake, topic: &str) -> Result<Self> {
+        let broker = Cluster::new(&(&config.kafka).into(), "replay")?;
+        Ok(Self::with_broker(config, lake, topic, broker))
+    }
+
+    /// [`UnifiedLog::new`] reading the broker through `broker`, a client the caller keeps.
+    pub fn with_broker(config: &Config, lake: &Lake, topic: &str, broker: Cluster) -> Self {
         let table = config
             .tiering
             .iter()
@@ -148,15 +154,15 @@ impl UnifiedLog {
                 }
                 .archive_table()
             });
-        Ok(Self {
+        Self {
             topic: Arc::from(topic),
             table,
             lake: lake.clone(),
-            broker: Cluster::new(&(&config.kafka).into(), "replay")?,
+            broker,
             with_headers: true,
             chunk: 250_000,
             batch_records: 10_000,
-        })
+        }
     }
 
     /// Whether records carry their headers (on by default; off saves work when not needed).
@@ -528,11 +534,16 @@ pub struct TopicStatus {
     pub partitions: Vec<(i32, Option<i64>, i64, i64)>,
 }
 
-/// Where tiering of every `[[tiering]]` topic of `config` stands.
-pub async fn tiering_status(config: &Config, lake: &Lake) -> Result<Vec<TopicStatus>> {
+/// Where tiering of every `[[tiering]]` topic of `config` stands, the brokers' offsets read
+/// through `broker`.
+pub async fn tiering_status(
+    config: &Config,
+    lake: &Lake,
+    broker: &Cluster,
+) -> Result<Vec<TopicStatus>> {
     let mut out = Vec::new();
     for t in &config.tiering {
-        let log = UnifiedLog::new(config, lake, &t.topic)?;
+        let log = UnifiedLog::with_broker(config, lake, &t.topic, broker.clone());
         let table = log.snapshot().await?;
         let mut partitions = Vec::new();
         for p in log.partitions().await? {

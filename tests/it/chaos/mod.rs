@@ -330,6 +330,26 @@ fn log_starts(consumer: &BaseConsumer, topic: &str) -> Option<Vec<i64>> {
         .collect()
 }
 
+/// Sets `committed` once the aggregate table holds a committed window clock (read without
+/// faults), so that the producer starts its old records then.
+async fn watch_clock(lake: sluice_lake::Lake, committed: Arc<AtomicBool>) {
+    let start = Instant::now();
+    let app = sluice_lake::clock_app_id("chaos");
+    loop {
+        if let Ok(Some(t)) = lake.open("per_key").await
+            && let Ok(Some(_)) = sluice_lake::committed_progress("per_key", &t, &app).await
+        {
+            committed.store(true, Ordering::SeqCst);
+            eprintln!(
+                "chaos: a window clock was committed after {:?}; old records from now on",
+                start.elapsed()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// Samples, until `stop`, that no partition's log start passed the archive's committed
 /// boundary; returns (samples, violations).
 async fn watch_trims(
@@ -627,11 +647,17 @@ async fn chaos_kills_broker_restarts_store_faults_and_a_zombie_lose_and_double_n
     let lake = sluice_lake::Lake::new(&lake_cfg).expect("lake");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let clock_committed = Arc::new(AtomicBool::new(false));
+    let clock_watch = tokio::spawn(watch_clock(
+        sluice_lake::Lake::new(&lake_cfg).expect("lake"),
+        clock_committed.clone(),
+    ));
     let producer = tokio::spawn(produce::run(
         broker.addr(),
         topic.clone(),
         plan.rate,
         i64::from(plan.rate) * WARM_UP.as_secs() as i64 * 2,
+        clock_committed,
         stop.clone(),
     ));
     let watch_stop = Arc::new(AtomicBool::new(false));
@@ -677,6 +703,7 @@ async fn chaos_kills_broker_restarts_store_faults_and_a_zombie_lose_and_double_n
     let complete = wait_complete(&lake, &sent, oracle_rows, Duration::from_secs(240)).await;
     last.signal(Signal::SIGTERM);
     let clean = last.child.wait().map(|s| s.success()).unwrap_or(false);
+    clock_watch.abort();
     watch_stop.store(true, Ordering::SeqCst);
     let (samples, violations) = watcher.await.expect("watcher");
     runner.counts.trim_samples = samples;

@@ -53,8 +53,8 @@ fn rfc3339(ms: i64) -> String {
         .to_string()
 }
 
-/// The record with id `id` at wall time `now` (ms).
-fn record(id: i64, now: i64, late_from: i64) -> (Kind, String, Vec<u8>, i64) {
+/// The record with id `id` at wall time `now` (ms); old ones only when `late` (see [`run`]).
+fn record(id: i64, now: i64, late: bool) -> (Kind, String, Vec<u8>, i64) {
     let k = format!("k{}", id % 23);
     if id % 101 == 7 {
         return (
@@ -64,7 +64,7 @@ fn record(id: i64, now: i64, late_from: i64) -> (Kind, String, Vec<u8>, i64) {
             now,
         );
     }
-    let (kind, ts) = if id % 211 == 100 && id >= late_from {
+    let (kind, ts) = if id % 211 == 100 && late {
         (Kind::Late, now - 600_000)
     } else {
         (Kind::Good, now)
@@ -91,12 +91,16 @@ pub fn producer(brokers: &str) -> FutureProducer {
 }
 
 /// Produces `rate` records a second to `topic` until `stop`; returns every acknowledged
-/// record, in order of id.
+/// record, in order of id. Old records start at id `late_from` and once `clock_committed` is
+/// set: before a window clock is committed, a restarted service replays its backlog with no
+/// clock, and whether an old record is late then depends on how the first fetches interleave
+/// the partitions (docs/windows.md), which one uninterrupted run does not reproduce.
 pub async fn run(
     brokers: String,
     topic: String,
     rate: u32,
     late_from: i64,
+    clock_committed: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 ) -> Vec<Sent> {
     let producer = producer(&brokers);
@@ -130,7 +134,8 @@ pub async fn run(
         tick.tick().await;
         let now = chrono::Utc::now().timestamp_millis();
         for _ in 0..per_tick {
-            let (kind, k, value, ts) = record(id, now, late_from);
+            let late = id >= late_from && clock_committed.load(Ordering::SeqCst);
+            let (kind, k, value, ts) = record(id, now, late);
             let key = k.clone().into_bytes();
             let mut rec = FutureRecord::<[u8], [u8]>::to(&topic)
                 .key(key.as_slice())

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use nix::sys::signal::Signal;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -256,19 +257,15 @@ pub fn sluice_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sluice")
 }
 
-/// A config file for one pipeline reading `topic` into table `events` under `lake`.
-pub fn pipeline_config(
-    dir: &std::path::Path,
-    topic: &str,
-    lake: &sluice_config::LakeConfig,
-    extra: &str,
-) -> std::path::PathBuf {
+/// The `[kafka]`, `[lake]` and `[server]` sections every test config starts with: the test
+/// broker with group `group`, the lake at `lake`, no listener, a 30 s shutdown.
+pub fn service_sections(group: &str, lake: &sluice_config::LakeConfig) -> String {
     let options: String = lake
         .options
         .iter()
         .map(|(k, v)| format!("{k} = {v:?}\n"))
         .collect();
-    let text = format!(
+    format!(
         r#"
 [kafka]
 brokers = "{brokers}"
@@ -284,7 +281,21 @@ root = "{root}"
 [server]
 listen = ""
 shutdown_timeout = "30s"
+"#,
+        brokers = kafka(),
+        root = lake.root,
+    )
+}
 
+/// A config file for one pipeline reading `topic` into table `events` under `lake`.
+pub fn pipeline_config(
+    dir: &std::path::Path,
+    topic: &str,
+    lake: &sluice_config::LakeConfig,
+    extra: &str,
+) -> std::path::PathBuf {
+    let text = format!(
+        r#"{service}
 [[pipeline]]
 name = "clicks"
 topics = ["{topic}"]
@@ -299,13 +310,33 @@ event_time = {{ field = "ts", format = "rfc3339" }}
 partition_by = ["event_date"]
 {extra}
 "#,
-        brokers = kafka(),
-        group = unique("sluice-it"),
-        root = lake.root,
+        service = service_sections(&unique("sluice-it"), lake),
     );
     let path = dir.join("sluice.toml");
     std::fs::write(&path, text).expect("write config");
     path
+}
+
+/// Sends `sig` to the process `child` (SIGTERM for a clean stop, SIGSTOP/SIGCONT to stall it).
+pub fn signal(child: &std::process::Child, sig: Signal) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, sig).expect("signal the child process");
+}
+
+/// What `sluice status --json --config <config>` prints, parsed; panics with its stderr if it
+/// fails.
+pub fn status_json(config: &std::path::Path) -> serde_json::Value {
+    let out = std::process::Command::new(sluice_bin())
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("run sluice status");
+    assert!(
+        out.status.success(),
+        "sluice status --json failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sluice status --json prints JSON")
 }
 
 /// Runs `sluice run --until-caught-up` to completion; panics with its output on failure.

@@ -112,6 +112,9 @@ pub struct Pipeline {
     /// Diverted-record counts of the current flush, published when it commits.
     pending: PendingCounts,
     last_lag_check: Instant,
+    /// Set while a lag update runs (in a task of its own, so that the broker's answers never
+    /// hold up flushes).
+    lag_in_flight: Arc<std::sync::atomic::AtomicBool>,
     targets: Option<BTreeMap<TopicPartition, i64>>,
     /// Where the time of the current flush went (logged at debug level on commit).
     timing: StageTiming,
@@ -277,6 +280,7 @@ impl Pipeline {
             store_failures: 0,
             pending: PendingCounts::default(),
             last_lag_check: Instant::now(),
+            lag_in_flight: Arc::default(),
             targets: None,
             timing: StageTiming::default(),
             lease: None,
@@ -775,6 +779,9 @@ impl Pipeline {
         let now = wall_ms();
         if self.last_lag_check.elapsed() >= Duration::from_secs(5)
             && self.ledger.owned().next().is_some()
+            && !self
+                .lag_in_flight
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             self.last_lag_check = Instant::now();
             let owned: Vec<(TopicPartition, i64)> = self
@@ -782,7 +789,15 @@ impl Pipeline {
                 .owned()
                 .filter_map(|tp| Some((tp.clone(), self.ledger.committed(tp, Table::Events)?)))
                 .collect();
-            update_lag(source.clone(), owned, self.cfg.name.clone()).await;
+            let (source, name, done) = (
+                source.clone(),
+                self.cfg.name.clone(),
+                self.lag_in_flight.clone(),
+            );
+            tokio::spawn(async move {
+                update_lag(source, owned, name).await;
+                done.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
         }
         for a in &self.aggs {
             if let Some(c) = a.op.clock() {

@@ -153,12 +153,7 @@ impl RecordSource for KafkaSource {
         self: Arc<Self>,
         partitions: Vec<TopicPartition>,
     ) -> BoxFuture<'static, Vec<(TopicPartition, i64)>> {
-        let f = self.blocking("high watermarks", move |c| {
-            Ok(partitions
-                .into_iter()
-                .filter_map(|(t, p)| c.high_watermark(&t, p).ok().map(|h| ((t, p), h)))
-                .collect())
-        });
+        let f = self.blocking("high watermarks", move |c| c.end_offsets_of(&partitions));
         Box::pin(async move { f.await.unwrap_or_default() })
     }
 }

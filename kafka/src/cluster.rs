@@ -230,6 +230,32 @@ pub fn end_offsets<C: ConsumerContext>(
     Ok(out)
 }
 
+/// The end offsets of `parts` in one `ListOffsets` request per broker (blocking), instead of a
+/// round trip per partition; partitions the answer has no offset for are left out.
+pub fn latest_offsets<C: ConsumerContext>(
+    c: &BaseConsumer<C>,
+    parts: &[TopicPartition],
+    timeout: Duration,
+) -> Result<Vec<(TopicPartition, i64)>> {
+    let mut list = TopicPartitionList::with_capacity(parts.len());
+    for (t, p) in parts {
+        list.add_partition_offset(t, *p, Offset::End)
+            .map_err(|e| KafkaError::client(format!("end offset of {t}/{p}"), e))?;
+    }
+    let found = c
+        .offsets_for_times(list, timeout)
+        .map_err(|e| KafkaError::client("end offsets", e))?;
+    Ok(found
+        .elements()
+        .iter()
+        .filter(|e| e.error().is_ok())
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((Arc::from(e.topic()), e.partition()), o)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// The partition ids of a topic (blocking); an error when it does not exist.
 pub fn partitions_of<C: ConsumerContext>(c: &BaseConsumer<C>, topic: &str) -> Result<Vec<i32>> {
     let md = c

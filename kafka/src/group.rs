@@ -330,12 +330,12 @@ impl GroupConsumer {
         cluster::end_offsets(&*self.consumer, topics).map_err(|e| self.explain(e))
     }
 
-    /// A partition's high watermark (blocking).
-    pub fn high_watermark(&self, topic: &str, partition: i32) -> Result<i64> {
-        self.consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(5))
-            .map(|(_, high)| high)
-            .map_err(|e| KafkaError::client(format!("watermarks of {topic}/{partition}"), e))
+    /// The end offsets of `parts` (blocking), in one request per broker: a round trip per
+    /// partition waits behind this consumer's fetches (up to `fetch.wait.max.ms` each), which
+    /// with 96 partitions took 48 s.
+    pub fn end_offsets_of(&self, parts: &[TopicPartition]) -> Result<Vec<(TopicPartition, i64)>> {
+        cluster::latest_offsets(&*self.consumer, parts, Duration::from_secs(5))
+            .map_err(|e| self.explain(e))
     }
 }
 

@@ -215,7 +215,7 @@ async fn compaction_during_live_ingest_keeps_every_offset_exactly_once() {
         "flush = { max_rows = 300, max_latency = \"200ms\" }",
     );
     // The service compacts every second on its own, and the CLI compacts too.
-    let metrics_addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let metrics_addr = format!("127.0.0.1:{}", listen_port());
     let mut child = Command::new(sluice_bin())
         .args(["run", "--config"])
         .arg(&config)
@@ -480,7 +480,7 @@ async fn the_service_compacts_in_a_child_process_while_ingesting() {
         &lake_cfg,
         "flush = { max_latency = \"200ms\" }",
     );
-    let port = 20_000 + rand::random::<u16>() % 20_000;
+    let port = listen_port();
     let addr = format!("127.0.0.1:{port}");
     let mut service = KillOnDrop(
         Command::new(sluice_bin())
@@ -651,7 +651,7 @@ async fn the_service_vacuums_on_its_interval_and_never_deletes_live_or_young_fil
         set_age(orphan, Duration::from_secs(age));
     }
 
-    let port = 20_000 + rand::random::<u16>() % 20_000;
+    let port = listen_port();
     let addr = format!("127.0.0.1:{port}");
     let mut service = KillOnDrop(
         Command::new(sluice_bin())

@@ -172,7 +172,7 @@ async fn the_console_in_chromium_shows_what_was_produced_and_committed() {
         .min()
         .unwrap();
 
-    let port = 20_000 + rand::random::<u16>() % 20_000;
+    let port = listen_port();
     let addr = format!("127.0.0.1:{port}");
     let config = pipeline_config(
         dir.path(),

@@ -209,7 +209,7 @@ async fn three_instances_and_a_reference(
     b.kill().unwrap(); // SIGKILL
     b.wait().unwrap();
     produce_slowly(&topic, N / 2..N * 3 / 4, keyed).await;
-    let metrics = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let metrics = format!("127.0.0.1:{}", listen_port());
     let d = spawn_listening(&shared, "d", &metrics);
     produce_slowly(&topic, N * 3 / 4..N, keyed).await;
     produce(&topic, closers(N)).await;

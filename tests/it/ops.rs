@@ -39,7 +39,7 @@ async fn metrics_match_the_records_the_test_produced() {
         &lake_cfg,
         "flush = { max_latency = \"300ms\" }",
     );
-    let port = 20_000 + rand::random::<u16>() % 20_000;
+    let port = listen_port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = Command::new(sluice_bin())
         .args(["run", "--config"])
@@ -352,7 +352,7 @@ fn the_demo_runs_end_to_end_and_its_numbers_add_up() {
 }
 
 fn spawn_listening(config: &std::path::Path) -> (KillOnDrop, String) {
-    let addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let addr = format!("127.0.0.1:{}", listen_port());
     let child = Command::new(sluice_bin())
         .args(["run", "--config"])
         .arg(config)

@@ -78,7 +78,7 @@ async fn ingest_through_sasl_scram_over_tls_with_the_password_from_the_environme
             .unwrap()
             .contains(&password)
     );
-    let addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let addr = format!("127.0.0.1:{}", listen_port());
     let log_path = dir.path().join("sluice.log");
     let child = Command::new(sluice_bin())
         .args(["run", "--config"])

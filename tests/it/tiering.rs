@@ -679,7 +679,7 @@ async fn with_the_store_unreachable_nothing_is_deleted_and_the_alarm_rises() {
     lake_cfg.options.insert("max_retries".into(), "1".into());
     lake_cfg.options.insert("retry_timeout".into(), "2s".into());
     let dir = tempfile::tempdir().unwrap();
-    let metrics_addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let metrics_addr = format!("127.0.0.1:{}", listen_port());
     let config = tiering_config(
         dir.path(),
         &topic,

@@ -257,7 +257,7 @@ async fn out_of_order_events_with_late_ones_give_exactly_the_oracle_rows() {
     let evs = phase1(3000);
     let expected = oracle(&evs);
     assert_eq!(expected.len(), 15, "5 pages x 3 minutes");
-    let addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let addr = format!("127.0.0.1:{}", listen_port());
     let mut child = KillOnDrop(spawn_with(&config, &[("SLUICE__SERVER__LISTEN", &addr)]));
     let mut all: BTreeSet<(i32, i64)> = produce_events(&topic, &evs).await.into_iter().collect();
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -511,7 +511,7 @@ async fn a_record_ten_years_ahead_does_not_move_the_window_clock() {
     create_topic(&topic, 1).await;
     let config = pipeline_config(dir.path(), &topic, &lake_cfg, AGG);
     let lake = sluice_lake::Lake::new(&lake_cfg).unwrap();
-    let addr = format!("127.0.0.1:{}", 20_000 + rand::random::<u16>() % 20_000);
+    let addr = format!("127.0.0.1:{}", listen_port());
     let mut child = KillOnDrop(spawn_with(&config, &[("SLUICE__SERVER__LISTEN", &addr)]));
     let on_zero =
         |evs: Vec<Ev>| -> Vec<Ev> { evs.into_iter().map(|e| Ev { partition: 0, ..e }).collect() };

@@ -317,6 +317,14 @@ partition_by = ["event_date"]
     path
 }
 
+/// A port for a service's HTTP listener: random in 20000..32000, below the kernel's range
+/// for outgoing connections (32768 and up by default), where a port picked at random could be
+/// the local end of one of the suite's many client connections and the service could not bind
+/// it (a clean-clone CI run had three services fail to serve that way).
+pub fn listen_port() -> u16 {
+    20_000 + rand::random::<u16>() % 12_000
+}
+
 /// Sends `sig` to the process `child` (SIGTERM for a clean stop, SIGSTOP/SIGCONT to stall it).
 pub fn signal(child: &std::process::Child, sig: Signal) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
